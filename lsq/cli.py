@@ -1,0 +1,55 @@
+"""`lsq`: the operator's command. Each stage's package registers its own subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from lsq.config import ConfigError
+
+# Packages whose `cli.register(subparsers)` adds subcommands, in the order they appear in --help.
+COMMAND_MODULES = (
+    "simulator.cli",
+    "collectors.cli",
+    "lsq_pipeline.cli",
+    "factors.cli",
+    "lsq.run",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lsq", description="LSQ long-short quant system for Binance USDⓈ-M")
+    parser.add_argument("--config", help="configuration file (default: $LSQ_CONFIG or config/default.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(f"lsq: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

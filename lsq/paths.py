@@ -1,0 +1,117 @@
+"""Where everything lives under the data directory. Every package asks here; none builds paths itself.
+
+data/
+  trades/{SYMBOL}/YYYY-MM-DD-HHh.parquet          compacted UTC hour of aggTrades
+  trades/{SYMBOL}/parts/YYYY-MM-DD-HHh/*.parquet   small flushes of the open hour (readers see both)
+  markers/YYYY-MM-DD/HHMM.json                     a sealed 5-minute window (the pipeline's sensor watches these)
+  collector/status.json                            the collector's heartbeat
+  universe/YYYY-MM-DD/{version}/universe.csv       the trading universe of a UTC day
+  bars/..., tran_stats/..., premium_index/..., funding/...   pipeline outputs
+  factors/..., alpha/...                           per-run calculator vectors and alphas
+  positions/{account_id}_target_positions_{YYYYmmdd_HHMMSS}.json
+  simulator/                                       the simulator's account state
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from lsq.timelabels import HOUR_MS, to_datetime
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    root: Path
+
+    @property
+    def trades(self) -> Path:
+        return self.root / "trades"
+
+    def symbol_trades(self, symbol: str) -> Path:
+        return self.trades / symbol.upper()
+
+    def trade_hour_file(self, symbol: str, hour_ms: int) -> Path:
+        return self.symbol_trades(symbol) / f"{hour_tag(hour_ms)}.parquet"
+
+    def trade_parts_dir(self, symbol: str, hour_ms: int) -> Path:
+        return self.symbol_trades(symbol) / "parts" / hour_tag(hour_ms)
+
+    @property
+    def markers(self) -> Path:
+        return self.root / "markers"
+
+    def marker_file(self, window_ms: int) -> Path:
+        dt = to_datetime(window_ms)
+        return self.markers / dt.strftime("%Y-%m-%d") / dt.strftime("%H%M.json")
+
+    @property
+    def collector_status(self) -> Path:
+        return self.root / "collector" / "status.json"
+
+    def universe_file(self, day: str, version: str) -> Path:
+        return self.root / "universe" / day / version / "universe.csv"
+
+    @property
+    def bars(self) -> Path:
+        return self.root / "bars"
+
+    @property
+    def tran_stats(self) -> Path:
+        return self.root / "tran_stats"
+
+    @property
+    def premium_index(self) -> Path:
+        return self.root / "premium_index"
+
+    @property
+    def funding(self) -> Path:
+        return self.root / "funding"
+
+    @property
+    def factors(self) -> Path:
+        return self.root / "factors"
+
+    @property
+    def alpha(self) -> Path:
+        return self.root / "alpha"
+
+    @property
+    def positions(self) -> Path:
+        return self.root / "positions"
+
+    @property
+    def simulator(self) -> Path:
+        return self.root / "simulator"
+
+    @property
+    def history_cache(self) -> Path:
+        return self.root / "history"
+
+
+def hour_tag(hour_ms: int) -> str:
+    """UTC hour tag used in trade file names: 2024-08-08-23h."""
+    if hour_ms % HOUR_MS:
+        raise ValueError(f"{hour_ms} is not on an hour boundary")
+    return to_datetime(hour_ms).strftime("%Y-%m-%d-%Hh")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same directory, fsync, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())

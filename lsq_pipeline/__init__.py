@@ -1,0 +1,1 @@
+"""lsq_pipeline"""
