@@ -13,6 +13,7 @@ from lsq.config import ConfigError
 COMMAND_MODULES = (
     "simulator.cli",
     "collectors.cli",
+    "collectors.history",
     "lsq_pipeline.cli",
     "factors.cli",
     "lsq.run",

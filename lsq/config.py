@@ -199,9 +199,7 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         elif err["type"] == "extra_forbidden":
             msg = "unknown key"
         lines.append(
-            f"  {key}: {msg} (got {err.get('input')!r})"
-            if err["type"] != "extra_forbidden"
-            else f"  {key}: {msg}"
+            f"  {key}: {msg} (got {err.get('input')!r})" if err["type"] != "extra_forbidden" else f"  {key}: {msg}"
         )
     return "\n".join(lines)
 
@@ -237,9 +235,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
     except yaml.YAMLError as exc:
         raise ConfigError(f"configuration file {source} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(
-            f"configuration file {source} must be a mapping of sections, got {type(raw).__name__}"
-        )
+        raise ConfigError(f"configuration file {source} must be a mapping of sections, got {type(raw).__name__}")
     _apply_env_credentials(raw, env)
     if env.get("LSQ_DATA_DIR"):
         raw["data"] = {**(raw.get("data") or {}), "data_dir": str(Path(env["LSQ_DATA_DIR"]).resolve())}

@@ -1,0 +1,50 @@
+"""Clients for the exchange. The same python-binance code serves mock (the simulator), testnet and live:
+only the base URLs differ, taken from the configuration's `binance.<mode>` section.
+"""
+
+from __future__ import annotations
+
+from binance import AsyncClient, BinanceSocketManager, Client
+
+from lsq.config import Account, Endpoints, Mode, Settings
+
+
+def _credentials(account: Account | None) -> tuple[str | None, str | None]:
+    if account is None or not account.has_credentials:
+        return None, None
+    assert account.api_key is not None and account.api_secret is not None
+    return account.api_key.get_secret_value(), account.api_secret.get_secret_value()
+
+
+def _point(client: Client | AsyncClient, endpoints: Endpoints) -> None:
+    base = endpoints.rest_url.rstrip("/")
+    client.FUTURES_URL = f"{base}/fapi"
+    client.FUTURES_TESTNET_URL = f"{base}/fapi"
+    client.FUTURES_DATA_URL = f"{base}/futures/data"
+
+
+def rest_client(settings: Settings, account: Account | None = None, mode: Mode | None = None) -> Client:
+    """A synchronous python-binance Client pointed at the configured exchange (no ping to spot on creation)."""
+    key, secret = _credentials(account)
+    client = Client(key, secret, ping=False)
+    _point(client, settings.endpoints(mode))
+    return client
+
+
+async def async_rest_client(
+    settings: Settings, account: Account | None = None, mode: Mode | None = None
+) -> AsyncClient:
+    """An AsyncClient pointed at the configured exchange. Built without `create()`, which pings spot endpoints."""
+    key, secret = _credentials(account)
+    client = AsyncClient(key, secret)
+    _point(client, settings.endpoints(mode))
+    return client
+
+
+def socket_manager(client: AsyncClient, settings: Settings, mode: Mode | None = None) -> BinanceSocketManager:
+    """A BinanceSocketManager whose futures streams go to the configured WebSocket base."""
+    manager = BinanceSocketManager(client)
+    base = settings.endpoints(mode).ws_url.rstrip("/") + "/"
+    manager.FSTREAM_URL = base
+    manager.FSTREAM_TESTNET_URL = base
+    return manager
