@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print measured figures (run all with `make bench`)."""

@@ -1,0 +1,139 @@
+"""`lsq run`: the whole system on one machine: simulator, collector and `dagster dev`, stopped together.
+
+Each child runs in its own process group, so Ctrl-C (or SIGTERM) reaches every process they spawned
+(dagster dev starts a webserver, a daemon and code servers) and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from lsq.config import PROJECT_ROOT, Settings, load_config
+
+DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
+STOP_GRACE_SECONDS = 15.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("run", help="start simulator + collector + dagster dev (the embedded default)")
+    parser.add_argument("--no-dagster", action="store_true", help="only the simulator and the collector")
+    parser.add_argument("--dagster-port", type=int, default=3000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--symbols", type=int, default=40)
+    parser.set_defaults(func=run)
+
+
+def prepare_dagster_home(home: Path = DAGSTER_HOME) -> Path:
+    """DAGSTER_HOME inside the project (git-ignored), holding a copy of the project's dagster.yaml."""
+    home.mkdir(parents=True, exist_ok=True)
+    source = PROJECT_ROOT / "dagster.yaml"
+    if source.exists():
+        shutil.copyfile(source, home / "dagster.yaml")
+    return home
+
+
+@dataclass
+class Supervisor:
+    """Starts children in their own process groups and stops them all, politely first."""
+
+    children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, start_new_session=True)
+        self.children.append((name, proc))
+        print(f"lsq run: started {name} (pid {proc.pid})", flush=True)
+        return proc
+
+    def first_exited(self) -> tuple[str, int] | None:
+        for name, proc in self.children:
+            code = proc.poll()
+            if code is not None:
+                return name, code
+        return None
+
+    def stop(self) -> None:
+        for _, proc in reversed(self.children):
+            _signal_group(proc, signal.SIGINT)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for name, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"lsq run: {name} did not stop in time, killing it", flush=True)
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+            _signal_group(proc, signal.SIGKILL)  # stragglers the child left in its group
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def wait_for_http(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def _lsq(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lsq.cli", *args]
+
+
+def run(args: argparse.Namespace) -> int:
+    settings: Settings = load_config(args.config)
+    if settings.execution.mode != "mock":
+        print("lsq run starts the embedded simulator; set execution.mode: mock (or run the pieces yourself)")
+        return 2
+    rest = urlparse(settings.endpoints().rest_url)
+    env = dict(os.environ)
+    if args.config:
+        env["LSQ_CONFIG"] = str(Path(args.config).resolve())
+    sup = Supervisor()
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        sim_argv = ["sim", "serve", "--host", rest.hostname or "127.0.0.1", "--port", str(rest.port or 8765)]
+        sup.start("simulator", _lsq(*sim_argv, "--seed", str(args.seed), "--symbols", str(args.symbols)), env)
+        if not wait_for_http(f"{settings.endpoints().rest_url}/fapi/v1/ping", timeout=30):
+            print("lsq run: the simulator did not answer within 30 s", file=sys.stderr)
+            return 1
+        sup.start("collector", _lsq("collect"), env)
+        if not args.no_dagster:
+            dagster_env = {**env, "DAGSTER_HOME": str(prepare_dagster_home())}
+            dagster = [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1"]
+            sup.start("dagster dev", [*dagster, "-p", str(args.dagster_port), "-w", "workspace.yaml"], dagster_env)
+            print(f"lsq run: Dagster UI on http://127.0.0.1:{args.dagster_port}", flush=True)
+        print(f"lsq run: simulator on {settings.endpoints().rest_url}; Ctrl-C stops everything", flush=True)
+        while not stopping:
+            exited = sup.first_exited()
+            if exited:
+                print(f"lsq run: {exited[0]} exited with code {exited[1]}; stopping the rest", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        sup.stop()
+        print("lsq run: stopped", flush=True)

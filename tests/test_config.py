@@ -1,0 +1,118 @@
+"""The configuration model: defaults load, env overrides win, bad values name the key, secrets stay hidden."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lsq.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def default_dict() -> dict:
+    return yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+
+
+def test_default_config_loads_with_two_mock_accounts_and_absolute_data_dir() -> None:
+    settings = load_config(env={})
+    assert settings.execution.mode == "mock"
+    ready, skipped = settings.usable_accounts()
+    assert len(ready) >= 2 and not skipped
+    assert settings.data_dir.is_absolute()
+    assert settings.data.tran_stats.thresholds_usd == pytest.approx((40_000 / 7, 200_000 / 7, 1_000_000 / 7))
+
+
+def test_lsq_config_env_points_at_another_file(tmp_path: Path) -> None:
+    data = default_dict()
+    data["strategy"]["history_days"] = 3
+    path = write(tmp_path, data)
+    assert load_config(env={"LSQ_CONFIG": str(path)}).strategy.history_days == 3
+
+
+def test_lsq_data_dir_env_overrides_file(tmp_path: Path) -> None:
+    settings = load_config(env={"LSQ_DATA_DIR": str(tmp_path / "d")})
+    assert settings.data_dir == (tmp_path / "d").resolve()
+
+
+def test_env_credentials_take_precedence_for_testnet_and_live(tmp_path: Path) -> None:
+    data = default_dict()
+    data["execution"]["testnet"]["accounts"] = [{"account_id": "tn1", "api_key": "file-key", "api_secret": "file-sec"}]
+    data["execution"]["live"]["accounts"] = [{"account_id": "main"}]
+    path = write(tmp_path, data)
+    env = {"TN1_TESTNET_API_KEY": "env-key", "MAIN_API_KEY": "live-key", "MAIN_API_SECRET": "live-sec"}
+    settings = load_config(path, env=env)
+    tn = settings.execution.testnet.accounts[0]
+    assert tn.api_key is not None and tn.api_key.get_secret_value() == "env-key"
+    assert tn.api_secret is not None and tn.api_secret.get_secret_value() == "file-sec"
+    ready, skipped = settings.usable_accounts("live")
+    assert [a.account_id for a in ready] == ["main"] and not skipped
+
+
+def test_account_without_credentials_is_not_started_and_reason_given(tmp_path: Path) -> None:
+    data = default_dict()
+    data["execution"]["live"]["accounts"] = [{"account_id": "main"}]
+    settings = load_config(write(tmp_path, data), env={})
+    ready, skipped = settings.usable_accounts("live")
+    assert ready == []
+    assert "MAIN_API_KEY" in skipped["main"] and "MAIN_API_SECRET" in skipped["main"]
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("execution", "mode", "paper", "execution.mode: must be one of 'mock', 'testnet' or 'live'"),
+        ("strategy", "history_days", 0, "strategy.history_days"),
+        ("data", "timezone", "Mars/Olympus", "unknown timezone 'Mars/Olympus'"),
+        ("data", "universe_refresh_time", "25:00", "data.universe_refresh_time"),
+    ],
+)
+def test_bad_values_name_the_key_and_allowed_values(
+    tmp_path: Path, section: str, key: str, value: object, expected: str
+) -> None:
+    data = default_dict()
+    data[section][key] = value
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data), env={})
+    assert expected in str(info.value)
+    assert "Traceback" not in str(info.value)
+
+
+def test_leverage_out_of_range_and_unknown_key_are_reported(tmp_path: Path) -> None:
+    data = default_dict()
+    data["execution"]["contract_settings"]["leverage"] = 200
+    data["execution"]["colour"] = "red"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data), env={})
+    text = str(info.value)
+    assert "execution.contract_settings.leverage" in text and "125" in text
+    assert "execution.colour: unknown key" in text
+
+
+def test_missing_file_and_bad_yaml_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read configuration file"):
+        load_config(tmp_path / "nope.yaml", env={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("strategy: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad, env={})
+
+
+def test_secrets_never_appear_in_repr_or_errors(tmp_path: Path) -> None:
+    data = default_dict()
+    data["execution"]["live"]["accounts"] = [
+        {"account_id": "main", "api_key": "K-SECRET-1", "api_secret": "S-SECRET-2"}
+    ]
+    settings = load_config(write(tmp_path, data), env={})
+    dumped = repr(settings) + str(settings) + settings.model_dump_json()
+    assert "K-SECRET-1" not in dumped and "S-SECRET-2" not in dumped
+    data["execution"]["live"]["accounts"][0]["account_id"] = "bad id!"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data), env={})
+    assert "S-SECRET-2" not in str(info.value)
