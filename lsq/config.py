@@ -85,7 +85,6 @@ class ModeAccounts(_Strict):
 class ExecutionSettings(_Strict):
     mode: Mode = "mock"
     dry_run: bool = False
-    live_confirmed: bool = False
     contract_settings: ContractSettings = ContractSettings()
     sizing: SizingSettings = SizingSettings()
     mock: ModeAccounts = ModeAccounts()
