@@ -1,0 +1,158 @@
+"""Daily bulk files in the layout of Binance's public-data site (data.binance.vision), built from the market.
+
+Only complete past UTC days exist (as on the real site, today's file appears after midnight); a day before the
+symbol's first trade or not yet complete is a 404 (`resolve_history_path` returns None).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+
+import polars as pl
+
+from lsq.timelabels import DAY_MS, format_day, parse_day
+from lsq.timelabels import now_ms as wall_clock_ms
+from simulator.market import KLINE_INTERVALS, MarketLike
+
+AGG_TRADES_HEADER = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker"
+KLINES_HEADER = (
+    "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
+)
+ZIP_TYPE = "application/zip"
+CHECKSUM_TYPE = "text/plain; charset=utf-8"
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed member timestamp: the same day always zips to the same bytes
+
+_AGG_PATH = re.compile(
+    r"^/?(?:data/)?futures/um/daily/aggTrades/(?P<symbol>[A-Z0-9]+)/(?P=symbol)-aggTrades-(?P<day>\d{4}-\d{2}-\d{2})"
+    r"\.zip(?P<checksum>\.CHECKSUM)?$"
+)
+_KLINE_PATH = re.compile(
+    r"^/?(?:data/)?futures/um/daily/klines/(?P<symbol>[A-Z0-9]+)/(?P<interval>\w+)/(?P=symbol)-(?P=interval)-"
+    r"(?P<day>\d{4}-\d{2}-\d{2})\.zip(?P<checksum>\.CHECKSUM)?$"
+)
+
+
+class HistoryNotFound(LookupError):
+    """No such file: unknown symbol, a day not complete yet, or before the symbol's first trade."""
+
+
+def _zip(member: str, text: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        info = zipfile.ZipInfo(member, date_time=_ZIP_DATE)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        archive.writestr(info, text, compresslevel=1)
+    return buffer.getvalue()
+
+
+def _check_day(market: MarketLike, symbol: str, day: str, now_ms: int | None) -> int:
+    """The day's start ms, if its file exists at `now_ms` (the server's clock; the wall clock when None)."""
+    now_ms = wall_clock_ms() if now_ms is None else now_ms
+    if symbol not in market.instruments:
+        raise HistoryNotFound(f"unknown symbol {symbol!r}")
+    start = parse_day(day)
+    if start + DAY_MS > now_ms:
+        raise HistoryNotFound(f"{symbol} {day} is not a complete past UTC day")
+    first = market.first_trade_ms(symbol)
+    if start + DAY_MS <= first:
+        raise HistoryNotFound(f"{symbol} has no trades on {day} (first trade at {first})")
+    return start
+
+
+def aggtrades_csv(market: MarketLike, symbol: str, day_ms: int) -> str:
+    """One day of aggTrades in the public-data CSV layout (with header, booleans true/false)."""
+    block = market.trades(symbol, day_ms, day_ms + DAY_MS)
+    frame = pl.DataFrame(
+        {
+            "agg_trade_id": block.agg_id,
+            "price": block.instrument.price_series(block.price_ticks),
+            "quantity": block.instrument.qty_series(block.qty_steps),
+            "first_trade_id": block.first_id,
+            "last_trade_id": block.last_id,
+            "transact_time": block.time_ms,
+            "is_buyer_maker": block.buyer_maker,
+        },
+        schema={
+            "agg_trade_id": pl.Int64,
+            "price": pl.String,
+            "quantity": pl.String,
+            "first_trade_id": pl.Int64,
+            "last_trade_id": pl.Int64,
+            "transact_time": pl.Int64,
+            "is_buyer_maker": pl.Boolean,
+        },
+    )
+    return frame.write_csv(include_header=True, quote_style="never")
+
+
+def klines_csv(market: MarketLike, symbol: str, interval: str, day_ms: int) -> str:
+    """One day of klines in the public-data CSV layout (every window of the day, as the REST rows)."""
+    width = KLINE_INTERVALS[interval]
+    rows = market.klines(symbol, interval, day_ms, day_ms + DAY_MS - 1, DAY_MS // width, now_ms=day_ms + DAY_MS - 1)
+    lines = [",".join(str(v) for v in row) for row in rows]
+    return KLINES_HEADER + "\n" + "".join(line + "\n" for line in lines)
+
+
+def aggtrades_day_zip(market: MarketLike, symbol: str, day: str, now_ms: int | None = None) -> bytes:
+    """`{SYMBOL}-aggTrades-{day}.zip` holding `{SYMBOL}-aggTrades-{day}.csv`."""
+    start = _check_day(market, symbol, day, now_ms)
+    return _zip(f"{symbol}-aggTrades-{day}.csv", aggtrades_csv(market, symbol, start))
+
+
+def klines_day_zip(market: MarketLike, symbol: str, interval: str, day: str, now_ms: int | None = None) -> bytes:
+    """`{SYMBOL}-{interval}-{day}.zip` holding `{SYMBOL}-{interval}-{day}.csv`."""
+    if interval not in KLINE_INTERVALS:
+        raise HistoryNotFound(f"unknown interval {interval!r}")
+    start = _check_day(market, symbol, day, now_ms)
+    return _zip(f"{symbol}-{interval}-{day}.csv", klines_csv(market, symbol, interval, start))
+
+
+def checksum_text(data: bytes, filename: str) -> str:
+    """The `.CHECKSUM` companion: "<sha256 hex>  <filename>\\n" (sha256sum's format)."""
+    return f"{hashlib.sha256(data).hexdigest()}  {filename}\n"
+
+
+def resolve_history_path(market: MarketLike, path: str, now_ms: int | None = None) -> tuple[bytes, str] | None:
+    """Route a public-data path (with or without the leading /) to (body, content type); None means 404.
+
+    /data/futures/um/daily/aggTrades/{SYMBOL}/{SYMBOL}-aggTrades-{YYYY-MM-DD}.zip[.CHECKSUM]
+    /data/futures/um/daily/klines/{SYMBOL}/{interval}/{SYMBOL}-{interval}-{YYYY-MM-DD}.zip[.CHECKSUM]
+    """
+    try:
+        if match := _AGG_PATH.match(path):
+            symbol, day = match["symbol"], match["day"]
+            data = aggtrades_day_zip(market, symbol, day, now_ms)
+            filename = f"{symbol}-aggTrades-{day}.zip"
+        elif match := _KLINE_PATH.match(path):
+            symbol, interval, day = match["symbol"], match["interval"], match["day"]
+            data = klines_day_zip(market, symbol, interval, day, now_ms)
+            filename = f"{symbol}-{interval}-{day}.zip"
+        else:
+            return None
+    except (HistoryNotFound, ValueError):
+        return None
+    if match["checksum"]:
+        return checksum_text(data, filename).encode(), CHECKSUM_TYPE
+    return data, ZIP_TYPE
+
+
+def history_days(market: MarketLike, symbol: str, now_ms: int) -> list[str]:
+    """The days a file exists for: from the symbol's first trade to yesterday (UTC)."""
+    first = market.first_trade_ms(symbol)
+    last_complete = now_ms - now_ms % DAY_MS
+    return [format_day(d) for d in range(first - first % DAY_MS, last_complete, DAY_MS)]
+
+
+__all__ = [
+    "AGG_TRADES_HEADER",
+    "KLINES_HEADER",
+    "HistoryNotFound",
+    "aggtrades_day_zip",
+    "checksum_text",
+    "history_days",
+    "klines_day_zip",
+    "resolve_history_path",
+]
