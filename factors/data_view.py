@@ -1,0 +1,395 @@
+"""What a calculator sees: the trailing market data of one sealed 5-minute window, read-only.
+
+Built once per alpha run from long panels (one row per symbol and time, `symbol` a Binance name such as BTCUSDT)
+and shared by every calculator of the run. The view presents:
+- symbols as strategy names (`btc-usdt`), the names calculators return weights for;
+- Decimal columns as Float64 (research maths is float maths; exact prices for sizing come from the stored bars);
+- only rows at or before the sealed window and no older than `history_days`: no look-ahead is possible.
+
+Sharing is safe: Polars frames are copy-on-write, every accessor hands out a fresh shallow clone (an in-place change
+such as `df[0, "close"] = 0` or `insert_column` touches only that clone), lists are fresh, and the view itself is
+frozen. A calculator declaring `mutates_inputs = True` additionally gets its own `copy()` of the view.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import weakref
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import polars.selectors as cs
+import pyarrow as pa
+
+from lsq.paths import DataPaths
+from lsq.symbols import to_exchange, to_strategy
+from lsq.timelabels import DAY_MS, PERIOD_MS, WINDOW_MS, label_of, parse_label
+
+TRADING_UNIVERSE = "v2"
+Mode = Literal["5min", "1h", "4h", "8h", "12h", "24h"]
+PANELS = ("bars", "tran_stats", "premium_index", "funding")
+TIME_COLUMNS: dict[str, str] = {
+    "bars": "open_time",
+    "tran_stats": "open_time",
+    "premium_index": "open_time",
+    "funding": "funding_time",
+}
+
+
+def strategy_name(symbol: str) -> str:
+    """Any symbol spelling (BTCUSDT or btc-usdt) -> btc-usdt."""
+    return to_strategy(to_exchange(symbol))
+
+
+def _prepare(kind: str, frame: pl.DataFrame | None, start_ms: int, end_ms: int) -> pl.DataFrame:
+    """Strategy symbol names, floats for decimals, rows in [start_ms, end_ms), sorted by symbol then time."""
+    tcol = TIME_COLUMNS[kind]
+    if frame is None or frame.width == 0:
+        return pl.DataFrame(schema={"symbol": pl.String, tcol: pl.Int64})
+    missing = {"symbol", tcol} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{kind} panel lacks columns {sorted(missing)} (has {frame.columns})")
+    names = frame.get_column("symbol").unique().to_list()
+    mapping = {s: strategy_name(s) for s in names}
+    out = frame.filter(pl.col(tcol).is_between(start_ms, end_ms, closed="left")).with_columns(
+        pl.col("symbol").replace_strict(mapping, return_dtype=pl.String), *_floats(frame.schema)
+    )
+    return _in_order(out, tcol)
+
+
+def _is_sorted(frame: pl.DataFrame, tcol: str) -> bool:
+    sym, t = pl.col("symbol"), pl.col(tcol)
+    changes = (sym != sym.shift(1)).fill_null(True)
+    ordered = (changes & (sym >= sym.shift(1)).fill_null(True)) | (~changes & (t > t.shift(1)))
+    return bool(frame.select(ordered.all()).item())
+
+
+def _in_order(frame: pl.DataFrame, tcol: str) -> pl.DataFrame:
+    """`frame` sorted by symbol then time.
+
+    Stored panels arrive as runs of one symbol in time order (per-day files, each sorted, or renamed symbols), so
+    the runs are reordered by (symbol, first time) with one block gather, far cheaper than a full sort of many
+    columns; the result is verified, and anything else falls back to a full sort.
+    """
+    if frame.height == 0 or _is_sorted(frame, tcol):
+        return frame
+    runs = frame.get_column("symbol").rle()
+    lengths = runs.struct.field("len").cast(pl.Int64).to_numpy()
+    starts = np.cumsum(lengths) - lengths
+    names = runs.struct.field("value").rank("dense").cast(pl.Int64).to_numpy()
+    first_times = frame.get_column(tcol).gather(starts).to_numpy()
+    order = np.lexsort((first_times, names))
+    starts, lengths = starts[order], lengths[order]
+    out_starts = np.cumsum(lengths) - lengths
+    reordered = frame.gather(np.arange(lengths.sum()) + np.repeat(starts - out_starts, lengths))
+    return reordered if _is_sorted(reordered, tcol) else frame.sort("symbol", tcol)
+
+
+def _map_ipc(path: Path) -> pl.DataFrame:
+    """Zero-copy frame over a memory-mapped Arrow IPC file (the mapping lives as long as the frame's buffers)."""
+    table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+    return pl.from_arrow(table, rechunk=False)  # type: ignore[return-value]
+
+
+def _floats(schema: pl.Schema) -> list[pl.Expr]:
+    """Decimal columns as Float64 via their integer representation: ~2x faster than a cast, within 1 ulp of it."""
+    return [
+        (pl.col(name).to_physical().cast(pl.Float64) / float(10**dtype.scale)).alias(name)
+        for name, dtype in schema.items()
+        if isinstance(dtype, pl.Decimal)
+    ]
+
+
+def _offsets(frame: pl.DataFrame) -> dict[str, tuple[int, int]]:
+    """symbol -> (offset, length) of its contiguous block in a frame sorted by symbol."""
+    if frame.height == 0:
+        return {}
+    runs = frame.get_column("symbol").rle()
+    lengths = runs.struct.field("len").cast(pl.Int64)
+    starts = lengths.cum_sum() - lengths
+    return dict(zip(runs.struct.field("value").to_list(), zip(starts, lengths, strict=True), strict=True))
+
+
+class AlphaDataView:
+    """Read-only trailing data for the window starting at `window_ms` (the last sealed window, inclusive)."""
+
+    __slots__ = (
+        "__weakref__",
+        "_frames",
+        "_ipc",
+        "_lock",
+        "_offsets",
+        "_sealed",
+        "_tails",
+        "_universe",
+        "history_days",
+        "start_ms",
+        "window_ms",
+    )
+
+    def __init__(
+        self,
+        window_ms: int,
+        bars: pl.DataFrame | None,
+        tran_stats: pl.DataFrame | None = None,
+        premium_index: pl.DataFrame | None = None,
+        funding: pl.DataFrame | None = None,
+        *,
+        universe: list[str] | None = None,
+        history_days: int = 30,
+        _prepared: bool = False,
+    ) -> None:
+        if window_ms % WINDOW_MS:
+            raise ValueError(f"window_ms={window_ms} is not the start of a 5-minute window")
+        if history_days < 1:
+            raise ValueError(f"history_days={history_days} must be at least 1")
+        self.window_ms = window_ms
+        self.history_days = history_days
+        self.start_ms = window_ms + WINDOW_MS - history_days * DAY_MS
+        end = window_ms + WINDOW_MS
+        given = {"bars": bars, "tran_stats": tran_stats, "premium_index": premium_index, "funding": funding}
+        if _prepared:
+            self._frames = {k: v if v is not None else _prepare(k, None, 0, 0) for k, v in given.items()}
+        else:
+            self._frames = {k: _prepare(k, v, self.start_ms, end) for k, v in given.items()}
+        if universe is None:
+            names = self._frames["bars"].get_column("symbol").unique().to_list()
+        else:
+            names = [strategy_name(s) for s in universe]
+        self._universe = tuple(sorted(set(names)))
+        self._offsets: dict[str, dict[str, tuple[int, int]]] = {}
+        self._tails: dict[tuple[str, int], pl.DataFrame] = {}
+        self._ipc: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+        self._sealed = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(self, "_sealed", False):
+            raise AttributeError(f"AlphaDataView is read-only (tried to set {name!r})")
+        object.__setattr__(self, name, value)
+
+    # Identity of the run
+
+    @property
+    def label(self) -> str:
+        """Strategy label of the sealed window, e.g. '2024-08-08-288'."""
+        return label_of(self.window_ms)
+
+    @property
+    def end_ms(self) -> int:
+        """End (exclusive) of the data: the end of the sealed window."""
+        return self.window_ms + WINDOW_MS
+
+    @property
+    def universe(self) -> tuple[str, ...]:
+        """Strategy names of the tradable symbols; weights for any other symbol are dropped."""
+        return self._universe
+
+    def iter_symbols(self) -> Iterator[str]:
+        return iter(list(self._universe))
+
+    # Panel form: the fast way
+
+    @property
+    def bars_panel(self) -> pl.DataFrame:
+        """All symbols' 5-minute bars, sorted by symbol then open_time."""
+        return self._frames["bars"].clone()
+
+    @property
+    def tran_stats_panel(self) -> pl.DataFrame:
+        """All symbols' 5-minute trade-size statistics, sorted by symbol then open_time."""
+        return self._frames["tran_stats"].clone()
+
+    @property
+    def premium_index_panel(self) -> pl.DataFrame:
+        return self._frames["premium_index"].clone()
+
+    @property
+    def funding_panel(self) -> pl.DataFrame:
+        """Funding events (funding_time, funding_rate, ...) up to the end of the sealed window."""
+        return self._frames["funding"].clone()
+
+    def recent(self, kind: str, windows: int) -> pl.DataFrame:
+        """The last `windows` 5-minute windows of a panel for all symbols (by time, so gaps are not back-filled)."""
+        if windows < 1:
+            raise ValueError(f"windows={windows} must be at least 1")
+        tcol = self._time_column(kind)
+        return self._frames[kind].filter(pl.col(tcol) >= self.end_ms - windows * WINDOW_MS)
+
+    def tail(self, kind: str, rows: int) -> pl.DataFrame:
+        """The last `rows` rows of every symbol of a panel (fewer for a symbol with less history).
+
+        Cached per (panel, rows): factors asking for the same tail share the work.
+        """
+        if rows < 1:
+            raise ValueError(f"rows={rows} must be at least 1")
+        self._time_column(kind)
+        key = (kind, rows)
+        with self._lock:
+            cached = self._tails.get(key)
+        if cached is None:
+            spans = np.asarray(list(self._symbol_offsets(kind).values()), dtype=np.int64).reshape(-1, 2)
+            ends = spans[:, 0] + spans[:, 1]
+            starts = np.maximum(spans[:, 0], ends - rows)
+            lengths = ends - starts
+            first = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+            index = np.arange(lengths.sum()) + np.repeat(starts - first, lengths)
+            cached = self._frames[kind].gather(index)
+            with self._lock:
+                self._tails[key] = cached
+        return cached.clone()
+
+    # Per-symbol form
+
+    def get_bar(self, symbol: str, tail: int | None = None) -> pl.DataFrame:
+        """One symbol's bars, oldest first; the last `tail` rows if given. Unknown symbol: empty frame."""
+        return self._symbol_rows("bars", symbol, tail)
+
+    def get_tran_stats(self, symbol: str, tail: int | None = None) -> pl.DataFrame:
+        return self._symbol_rows("tran_stats", symbol, tail)
+
+    def get_premium_index(self, symbol: str | None = None, tail: int | None = None) -> pl.DataFrame:
+        """Premium-index bars of one symbol (or the whole panel when `symbol` is None)."""
+        return self.premium_index_panel if symbol is None else self._symbol_rows("premium_index", symbol, tail)
+
+    def get_funding_rates(self, symbol: str | None = None, tail: int | None = None) -> pl.DataFrame:
+        """Funding events of one symbol (or all), oldest first."""
+        return self.funding_panel if symbol is None else self._symbol_rows("funding", symbol, tail)
+
+    def get_bar_between(self, begin_label: str, end_label: str, mode: Mode = "5min") -> pl.DataFrame:
+        """All symbols' bars from window `begin_label` to window `end_label` (both inclusive), at period `mode`."""
+        return self._between("bars", begin_label, end_label, mode)
+
+    def get_tran_stats_between(self, begin_label: str, end_label: str, mode: Mode = "5min") -> pl.DataFrame:
+        return self._between("tran_stats", begin_label, end_label, mode)
+
+    @classmethod
+    def from_storage(
+        cls, paths: DataPaths, window_ms: int, history_days: int, universe_version: str | None = TRADING_UNIVERSE
+    ) -> AlphaDataView:
+        """The view of `window_ms` from the pipeline's stored panels and the universe in force that day.
+
+        `universe_version=None` takes every symbol with bars (research without a stored universe). A missing
+        universe is an error otherwise: trading must never silently widen to every symbol.
+        """
+        from lsq_pipeline.storage import scan_panel
+        from lsq_pipeline.universe import universe_symbols
+
+        start, end = window_ms + WINDOW_MS - history_days * DAY_MS, window_ms + WINDOW_MS
+        universe = None
+        if universe_version is not None:
+            universe = universe_symbols(paths, window_ms, universe_version)
+            if not universe:
+                raise FileNotFoundError(
+                    f"no {universe_version} universe stored under {paths.root / 'universe'} for {label_of(window_ms)}"
+                )
+        # Unsorted scan: the view puts the per-day runs in order itself, much faster than sorting the whole range.
+        scans = {kind: scan_panel(paths, kind, start, end) for kind in PANELS}
+        panels = {kind: None if lf is None else lf.collect() for kind, lf in scans.items()}
+        return cls(window_ms, **panels, universe=universe, history_days=history_days)
+
+    # Copies and transport
+
+    def copy(self) -> AlphaDataView:
+        """An independent copy for calculators that mutate their inputs: a new view object with its own frames.
+
+        Polars frames are copy-on-write, so a clone behaves as a deep copy: writing to one never shows in the other.
+        """
+        frames = {k: v.clone() for k, v in self._frames.items()}
+        return AlphaDataView(
+            self.window_ms,
+            **frames,
+            universe=list(self._universe),
+            history_days=self.history_days,
+            _prepared=True,
+        )
+
+    def ipc_spec(self) -> dict[str, Any]:
+        """Where this view's panels are stored as uncompressed Arrow IPC for worker processes to map.
+
+        Written once per view (the view never changes) to shared memory when available, removed with the view.
+        """
+        with self._lock:
+            if self._ipc is None:
+                shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+                folder = Path(tempfile.mkdtemp(prefix="lsq-alpha-view-", dir=shm))
+                weakref.finalize(self, shutil.rmtree, folder, True)
+                for kind, frame in self._frames.items():
+                    frame.write_ipc(folder / f"{kind}.arrow", compression="uncompressed")
+                object.__setattr__(
+                    self,
+                    "_ipc",
+                    {
+                        "folder": str(folder),
+                        "window_ms": self.window_ms,
+                        "history_days": self.history_days,
+                        "universe": list(self._universe),
+                    },
+                )
+            assert self._ipc is not None
+            return dict(self._ipc)
+
+    @classmethod
+    def load_ipc(cls, spec: Mapping[str, Any]) -> AlphaDataView:
+        folder = Path(spec["folder"])
+        frames = {kind: _map_ipc(folder / f"{kind}.arrow") for kind in PANELS}
+        return cls(
+            spec["window_ms"],
+            **frames,
+            universe=list(spec["universe"]),
+            history_days=spec["history_days"],
+            _prepared=True,
+        )
+
+    # Internals
+
+    def _time_column(self, kind: str) -> str:
+        if kind not in TIME_COLUMNS:
+            raise ValueError(f"unknown panel {kind!r}; expected one of {PANELS}")
+        return TIME_COLUMNS[kind]
+
+    def _symbol_rows(self, kind: str, symbol: str, tail: int | None) -> pl.DataFrame:
+        self._time_column(kind)
+        if tail is not None and tail < 0:
+            raise ValueError(f"tail={tail} must be >= 0")
+        frame = self._frames[kind]
+        offset, length = self._symbol_offsets(kind).get(strategy_name(symbol), (0, 0))
+        if tail is not None and tail < length:
+            offset, length = offset + length - tail, tail
+        return frame.slice(offset, length)
+
+    def _symbol_offsets(self, kind: str) -> dict[str, tuple[int, int]]:
+        with self._lock:
+            offsets = self._offsets.get(kind)
+            if offsets is None:
+                offsets = _offsets(self._frames[kind])
+                self._offsets[kind] = offsets
+        return offsets
+
+    def _between(self, kind: str, begin_label: str, end_label: str, mode: str) -> pl.DataFrame:
+        if mode not in PERIOD_MS:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {list(PERIOD_MS)}")
+        begin, end = parse_label(begin_label), parse_label(end_label) + WINDOW_MS
+        if end <= begin:
+            raise ValueError(f"end label {end_label!r} is before begin label {begin_label!r}")
+        rows = self._frames[kind].filter(pl.col("open_time").is_between(begin, end, closed="left"))
+        if mode == "5min":
+            return rows
+        return _rollup(kind, rows, PERIOD_MS[mode])
+
+
+def _rollup(kind: str, rows: pl.DataFrame, period_ms: int) -> pl.DataFrame:
+    """Longer-period rows from 5-minute rows with the aggregation package's rules, as floats like the panels."""
+    from lsq.aggregation.rollups import rollup_bars, rollup_tran_stats
+
+    if kind not in ("bars", "tran_stats"):
+        raise ValueError(f"only bars and tran_stats roll up, not {kind!r}")
+    period = next(name for name, ms in PERIOD_MS.items() if ms == period_ms)
+    rolled = rollup_bars(rows, period) if kind == "bars" else rollup_tran_stats(rows, period)
+    return rolled.with_columns(cs.decimal().cast(pl.Float64))

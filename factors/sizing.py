@@ -1,0 +1,287 @@
+"""From alpha weights to signed target quantities per account, exact to the exchange's step sizes.
+
+capital = totalWalletBalance + totalUnrealizedProfit (futures_account); gross = capital x gross_leverage;
+target notional = gross x weight. With dollar neutrality the long and the short book are each scaled to gross / 2
+(an alpha with only one side then has no neutral sizing and gives no positions). Each |notional| is capped at
+max_symbol_share x gross; if the cap unbalances the books, the larger one is scaled down to the smaller.
+quantity = notional / price rounded toward zero to the LOT_SIZE step (Decimal); |qty| < minQty or |qty| x price <
+MIN_NOTIONAL gives 0, as does any symbol outside the current universe.
+
+Files: data/positions/{account_id}_target_positions_{YYYYmmdd_HHMMSS}.json, stamped with the UTC end of the window:
+{account_id, timestamp (ms, window end), partition, label, capital, gross_notional, positions: [{symbol: "BTCUSDT",
+target_position: "-0.123" (a string: the exact Decimal quantity, a multiple of the step size), target_notional:
+float (qty x price, for information), price: "..." (string, exact)}]}. Every universe symbol is listed, with "0"
+where no position is wanted; a symbol that is absent also means 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from lsq.config import Account, Settings, SizingSettings
+from lsq.exchange import rest_client
+from lsq.paths import DataPaths, atomic_write_text
+from lsq.symbols import to_exchange
+from lsq.timelabels import WINDOW_MS, label_of, partition_key, to_datetime
+
+log = logging.getLogger(__name__)
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class SymbolFilter:
+    """The exchangeInfo filters that bound a position's quantity."""
+
+    symbol: str
+    step_size: Decimal
+    min_qty: Decimal
+    min_notional: Decimal
+
+
+@dataclass(frozen=True)
+class TargetPosition:
+    symbol: str
+    target_position: Decimal
+    target_notional: Decimal
+    price: Decimal
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "symbol": self.symbol,
+            "target_position": _plain(self.target_position),
+            "target_notional": float(self.target_notional),
+            "price": _plain(self.price),
+        }
+
+
+@dataclass(frozen=True)
+class AccountTargets:
+    account_id: str
+    capital: Decimal
+    positions: list[TargetPosition]
+    path: Path
+
+    @property
+    def gross_notional(self) -> Decimal:
+        return sum((abs(p.target_notional) for p in self.positions), ZERO)
+
+
+@dataclass
+class SizingReport:
+    written: list[AccountTargets] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _plain(value: Decimal) -> str:
+    """Decimal as a plain string without exponent or trailing zeros ('0.001', '-12', '0')."""
+    if value == 0:
+        return "0"
+    return format(value.normalize(), "f")
+
+
+def _decimal(value: object, what: str) -> Decimal:
+    try:
+        out = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"{what} is not a number: {value!r}") from None
+    if not out.is_finite():
+        raise ValueError(f"{what} is not finite: {value!r}")
+    return out
+
+
+# Pure maths
+
+
+def parse_filters(exchange_info: Mapping[str, Any]) -> dict[str, SymbolFilter]:
+    """Symbol -> filters from a futures exchangeInfo answer (LOT_SIZE and MIN_NOTIONAL)."""
+    out = {}
+    for entry in exchange_info.get("symbols", []):
+        filters = {f["filterType"]: f for f in entry.get("filters", [])}
+        lot, notional = filters.get("LOT_SIZE"), filters.get("MIN_NOTIONAL")
+        if lot is None:
+            continue
+        step = _decimal(lot["stepSize"], f"{entry['symbol']} stepSize")
+        if step <= 0:
+            raise ValueError(f"{entry['symbol']}: stepSize must be positive, got {lot['stepSize']!r}")
+        out[entry["symbol"]] = SymbolFilter(
+            symbol=entry["symbol"],
+            step_size=step,
+            min_qty=_decimal(lot.get("minQty", "0"), f"{entry['symbol']} minQty"),
+            min_notional=_decimal((notional or {}).get("notional", "0"), f"{entry['symbol']} MIN_NOTIONAL"),
+        )
+    return out
+
+
+def account_capital(account: Mapping[str, Any]) -> Decimal:
+    """Equity of a futures account: wallet balance plus unrealised profit."""
+    missing = {"totalWalletBalance", "totalUnrealizedProfit"} - set(account)
+    if missing:
+        raise ValueError(f"futures_account() answer lacks {sorted(missing)}")
+    return _decimal(account["totalWalletBalance"], "totalWalletBalance") + _decimal(
+        account["totalUnrealizedProfit"], "totalUnrealizedProfit"
+    )
+
+
+def target_notionals(alpha: Mapping[str, float], capital: float, sizing: SizingSettings) -> dict[str, float]:
+    """Signed notional per symbol (the alpha's names) before rounding; see the module docstring for the rules."""
+    if capital < 0:
+        raise ValueError(f"capital {capital} is negative: no positions can be sized")
+    names = list(alpha)
+    w = np.asarray([alpha[n] for n in names], dtype=float)
+    if not np.isfinite(w).all():
+        raise ValueError("alpha weights must be finite")
+    gross = capital * sizing.gross_leverage
+    total = np.abs(w).sum()
+    if total == 0 or gross == 0:
+        return {n: 0.0 for n in names}
+    notional = gross * w / total
+    if sizing.dollar_neutral:
+        notional = _neutral(notional, gross / 2)
+    cap = sizing.max_symbol_share * gross
+    notional = np.clip(notional, -cap, cap)
+    if sizing.dollar_neutral:
+        notional = _neutral(notional, min(notional[notional > 0].sum(), -notional[notional < 0].sum()))
+    return dict(zip(names, notional.tolist(), strict=True))
+
+
+def _neutral(notional: np.ndarray, book: float) -> np.ndarray:
+    """Scale the long and short books each to `book`; with one side empty nothing can be neutral: all zero."""
+    longs, shorts = notional[notional > 0].sum(), -notional[notional < 0].sum()
+    if longs == 0 or shorts == 0:
+        return np.zeros_like(notional)
+    return np.where(notional > 0, notional * (book / longs), notional * (book / shorts))
+
+
+def quantize(notional: float, price: Decimal, flt: SymbolFilter) -> Decimal:
+    """Signed quantity for `notional` at `price`, toward zero on the step grid; 0 below minQty or MIN_NOTIONAL."""
+    if price <= 0:
+        raise ValueError(f"{flt.symbol}: price must be positive, got {price}")
+    raw = _decimal(notional, f"{flt.symbol} notional") / price
+    qty = (raw / flt.step_size).to_integral_value(rounding=ROUND_DOWN) * flt.step_size
+    if abs(qty) < flt.min_qty or abs(qty) * price < flt.min_notional:
+        return ZERO
+    return qty
+
+
+def size_positions(
+    alpha: Mapping[str, float],
+    capital: Decimal,
+    prices: Mapping[str, Decimal],
+    filters: Mapping[str, SymbolFilter],
+    universe: Iterable[str],
+    sizing: SizingSettings,
+) -> list[TargetPosition]:
+    """Target positions (exchange names, sorted) for every universe symbol and every symbol the alpha names.
+
+    `alpha` and `universe` may use either spelling (btc-usdt or BTCUSDT); `prices` and `filters` use BTCUSDT.
+    A universe symbol with a non-zero weight but no price or filter is an error: it cannot be sized safely.
+    """
+    members = {to_exchange(s) for s in universe}
+    weights: dict[str, float] = {}
+    for name, weight in alpha.items():
+        weights[to_exchange(name)] = weights.get(to_exchange(name), 0.0) + float(weight)
+    tradable = {s: w for s, w in weights.items() if s in members}
+    notionals = target_notionals(tradable, float(capital), sizing)
+    positions = []
+    for symbol in sorted(members | set(weights)):
+        price = prices.get(symbol)
+        notional = notionals.get(symbol, 0.0)
+        if notional != 0 and (price is None or symbol not in filters):
+            raise ValueError(f"{symbol} has weight {weights[symbol]} but no {'price' if price is None else 'filters'}")
+        qty = quantize(notional, price, filters[symbol]) if notional != 0 and price is not None else ZERO
+        positions.append(TargetPosition(symbol, qty, qty * (price or ZERO), price or ZERO))
+    return positions
+
+
+def latest_prices(bars: pl.DataFrame) -> dict[str, Decimal]:
+    """Last non-null close per symbol (BTCUSDT names), exact: Decimal columns go through their string form."""
+    if bars.height == 0:
+        return {}
+    last = (
+        bars.filter(pl.col("close").is_not_null())
+        .sort("symbol", "open_time")
+        .group_by("symbol")
+        .agg(pl.col("close").last().cast(pl.String))
+    )
+    return {to_exchange(s): Decimal(c) for s, c in last.iter_rows()}
+
+
+# Edge: ask the exchange, write the files
+
+
+def positions_file(paths: DataPaths, account_id: str, window_ms: int) -> Path:
+    stamp = to_datetime(window_ms + WINDOW_MS).strftime("%Y%m%d_%H%M%S")
+    return paths.positions / f"{account_id}_target_positions_{stamp}.json"
+
+
+def write_account_targets(
+    paths: DataPaths, account_id: str, window_ms: int, capital: Decimal, positions: list[TargetPosition]
+) -> AccountTargets:
+    target = AccountTargets(account_id, capital, positions, positions_file(paths, account_id, window_ms))
+    document = {
+        "account_id": account_id,
+        "timestamp": window_ms + WINDOW_MS,
+        "partition": partition_key(window_ms),
+        "label": label_of(window_ms),
+        "capital": _plain(capital),
+        "gross_notional": float(target.gross_notional),
+        "positions": [p.as_json() for p in positions],
+    }
+    atomic_write_text(target.path, json.dumps(document, indent=1))
+    return target
+
+
+def write_target_positions(
+    settings: Settings,
+    paths: DataPaths,
+    window_ms: int,
+    alpha: Mapping[str, float],
+    prices: Mapping[str, Decimal],
+    universe: Iterable[str],
+    client_factory: Callable[..., Any] = rest_client,
+) -> SizingReport:
+    """Size and write the targets of every usable account; accounts without credentials are reported as skipped.
+
+    One account's failure (exchange error, bad answer) is recorded and does not stop the others.
+    """
+    accounts, skipped = settings.usable_accounts()
+    report = SizingReport(skipped=dict(skipped))
+    if not accounts:
+        return report
+    filters = parse_filters(client_factory(settings).futures_exchange_info())
+    names = list(universe)
+    for account in accounts:
+        try:
+            report.written.append(
+                _size_account(settings, paths, window_ms, alpha, prices, names, filters, account, client_factory)
+            )
+        except Exception as exc:
+            log.exception("sizing failed for account %s", account.account_id)
+            report.failed[account.account_id] = f"{type(exc).__name__}: {exc}"
+    return report
+
+
+def _size_account(
+    settings: Settings,
+    paths: DataPaths,
+    window_ms: int,
+    alpha: Mapping[str, float],
+    prices: Mapping[str, Decimal],
+    universe: list[str],
+    filters: Mapping[str, SymbolFilter],
+    account: Account,
+    client_factory: Callable[..., Any] = rest_client,
+) -> AccountTargets:
+    capital = account_capital(client_factory(settings, account).futures_account())
+    positions = size_positions(alpha, capital, prices, filters, universe, settings.execution.sizing)
+    return write_account_targets(paths, account.account_id, window_ms, capital, positions)
