@@ -1,0 +1,89 @@
+"""`lsq backfill`: trades and every pipeline asset for a time range, recorded on the Dagster instance."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from collectors.history import parse_utc
+from lsq.config import PROJECT_ROOT, load_config
+from lsq.paths import DataPaths
+from lsq.timelabels import now_ms
+
+if TYPE_CHECKING:  # Dagster and the assets load only when the command runs, not for every `lsq --help`
+    import dagster as dg
+
+    from lsq_pipeline.backfill import BackfillReport
+
+DEFAULT_DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
+
+
+def dagster_env(home: Path = DEFAULT_DAGSTER_HOME) -> dict[str, str]:
+    """Environment for `dagster dev` and for this command: DAGSTER_HOME inside the project with its dagster.yaml."""
+    home.mkdir(parents=True, exist_ok=True)
+    source = PROJECT_ROOT / "dagster.yaml"
+    target = home / "dagster.yaml"
+    if source.exists() and (not target.exists() or target.read_bytes() != source.read_bytes()):
+        target.write_bytes(source.read_bytes())
+    return {"DAGSTER_HOME": str(home)}
+
+
+def _instance() -> "dg.DagsterInstance":
+    """The persistent instance: $DAGSTER_HOME when set, else the project's .dagster_home."""
+    import dagster as dg
+
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ.update(dagster_env())
+    return dg.DagsterInstance.get()
+
+
+def _print_report(report: "BackfillReport") -> None:
+    failed = [name for name, ok in report.runs.items() if not ok]
+    print(
+        f"lsq backfill: {report.windows} windows, {len(report.symbols)} symbols, {report.trades_written} new trades; "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items() if v >= 0.05)
+    )
+    if failed:
+        print(f"lsq backfill: failed runs: {', '.join(failed)} (see the Dagster UI for their logs)", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lsq_pipeline.backfill import recent_range, run_backfill
+
+    settings = load_config(args.config)
+    if args.recent:
+        start, end = recent_range(DataPaths(settings.data_dir), now_ms())
+    elif args.start is None:
+        print("lsq backfill: give --start (and optionally --end), or --recent", file=sys.stderr)
+        return 2
+    else:
+        start, end = args.start, args.end if args.end is not None else now_ms()
+    if end <= start:
+        print(f"lsq backfill: nothing to do: the range ends at or before it starts ({start} >= {end})")
+        return 0 if args.recent else 2
+    try:
+        with _instance() as instance:
+            report = run_backfill(settings, start, end, instance, import_trades=not args.no_trades)
+    except ValueError as exc:
+        print(f"lsq backfill: {exc}", file=sys.stderr)
+        return 2
+    _print_report(report)
+    return 0 if report.success else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "backfill",
+        help="import trades for a UTC range and materialise bars, stats, rollups, premium index and funding",
+        description="Ranges are UTC, start inclusive, end exclusive, clamped to closed 5-minute windows.",
+    )
+    p.add_argument("--start", type=parse_utc, help="YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)")
+    p.add_argument("--end", type=parse_utc, help="YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC, default: now)")
+    p.add_argument(
+        "--recent",
+        action="store_true",
+        help="fill from the last stored window (at most since yesterday 00:00 UTC) to now: what a fresh start needs",
+    )
+    p.add_argument("--no-trades", action="store_true", help="use the trades already stored; import nothing")
+    p.set_defaults(func=run)

@@ -1,0 +1,57 @@
+"""Partition definitions, all in UTC and all starting at `data.partitions_start` from the configuration.
+
+The 5-minute definition is the heart: one partition per sealed trade window, keys like 2024-08-08-23:55 (the same
+format as lsq.timelabels.partition_key). Rollups have their own definitions aligned to UTC midnight. The start is
+read when the code location loads, so moving `data.partitions_start` forward and reloading keeps the number of
+5-minute partitions small (Dagster advises < 100,000 per asset) without touching stored data.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import dagster as dg
+
+from lsq.config import load_config
+from lsq.timelabels import PARTITION_FMT, parse_day, to_datetime
+
+ROLLUP_CRONS: dict[str, str] = {
+    "1h": "0 * * * *",
+    "4h": "0 */4 * * *",
+    "8h": "0 */8 * * *",
+    "12h": "0 */12 * * *",
+    "24h": "0 0 * * *",
+}
+
+
+def _start(day: str) -> datetime:
+    """'YYYY-MM-DD' -> UTC midnight; a clear error names a malformed start."""
+    return to_datetime(parse_day(day))
+
+
+def five_minute(start: str) -> dg.TimeWindowPartitionsDefinition:
+    return dg.TimeWindowPartitionsDefinition(
+        start=_start(start), cron_schedule="*/5 * * * *", fmt=PARTITION_FMT, timezone="UTC"
+    )
+
+
+def rollup(period: str, start: str) -> dg.TimeWindowPartitionsDefinition:
+    if period not in ROLLUP_CRONS:
+        raise ValueError(f"unknown rollup period {period!r}; expected one of {sorted(ROLLUP_CRONS)}")
+    fmt = "%Y-%m-%d" if period == "24h" else PARTITION_FMT
+    return dg.TimeWindowPartitionsDefinition(
+        start=_start(start), cron_schedule=ROLLUP_CRONS[period], fmt=fmt, timezone="UTC"
+    )
+
+
+def daily(start: str, end_offset: int = 0) -> dg.DailyPartitionsDefinition:
+    return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=end_offset)
+
+
+START = load_config().data.partitions_start
+FIVE_MINUTE = five_minute(START)
+ROLLUPS: dict[str, dg.TimeWindowPartitionsDefinition] = {p: rollup(p, START) for p in ROLLUP_CRONS}
+# The universe of day D is built on D-1 (schedule at 23:55 local), so tomorrow's partition must exist.
+UNIVERSE_DAYS = daily(START, end_offset=2)
+# Funding of the current UTC day can be fetched while it is still open and refreshed later.
+FUNDING_DAYS = daily(START, end_offset=1)

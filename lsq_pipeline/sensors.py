@@ -1,0 +1,185 @@
+"""Sealed-window markers -> runs. One run per sealed 5-minute window, keyed by its partition key, in order.
+
+The collector writes data/markers/YYYY-MM-DD/HHMM.json when a window is complete. Each sensor tick (every few
+seconds) lists markers newer than its cursor (the last window it requested) and:
+- reports an `agg_trades` materialisation per new marker (rows and symbols as metadata);
+- requests the newest window as one run of the whole window job (bars, stats, premium index, factors, alpha,
+  target positions), run_key = its partition key, so Dagster never launches it twice;
+- after an outage, requests the windows in between first, as single partition-range runs of the market assets
+  only (bars, stats, premium index): one run per contiguous stretch, keyed 'first...last'. Alphas and target
+  positions of windows already past are not computed: trading on them would be trading on stale signals.
+Nothing is requested before its marker exists, so no run reads a window still being written.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from lsq.paths import DataPaths
+from lsq.timelabels import WINDOW_MS, day_start, format_day, now_ms, parse_day, parse_partition_key, partition_key
+from lsq_pipeline.resources import LsqResource
+from lsq_pipeline.storage import day_file, stored_days
+
+MAX_CATCHUP_WINDOWS = 2 * 288  # a longer outage is a job for `lsq backfill`
+SENSOR_INTERVAL_SECONDS = 2
+
+
+@dataclass(frozen=True)
+class Marker:
+    window_start: int
+    rows: int
+    symbols: int
+    sealed_at: int | None
+    path: Path
+
+    @property
+    def partition_key(self) -> str:
+        return partition_key(self.window_start)
+
+
+def read_marker(path: Path) -> Marker:
+    """Parse a marker file; ValueError names the file and the problem."""
+    try:
+        raw = json.loads(path.read_text())
+        start = int(raw["window_start"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"unreadable marker {path}: {exc}") from None
+    if start % WINDOW_MS:
+        raise ValueError(f"marker {path}: window_start {start} is not on a 5-minute boundary")
+    rows, symbols = raw.get("rows", 0), raw.get("symbols", 0)
+    return Marker(
+        window_start=start,
+        rows=int(sum(rows.values()) if isinstance(rows, dict) else rows or 0),
+        symbols=len(symbols) if isinstance(symbols, list | dict) else int(symbols or 0),
+        sealed_at=int(raw["sealed_at"]) if isinstance(raw.get("sealed_at"), int | float) else None,
+        path=path,
+    )
+
+
+def list_marker_windows(paths: DataPaths, after_ms: int, until_ms: int | None = None) -> list[int]:
+    """Window starts with a marker file, strictly after `after_ms` (and < `until_ms`), ascending; no file is read."""
+    found: list[int] = []
+    if not paths.markers.exists():
+        return found
+    first_day = format_day(day_start(max(after_ms, 0)))
+    for day_dir in sorted(d for d in paths.markers.iterdir() if d.is_dir() and d.name >= first_day):
+        for f in sorted(day_dir.glob("[0-2][0-9][0-5][0-9].json")):
+            try:
+                ms = parse_partition_key(f"{day_dir.name}-{f.stem[:2]}:{f.stem[2:]}")
+            except ValueError:
+                continue
+            if ms > after_ms and (until_ms is None or ms < until_ms):
+                found.append(ms)
+    return found
+
+
+def contiguous_runs(windows: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted window starts -> (first, last) of each stretch of consecutive windows."""
+    runs: list[tuple[int, int]] = []
+    for w in windows:
+        if runs and w == runs[-1][1] + WINDOW_MS:
+            runs[-1] = (runs[-1][0], w)
+        else:
+            runs.append((w, w))
+    return runs
+
+
+def plan_window_requests(windows: Sequence[int], market_keys: Sequence[dg.AssetKey]) -> list[dg.RunRequest]:
+    """Catch-up range runs for all but the newest window (market assets only), then the newest as a full run."""
+    if not windows:
+        return []
+    ordered = sorted(set(windows))
+    requests = []
+    for first, last in contiguous_runs(ordered[:-1]):
+        k0, k1 = partition_key(first), partition_key(last)
+        if first == last:
+            requests.append(dg.RunRequest(run_key=k0, partition_key=k0, asset_selection=list(market_keys)))
+        else:
+            tags = {ASSET_PARTITION_RANGE_START_TAG: k0, ASSET_PARTITION_RANGE_END_TAG: k1, "lsq/catch_up": "true"}
+            requests.append(dg.RunRequest(run_key=f"{k0}...{k1}", asset_selection=list(market_keys), tags=tags))
+    newest = partition_key(ordered[-1])
+    requests.append(dg.RunRequest(run_key=newest, partition_key=newest))
+    return requests
+
+
+def agg_trades_event(marker: Marker) -> dg.AssetMaterialization:
+    return dg.AssetMaterialization(
+        asset_key="agg_trades",
+        partition=marker.partition_key,
+        metadata={
+            "rows": marker.rows,
+            "symbols": marker.symbols,
+            "marker": dg.MetadataValue.path(str(marker.path)),
+            **({"sealed_at": dg.MetadataValue.timestamp(marker.sealed_at / 1000)} if marker.sealed_at else {}),
+        },
+    )
+
+
+def last_stored_window(paths: DataPaths) -> int | None:
+    """Start of the newest 5-minute bar window in storage (e.g. after a backfill), or None."""
+    days = stored_days(paths, "bars")
+    if not days:
+        return None
+    return (
+        pl.scan_parquet(day_file(paths, "bars", parse_day(days[-1]))).select(pl.col("open_time").max()).collect().item()
+    )
+
+
+def evaluate_markers(
+    paths: DataPaths, cursor: str | None, first_window_ms: int, now: int, market_keys: Sequence[dg.AssetKey]
+) -> dg.SensorResult | dg.SkipReason:
+    """The sensor's decision, separated from Dagster so it can be reasoned about on its own.
+
+    Only windows closed by `now` (this machine's clock) are requested. Without a cursor (first start) it continues
+    after the newest stored bars, looking back at most MAX_CATCHUP_WINDOWS. A marker that cannot be read stops the
+    tick there: earlier windows proceed, and the next tick fails naming the file until it is fixed (skipping it
+    would lose the window silently).
+    """
+    if cursor:
+        after = parse_partition_key(cursor)
+    else:
+        after = max(first_window_ms, now - MAX_CATCHUP_WINDOWS * WINDOW_MS) - 1
+        stored = last_stored_window(paths)
+        after = after if stored is None else max(after, stored)
+    # A window still open by this machine's clock is not yet a Dagster partition: it is picked up next tick.
+    windows = [w for w in list_marker_windows(paths, after) if w >= first_window_ms and w + WINDOW_MS <= now]
+    if not windows:
+        return dg.SkipReason(f"no sealed window after {cursor or 'start'}")
+    markers: list[Marker] = []
+    for w in windows:
+        try:
+            markers.append(read_marker(paths.marker_file(w)))
+        except ValueError:
+            if not markers:
+                raise
+            break
+    windows = [m.window_start for m in markers]
+    return dg.SensorResult(
+        run_requests=plan_window_requests(windows, market_keys),
+        asset_events=[agg_trades_event(m) for m in markers],
+        cursor=partition_key(windows[-1]),
+    )
+
+
+def marker_sensor_for(
+    job: UnresolvedAssetJobDefinition, market_keys: Sequence[dg.AssetKey], first_window_ms: int
+) -> dg.SensorDefinition:
+    """The sensor over sealed-window markers that drives `job` (the 5-minute window job)."""
+
+    @dg.sensor(
+        name="sealed_window_sensor",
+        job=job,
+        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests one run per sealed 5-minute window (run key = partition key), catching up in order.",
+    )
+    def sealed_window_sensor(context: dg.SensorEvaluationContext, lsq: LsqResource) -> dg.SensorResult | dg.SkipReason:
+        return evaluate_markers(lsq.paths, context.cursor, first_window_ms, now_ms(), market_keys)
+
+    return sealed_window_sensor

@@ -1,0 +1,211 @@
+"""The collector under faults: dropped connections, duplicated, delayed and withheld messages, a SIGKILL and
+restart, garbage frames and a silent server. Afterwards the store must equal the exchange's trades exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from test_collector import FAST_LIMITS, assert_store_matches_exchange, collector_settings, run_collector
+from websockets.asyncio.server import ServerConnection, serve
+
+from collectors.daemon import Collector, CollectorOptions
+from collectors.status import read_status
+from lsq.paths import DataPaths
+from lsq.timelabels import format_day, window_start
+from lsq.tradestore import TradeStore
+from simulator.streams import mark_price_update
+
+LSQ = str(Path(sys.executable).with_name("lsq"))
+
+
+def test_dropped_connections_and_duplicates(make_sim_server: Callable[..., Any], tmp_path: Path) -> None:
+    sim = make_sim_server(symbols=6, limits=FAST_LIMITS, firehose=3.0)
+    started = sim.clock.now_ms()
+
+    async def faults(collector: Collector) -> None:
+        await asyncio.sleep(1.0)
+        sim.call(lambda: sim.faults.update({"drop_every_s": 1.5, "duplicate_share": 0.3}))
+        await asyncio.sleep(6.0)
+        sim.call(sim.faults.reset)
+
+    collector = run_collector(collector_settings(sim, tmp_path), CollectorOptions(), 3.5, during=faults)
+    assert collector.connections[0].reconnects >= 3
+    assert collector.duplicates > 0 and collector.gaps_repaired > 0
+    symbols = sorted(sim.market.instruments)
+    assert_store_matches_exchange(tmp_path, sim.market, symbols, window_start(started), sim.clock.now_ms() - 3_000)
+
+
+def test_withheld_ranges_come_from_rest_and_delays_are_tolerated(
+    make_sim_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    sim = make_sim_server(symbols=4, limits=FAST_LIMITS, firehose=4.0)
+    now = sim.clock.now_ms()
+    # the simulated market is deterministic: withhold trades 3-4 s ahead, after the collector has settled
+    future = {s: sim.market.trades(s, now + 3_000, now + 4_000).agg_id for s in sim.market.instruments}
+    a, b = sorted(future, key=lambda s: -len(future[s]))[:2]
+    withheld = {a: (int(future[a][0]), int(future[a][-1])), b: (int(future[b][1]), int(future[b][1]))}
+    sim.call(
+        lambda: sim.faults.update(
+            {
+                "stream_delay_ms": 1_500,
+                "withhold": [{"symbol": s, "from_id": lo, "to_id": hi} for s, (lo, hi) in withheld.items()],
+            }
+        )
+    )
+    collector = run_collector(collector_settings(sim, tmp_path), CollectorOptions(), 7.0)
+    end = sim.clock.now_ms() - 4_000
+    store = TradeStore(DataPaths(tmp_path))
+    for symbol, (lo, hi) in withheld.items():
+        ids = store.scan(symbol, window_start(now), end).collect()["agg_trade_id"]
+        assert ids.is_in(list(range(lo, hi + 1))).sum() == hi - lo + 1, f"{symbol}: withheld ids missing"
+    assert collector.gaps_repaired >= 2
+    assert_store_matches_exchange(tmp_path, sim.market, sorted(sim.market.instruments), window_start(now), end)
+
+
+def _wait_for_status(path: Path, predicate: Callable[[dict[str, Any]], bool], timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            status = read_status(path)
+        except ValueError:
+            status = None
+        if status is not None and predicate(status):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"collector status never satisfied the condition; last: {status}")
+
+
+def test_sigkill_and_restart_converge_to_the_exact_store(make_sim_server: Callable[..., Any], tmp_path: Path) -> None:
+    sim = make_sim_server(symbols=4, limits=FAST_LIMITS, firehose=3.0)
+    config = tmp_path / "lsq.yaml"
+    data = tmp_path / "data"
+    endpoints = {"rest_url": sim.rest_url, "ws_url": sim.ws_url, "data_url": sim.rest_url + "/data"}
+    config.write_text(yaml.safe_dump({"data": {"data_dir": str(data)}, "binance": {"mock": endpoints}}))
+    env = {**os.environ, "LSQ_CONFIG": str(config)}
+    status_path = DataPaths(data).collector_status
+    started = sim.clock.now_ms()
+
+    first = subprocess.Popen([LSQ, "collect"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_status(status_path, lambda s: s["rows_flushed"] > 0 and s["stream_trades"] > 5, 20)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    killed = _wait_for_status(status_path, lambda s: True, 1)
+    assert killed["running"] is True  # a SIGKILL leaves no clean goodbye behind
+    status_run = subprocess.run([LSQ, "status"], env=env, capture_output=True, text=True, timeout=30)
+    assert status_run.returncode == 1 and "NOT RUNNING" in status_run.stdout
+    time.sleep(1.5)  # trades the collector never saw, while it was dead
+
+    second = subprocess.Popen([LSQ, "collect"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_status(
+            status_path, lambda s: s["pid"] == second.pid and s["stream_trades"] > 5 and s["gaps_open"] == 0, 20
+        )
+        time.sleep(0.5)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(20) == 0
+    final = read_status(status_path)
+    assert final is not None and final["running"] is False
+    symbols = sorted(sim.market.instruments)
+    assert_store_matches_exchange(data, sim.market, symbols, window_start(started), sim.clock.now_ms() - 3_000)
+
+
+GARBAGE = [
+    "not json at all",
+    b"\x00\x01 binary garbage",
+    "[]",
+    '{"stream":"btcusdt@depth","data":{}}',
+    '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"s":"BTCUSDT","a":"12","p":"1","q":"1",'
+    '"f":1,"l":1,"T":1,"m":true}}',
+    '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"s":"BTCUSDT","a":12,"p":1.5,"q":"1",'
+    '"f":1,"l":1,"T":1,"m":true}}',
+    '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1,"s":"ETHUSDT","a":12,"p":"1","q":"1",'
+    '"f":1,"l":1,"T":1,"m":true}}',
+    '{"stream":"!markPrice@arr@1s","data":{"oops":1}}',
+    '{"stream":"btcusdt@aggTrade"}',
+    '{"result":null}',
+]
+# well-formed, but for a stream the collector did not subscribe: ignored, not malformed
+UNSUBSCRIBED = (
+    '{"stream":"ethusdt@aggTrade","data":{"e":"aggTrade","E":1,"s":"ETHUSDT","a":12,"p":"1","q":"1",'
+    '"f":1,"l":1,"T":1,"m":true}}'
+)
+
+
+def test_garbage_frames_and_a_silent_server_never_stop_it(sim_server: Any, tmp_path: Path) -> None:
+    """A tiny local server: garbage, then real frames, then silence (the connection must be recycled)."""
+    market, clock = sim_server.market, sim_server.clock
+    symbol = "BTCUSDT"
+    connections: list[int] = []
+    sent_trades: list[int] = []
+
+    def mark_frame() -> str:
+        mark = mark_price_update(market, symbol, clock.now_ms())
+        return json.dumps({"stream": "!markPrice@arr@1s", "data": [mark]})
+
+    def trade_frames() -> list[str]:
+        now = clock.now_ms()
+        out = []
+        for row in market.trades(symbol, now - 3_000, now).to_rest_rows():
+            data = {"e": "aggTrade", "E": now, "s": symbol, **row}
+            out.append(json.dumps({"stream": "btcusdt@aggTrade", "data": data}))
+            sent_trades.append(int(row["a"]))
+        return out
+
+    async def handler(ws: ServerConnection) -> None:
+        connections.append(len(connections) + 1)
+        first = len(connections) == 1
+        async for message in ws:
+            request = json.loads(message)
+            await ws.send(json.dumps({"result": None, "id": request["id"]}))
+            if first:
+                for junk in [*GARBAGE, UNSUBSCRIBED]:
+                    await ws.send(junk)
+                for frame in [mark_frame(), *trade_frames()]:
+                    await ws.send(frame)
+                await asyncio.sleep(1.0)
+                await ws.send(mark_frame())
+            # then silence: the client must give up on this socket
+
+    async def main() -> Collector:
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            settings = collector_settings(sim_server, tmp_path)
+            mock = settings.binance.mock.model_copy(update={"ws_url": f"ws://127.0.0.1:{port}"})
+            settings = settings.model_copy(update={"binance": settings.binance.model_copy(update={"mock": mock})})
+            universe = DataPaths(tmp_path).universe_file(format_day(clock.now_ms()), "v1")
+            universe.parent.mkdir(parents=True)
+            universe.write_text(f"symbol\n{symbol}\n")
+            collector = Collector(settings, CollectorOptions(silence_s=1.5))
+            stop = asyncio.Event()
+            task = asyncio.create_task(collector.run(stop))
+            await asyncio.sleep(5.0)
+            assert not task.done()
+            stop.set()
+            await asyncio.wait_for(task, 20)
+            return collector
+
+    collector = asyncio.run(main())
+    assert collector.malformed == len(GARBAGE)
+    assert collector.ignored == 1
+    assert collector.stream_trades == len(sent_trades) > 0
+    assert collector.connections[0].recycled >= 1 and len(connections) >= 2
+    store = TradeStore(DataPaths(tmp_path))
+    book = collector.books[symbol]
+    stored = store.scan(symbol, book.seal.active_from, clock.now_ms()).collect()
+    assert stored.height > 0 and stored["agg_trade_id"].max() >= max(sent_trades)
+    assert_store_matches_exchange(
+        tmp_path, market, [symbol], book.seal.active_from, int(stored["transact_time"].max()) + 1
+    )

@@ -1,0 +1,82 @@
+"""`lsq backfill`: trades from the simulator, then bars, rollups and funding over the range, on a real instance."""
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from lsq.cli import main
+from lsq.config import Settings
+from lsq.paths import DataPaths
+from lsq.timelabels import DAY_MS, HOUR_MS, WINDOW_MS, day_start, format_day, now_ms, window_start
+from lsq_pipeline.backfill import clamp_range, recent_range, run_backfill, whole_periods
+from lsq_pipeline.storage import load_panel, write_panel
+from lsq_pipeline.universe import read_universe
+
+
+def local_settings(settings: Settings, data_dir: Path) -> Settings:
+    return settings.model_copy(update={"data": settings.data.model_copy(update={"data_dir": data_dir})})
+
+
+def test_backfill_materialises_every_window_and_is_idempotent(settings: Settings, tmp_path: Path) -> None:
+    local = local_settings(settings, tmp_path / "data")
+    paths = DataPaths(local.data_dir)
+    hour = window_start(now_ms(), HOUR_MS) - HOUR_MS  # the last whole hour, plus the first window after it
+    start, end = hour - 2 * WINDOW_MS, hour + HOUR_MS + WINDOW_MS
+    with dg.instance_for_test() as instance:
+        report = run_backfill(local, start, end, instance, progress=False)
+        assert report.success, report.runs
+        assert report.windows == (end - start) // WINDOW_MS and report.trades_written > 0
+        symbols = read_universe(paths, format_day(start))["symbol"].to_list()
+        assert report.symbols == sorted(symbols)
+
+        bars = load_panel("bars", start, end, paths=paths)
+        assert bars.group_by("symbol").len()["len"].to_list() == [report.windows] * len(symbols)
+        assert set(bars["symbol"]) == set(symbols)
+        stats = load_panel("tran_stats", start, end, paths=paths)
+        assert stats.select("symbol", "open_time").equals(bars.select("symbol", "open_time"))
+        hourly = load_panel("bars", start, end, period="1h", paths=paths)
+        assert hourly["open_time"].unique().to_list() == [hour]  # only the whole hour inside the range
+        premium = load_panel("premium_index", start, end, paths=paths)
+        assert premium.height == len(symbols) * report.windows
+        assert load_panel("funding", day_start(start), end, paths=paths).height > 0
+
+        # Dagster recorded every window of the range, in one run (single-run backfill policy).
+        materialized = instance.get_materialized_partitions(dg.AssetKey("bars_5m"))
+        assert len(materialized) == report.windows
+        bar_runs = [r for r in instance.get_runs() if "bars_5m" in str(r.asset_selection)]
+        assert len(bar_runs) == 1
+
+        again = run_backfill(local, start, end, instance, progress=False)
+        assert again.success and again.trades_written == 0
+        assert load_panel("bars", start, end, paths=paths).equals(bars)
+
+
+def test_range_rules() -> None:
+    first = 1_000 * DAY_MS
+    now = first + 10 * DAY_MS + 7 * 60_000
+    assert clamp_range(first + 61_000, now + DAY_MS, now, first) == (first, now - 2 * 60_000)
+    with pytest.raises(ValueError, match=r"before data\.partitions_start"):
+        clamp_range(first - DAY_MS, now, now, first)
+    with pytest.raises(ValueError, match="nothing to backfill"):
+        clamp_range(now - 60_000, now, now, first)
+    assert whole_periods(first + 1, first + 3 * HOUR_MS + 5, HOUR_MS) == (first + HOUR_MS, first + 2 * HOUR_MS)
+    assert whole_periods(first, first + 3 * HOUR_MS, HOUR_MS) == (first, first + 2 * HOUR_MS)
+    assert whole_periods(first + 1, first + HOUR_MS, HOUR_MS) is None
+
+
+def test_recent_range_resumes_after_the_last_stored_window(tmp_path: Path) -> None:
+    paths = DataPaths(tmp_path)
+    now = now_ms()
+    assert recent_range(paths, now) == (day_start(now) - DAY_MS, window_start(now))
+    last = window_start(now) - 3 * WINDOW_MS
+    write_panel(paths, "bars", pl.DataFrame({"symbol": ["BTCUSDT"], "open_time": [last]}), last, last + WINDOW_MS)
+    assert recent_range(paths, now) == (last + WINDOW_MS, window_start(now))
+
+
+def test_cli_rejects_a_missing_range(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backfill"]) == 2
+    assert "give --start" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["backfill", "--start", "yesterday"])

@@ -1,0 +1,132 @@
+"""Assets that read the exchange, materialised against the real simulator (REST on a loopback port)."""
+
+import asyncio
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+import yaml
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from collectors import history
+from lsq.config import Settings
+from lsq.exchange import rest_client
+from lsq.timelabels import DAY_MS, WINDOW_MS, day_start, format_day, now_ms, partition_key
+from lsq_pipeline import checks
+from lsq_pipeline.market.assets import funding_rates, premium_index_5m, window_stats_5m
+from lsq_pipeline.resources import LsqResource
+from lsq_pipeline.storage import day_file, load_panel
+from lsq_pipeline.universe import read_universe, universe, universe_days
+
+
+@pytest.fixture(scope="module")
+def instance() -> dg.DagsterInstance:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def resource_for(settings: Settings, data_dir: Path, tmp_path: Path, **universe_rules: int) -> LsqResource:
+    """An lsq resource on the simulator with its own data directory and universe rules."""
+    config = tmp_path / "lsq.yaml"
+    config.write_text(yaml.safe_dump({"data": {"universe": {"top_n": 3, "min_listing_days": 30, **universe_rules}}}))
+    local = settings.model_copy(update={"data": settings.data.model_copy(update={"data_dir": data_dir})})
+    return LsqResource.for_settings(local, config_path=str(config))
+
+
+def test_universe_versions_from_exchange_info(settings: Settings, tmp_path: Path, instance) -> None:
+    lsq = resource_for(settings, tmp_path / "data", tmp_path)
+    day = format_day(now_ms())
+    dg.materialize([universe], instance=instance, partition_key=day, resources={"lsq": lsq})
+    v1, v2 = read_universe(lsq.paths, day, "v1"), read_universe(lsq.paths, day, "v2")
+    info = {s["symbol"]: s for s in rest_client(settings).futures_exchange_info()["symbols"]}
+    assert v1.height > 0
+    for row in v1.iter_rows(named=True):
+        s = info[row["symbol"]]
+        assert (s["status"], s["contractType"], s["quoteAsset"]) == ("TRADING", "PERPETUAL", "USDT")
+        tick = next(f["tickSize"] for f in s["filters"] if f["filterType"] == "PRICE_FILTER")
+        assert row["tick_size"] == pl.Series([tick]).cast(pl.Decimal(38, 8))[0]
+    excluded = {s for s, v in info.items() if v["quoteAsset"] != "USDT" or v["contractType"] != "PERPETUAL"}
+    assert excluded and not excluded & set(v1["symbol"])
+    volumes = {t["symbol"]: float(t["quoteVolume"]) for t in rest_client(settings).futures_ticker()}
+    assert v2.height == 3 and set(v2["symbol"]) <= set(v1["symbol"])
+    ranked = sorted(v1["symbol"], key=lambda s: -volumes.get(s, 0.0))
+    assert sorted(v2["symbol"]) == sorted(ranked[:3])
+
+    # A later day with a stricter listing age: v2 empties, the older day stays readable unchanged.
+    strict = resource_for(settings, tmp_path / "data", tmp_path, min_listing_days=100_000)
+    next_day = format_day(now_ms() + DAY_MS)
+    dg.materialize([universe], instance=instance, partition_key=next_day, resources={"lsq": strict})
+    assert read_universe(strict.paths, next_day, "v2").height == 0
+    assert read_universe(strict.paths, day, "v2").equals(v2)
+    assert universe_days(strict.paths, "v2") == [day, next_day]
+
+
+def test_premium_index_and_funding(settings: Settings, tmp_path: Path, instance) -> None:
+    lsq = resource_for(settings, tmp_path / "data", tmp_path)
+    today = format_day(now_ms())
+    dg.materialize([universe], instance=instance, partition_key=today, resources={"lsq": lsq})
+    symbols = read_universe(lsq.paths, today)["symbol"].to_list()
+    window = day_start(now_ms()) + 0  # the first window of today: closed and complete
+    dg.materialize([premium_index_5m], instance=instance, partition_key=partition_key(window), resources={"lsq": lsq})
+    stored = load_panel("premium_index", window, window + WINDOW_MS, paths=lsq.paths)
+    assert sorted(stored["symbol"]) == sorted(symbols)
+    btc = rest_client(settings).futures_premium_index_klines(
+        symbol="BTCUSDT", interval="5m", startTime=window, endTime=window + WINDOW_MS - 1
+    )
+    row = stored.filter(pl.col("symbol") == "BTCUSDT").row(0, named=True)
+    assert (row["open_time"], row["close"]) == (btc[0][0], float(btc[0][4]))
+
+    yesterday = format_day(now_ms() - DAY_MS)
+    dg.materialize([universe], instance=instance, partition_key=yesterday, resources={"lsq": lsq})
+    dg.materialize([funding_rates], instance=instance, partition_key=yesterday, resources={"lsq": lsq})
+    funding = load_panel("funding", day_start(now_ms()) - DAY_MS, day_start(now_ms()), paths=lsq.paths)
+    for symbol in symbols:
+        events = funding.filter(pl.col("symbol") == symbol)
+        expected = rest_client(settings).futures_funding_rate(
+            symbol=symbol, startTime=day_start(now_ms()) - DAY_MS, endTime=day_start(now_ms()) - 1, limit=1000
+        )
+        assert events["funding_time"].to_list() == [e["fundingTime"] for e in expected]
+        assert events.height >= 3  # every symbol settles at least every 8 hours
+
+
+def test_parity_check_against_exchange_klines(settings: Settings, tmp_path: Path, instance) -> None:
+    lsq = resource_for(settings, tmp_path / "data", tmp_path)
+    today = format_day(now_ms())
+    dg.materialize([universe], instance=instance, partition_key=today, resources={"lsq": lsq})
+    symbols = read_universe(lsq.paths, today)["symbol"].to_list()
+    window = day_start(now_ms())
+    asyncio.run(history.backfill(lsq.settings, symbols, window - WINDOW_MS, window + 2 * WINDOW_MS))
+    parity = [checks.bars_match_exchange_klines]
+    resources = {"lsq": lsq}
+
+    def run() -> bool:
+        result = dg.materialize(
+            [window_stats_5m, *parity],
+            instance=instance,
+            partition_key=partition_key(window + WINDOW_MS),
+            resources=resources,
+            raise_on_error=False,
+        )
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation.passed
+
+    assert run() is True
+    # Corrupt the stored bars of the sampled symbols: the check (run alone) must now fail.
+    sampled_all = checks.sample_symbols(symbols, seed=window + WINDOW_MS)
+    path = day_file(lsq.paths, "bars", window)
+    frame = pl.read_parquet(path)
+    bumped = pl.col("symbol").is_in(sampled_all) & (pl.col("open_time") == window + WINDOW_MS)
+    frame.with_columns(
+        pl.when(bumped).then(pl.col("volume") * 2).otherwise(pl.col("volume")).alias("volume")
+    ).write_parquet(path)
+    key = partition_key(window + WINDOW_MS)
+    check_only = dg.materialize(
+        [window_stats_5m, *parity],
+        instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: key, ASSET_PARTITION_RANGE_END_TAG: key},
+        resources=resources,
+        selection=dg.AssetSelection.checks(*parity),
+        raise_on_error=False,
+    )
+    assert [e.passed for e in check_only.get_asset_check_evaluations()] == [False]

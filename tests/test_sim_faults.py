@@ -1,0 +1,194 @@
+"""Every injected fault, set through POST /admin/faults, observed through real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+from typing import Any
+
+import pytest
+import websockets
+from binance.exceptions import BinanceAPIException
+from conftest import SimServer
+
+from lsq.exchange import async_rest_client, rest_client, socket_manager
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def agg_messages(ws: Any, seconds: float) -> list[tuple[float, dict[str, Any]]]:
+    """(local receive time in ms, aggTrade payload) for `seconds`, from a raw or combined connection."""
+    out: list[tuple[float, dict[str, Any]]] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), left))
+        except TimeoutError:
+            break
+        out.append((time.time() * 1000, msg.get("data", msg)))
+    return out
+
+
+def test_admin_api_shows_sets_validates_and_resets(sim_server: SimServer) -> None:
+    state = sim_server.admin("faults")
+    assert state["rest_error_share"] == 0 and state["withheld"] == [] and state["drop_every_s"] is None
+    changed = sim_server.admin("faults", {"stream_delay_ms": 250, "rest_error_statuses": [503]})
+    assert changed["stream_delay_ms"] == 250 and changed["rest_error_statuses"] == [503]
+    for bad, named in (({"duplicate_shar": 0.1}, "duplicate_shar"), ({"duplicate_share": 2}, "duplicate_share")):
+        with pytest.raises(urllib.error.HTTPError) as error:
+            sim_server.admin("faults", {"stream_delay_ms": 999, **bad})
+        assert error.value.code == 400 and named in json.loads(error.value.read())["error"]
+    assert sim_server.admin("faults")["stream_delay_ms"] == 250, "a rejected update changes nothing"
+    reset = sim_server.admin("faults/reset", {})
+    assert reset == state
+
+
+def test_drop_now_cuts_streams_and_python_binance_reconnects(busy_sim_server: SimServer) -> None:
+    sim = busy_sim_server
+
+    async def run() -> tuple[bool, list[dict[str, Any]]]:
+        client = await async_rest_client(sim.settings)
+        try:
+            bsm = socket_manager(client, sim.settings)
+            async with (
+                bsm.futures_multiplex_socket(["btcusdt@aggTrade"]) as stream,
+                websockets.connect(sim.ws_url + "/market/ws/btcusdt@aggTrade") as plain,
+            ):
+                before = await asyncio.wait_for(stream.recv(), 10)
+                await asyncio.to_thread(sim.admin, "faults", {"drop_now": True})
+                plain_cut = False
+                try:
+                    await agg_messages(plain, 1.0)
+                except websockets.ConnectionClosedError:
+                    plain_cut = True
+                after: list[dict[str, Any]] = []
+                deadline = time.monotonic() + 15
+                while len([m for m in after if "data" in m]) < 3 and time.monotonic() < deadline:
+                    after.append(await asyncio.wait_for(stream.recv(), 15))
+                return plain_cut, [before, *after]
+        finally:
+            await client.close_connection()
+
+    plain_cut, messages = asyncio.run(run())
+    assert plain_cut
+    data = [m["data"] for m in messages if "data" in m]
+    assert len(data) >= 4 and data[-1]["a"] > data[0]["a"], "python-binance reconnected and kept receiving"
+    assert sim.admin("stats")["market_streams"]["drops"] >= 1
+
+
+def test_drop_every_n_seconds(busy_sim_server: SimServer) -> None:
+    sim = busy_sim_server
+    sim.admin("faults", {"drop_every_s": 0.7})
+
+    async def run() -> int:
+        drops = 0
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            try:
+                async with websockets.connect(sim.ws_url + "/market/ws/btcusdt@aggTrade") as ws:
+                    await agg_messages(ws, deadline - time.monotonic())
+            except websockets.ConnectionClosedError:
+                drops += 1
+        return drops
+
+    assert asyncio.run(run()) >= 3
+
+
+def test_stream_delay(busy_sim_server: SimServer) -> None:
+    sim = busy_sim_server
+
+    async def run() -> tuple[list[float], list[float]]:
+        async with websockets.connect(sim.ws_url + "/market/ws/btcusdt@aggTrade") as ws:
+            prompt = [t - m["E"] for t, m in await agg_messages(ws, 1.5)]
+            await asyncio.to_thread(sim.admin, "faults", {"stream_delay_ms": 1200})
+            await agg_messages(ws, 1.3)  # what was already in flight
+            late = await agg_messages(ws, 2.0)
+            return prompt, [t - m["E"] for t, m in late]
+
+    prompt, late = asyncio.run(run())
+    assert prompt and max(prompt) < 500
+    assert late and min(late) >= 1100
+
+
+def test_duplicates_and_withheld_ids(busy_sim_server: SimServer) -> None:
+    sim = busy_sim_server
+    client = rest_client(sim.settings)
+    recent = client.futures_aggregate_trades(
+        symbol="BTCUSDT", startTime=now_ms() - 30_000, endTime=now_ms(), limit=1000
+    )
+    assert len(recent) < 1000, "the latest trade is in this page"
+    hole = (recent[-1]["a"] + 30, recent[-1]["a"] + 33)  # a few seconds ahead: the stream connects before them
+    sim.admin("faults", {"withhold": {"symbol": "BTCUSDT", "from_id": hole[0], "to_id": hole[1]}})
+    sim.admin("faults", {"duplicate_share": 0.5})
+
+    async def run() -> list[int]:
+        async with websockets.connect(sim.ws_url + "/market/ws/btcusdt@aggTrade") as ws:
+            ids: list[int] = []
+            deadline = time.monotonic() + 20
+            while (not ids or ids[-1] < hole[1] + 5) and time.monotonic() < deadline:
+                ids += [m["a"] for _, m in await agg_messages(ws, 0.5)]
+            return ids
+
+    ids = asyncio.run(run())
+    seen = set(ids)
+    assert ids[0] < hole[0] and ids[-1] > hole[1]
+    assert not seen & set(range(hole[0], hole[1] + 1)), "withheld ids never streamed"
+    assert set(range(ids[0], hole[0])) <= seen and set(range(hole[1] + 1, ids[-1] + 1)) <= seen
+    assert len(ids) > len(seen), "some messages arrived twice"
+    assert ids == sorted(ids)
+    rest = client.futures_aggregate_trades(symbol="BTCUSDT", fromId=hole[0], limit=4)
+    assert [t["a"] for t in rest] == list(range(hole[0], hole[1] + 1)), "REST still has them"
+
+
+@pytest.mark.parametrize(("status", "code"), [(500, -1000), (503, -1000), (429, -1003)])
+def test_rest_errors_in_binance_shape(sim_server: SimServer, status: int, code: int) -> None:
+    sim_server.admin("faults", {"rest_error_share": 1.0, "rest_error_statuses": [status]})
+    with pytest.raises(BinanceAPIException) as info:
+        rest_client(sim_server.settings).futures_ping()
+    assert (info.value.status_code, info.value.code) == (status, code)
+    assert info.value.message
+
+
+def test_a_share_of_rest_calls_fail(sim_server: SimServer) -> None:
+    sim_server.admin("faults", {"rest_error_share": 0.5})
+    client = rest_client(sim_server.settings)
+    failures = 0
+    for _ in range(60):
+        try:
+            client.futures_ping()
+        except BinanceAPIException as exc:
+            assert exc.status_code in (500, 503, 429)
+            failures += 1
+    assert 15 <= failures <= 45
+
+
+def test_order_answered_503_was_still_processed(sim_server: SimServer) -> None:
+    client = rest_client(sim_server.settings, sim_server.accounts[0])
+    sim_server.admin("faults", {"rest_error_share": 1.0, "rest_error_statuses": [503]})
+    with pytest.raises(BinanceAPIException) as info:
+        client.futures_create_order(
+            symbol="ETHUSDT", side="BUY", type="MARKET", quantity="0.01", newClientOrderId="fate-unknown-1"
+        )
+    assert (info.value.status_code, info.value.code) == (503, -1000)
+    sim_server.admin("faults/reset", {})
+    order = client.futures_get_order(symbol="ETHUSDT", origClientOrderId="fate-unknown-1")
+    assert order["status"] == "FILLED" and order["clientOrderId"] == "fate-unknown-1"
+
+
+def test_clock_skew_moves_server_time_and_recv_window_checks(sim_server: SimServer) -> None:
+    client = rest_client(sim_server.settings, sim_server.accounts[0])
+    sim_server.admin("faults", {"clock_skew_ms": 20_000})
+    assert 19_000 <= client.futures_time()["serverTime"] - now_ms() <= 21_000
+    with pytest.raises(BinanceAPIException) as behind:
+        client.futures_account_balance()
+    assert behind.value.code == -1021
+    sim_server.admin("faults", {"clock_skew_ms": -5_000})
+    with pytest.raises(BinanceAPIException) as ahead:
+        client.futures_account_balance()
+    assert ahead.value.code == -1021 and "ahead" in ahead.value.message
+    client.timestamp_offset = client.futures_time()["serverTime"] - now_ms()  # a client that syncs copes
+    assert client.futures_account_balance()[0]["asset"] == "USDT"

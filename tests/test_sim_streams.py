@@ -1,0 +1,380 @@
+"""Market and user-data WebSocket streams through real clients: python-binance's socket manager, `websockets`,
+aiohttp's client and a bare TCP socket, against the real server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import os
+import socket
+import time
+from collections import defaultdict
+from typing import Any
+
+import aiohttp
+import pytest
+import websockets
+from conftest import SimServer
+
+from lsq.exchange import async_rest_client, rest_client, socket_manager
+from simulator.streams import StreamSettings
+
+AGG_KEYS = {"e", "E", "s", "a", "p", "q", "f", "l", "T", "m"}
+
+
+@pytest.fixture
+def busy(busy_sim_server: SimServer) -> SimServer:
+    return busy_sim_server
+
+
+async def collect(ws: Any, seconds: float) -> list[Any]:
+    """Every JSON message received within `seconds` (websockets client)."""
+    out: list[Any] = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            out.append(json.loads(await asyncio.wait_for(ws.recv(), left)))
+        except TimeoutError:
+            break
+    return out
+
+
+def check_against_rest(sim: SimServer, trades: list[dict[str, Any]]) -> None:
+    """Streamed aggTrades are contiguous per symbol and identical to what REST serves for the same ids."""
+    by_symbol: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for t in trades:
+        assert set(t) == AGG_KEYS and t["e"] == "aggTrade"
+        assert t["T"] <= t["E"] <= t["T"] + 1000
+        by_symbol[t["s"]].append(t)
+    client = rest_client(sim.settings)
+    for symbol, rows in by_symbol.items():
+        ids = [r["a"] for r in rows]
+        assert ids == list(range(ids[0], ids[0] + len(ids))), f"{symbol}: ids not contiguous"
+        rest = client.futures_aggregate_trades(symbol=symbol, fromId=ids[0], limit=min(len(ids), 1000))
+        assert [{k: r[k] for k in "apqflTm"} for r in rows[: len(rest)]] == rest
+
+
+def test_python_binance_multiplex_socket_gets_every_trade_once_in_order(busy: SimServer) -> None:
+    async def run() -> list[dict[str, Any]]:
+        client = await async_rest_client(busy.settings)
+        try:
+            bsm = socket_manager(client, busy.settings)
+            got: list[dict[str, Any]] = []
+            async with bsm.futures_multiplex_socket(["btcusdt@aggTrade", "ethusdt@aggTrade"]) as stream:
+                deadline = time.monotonic() + 4
+                while time.monotonic() < deadline:
+                    msg = await asyncio.wait_for(stream.recv(), 5)
+                    assert msg.get("e") != "error", msg
+                    assert msg["stream"] == msg["data"]["s"].lower() + "@aggTrade"
+                    got.append(msg["data"])
+            return got
+        finally:
+            await client.close_connection()
+
+    trades = asyncio.run(run())
+    assert {t["s"] for t in trades} == {"BTCUSDT", "ETHUSDT"} and len(trades) > 10
+    check_against_rest(busy, trades)
+
+
+def test_subscribe_list_unsubscribe_and_bad_requests_keep_the_connection(busy: SimServer) -> None:
+    async def run() -> None:
+        async with (
+            websockets.connect(busy.ws_url + "/market/stream?streams=btcusdt@aggTrade") as ws,
+            websockets.connect(busy.ws_url + "/market/ws/ethusdt@aggTrade") as bystander,
+        ):
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["ETHUSDT@aggTrade"], "id": 1}))
+            await ws.send("this is not json")
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": "btcusdt@aggTrade", "id": 2}))
+            await ws.send(json.dumps({"method": "FETCH", "id": 3}))
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@depth"], "id": 4}))
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 5}))
+            await ws.send(b"\x00\x01")
+            messages = await collect(ws, 3)
+            answers = [m for m in messages if "stream" not in m]
+            assert answers[0] == {"result": None, "id": 1}
+            assert answers[1]["error"]["code"] == 3 and answers[1]["error"]["msg"].startswith("Invalid JSON")
+            assert answers[2]["error"]["code"] == 2 and answers[2]["id"] == 2
+            assert answers[3]["error"]["code"] == 2 and "FETCH" in answers[3]["error"]["msg"] and answers[3]["id"] == 3
+            assert answers[4]["error"]["code"] == 2 and "btcusdt@depth" in answers[4]["error"]["msg"]
+            assert answers[5] == {"result": ["btcusdt@aggTrade", "ethusdt@aggTrade"], "id": 5}
+            assert answers[6]["error"]["code"] == 3
+            data = [m["data"] for m in messages if "stream" in m]
+            assert {d["s"] for d in data} == {"BTCUSDT", "ETHUSDT"}, "still streaming after bad requests"
+            check_against_rest(busy, data)
+
+            await ws.send(json.dumps({"method": "UNSUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 6}))
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 7}))
+            later = await collect(ws, 2)
+            assert {"result": None, "id": 6} in later and {"result": ["ethusdt@aggTrade"], "id": 7} in later
+            answered = later.index({"result": ["ethusdt@aggTrade"], "id": 7})
+            assert all(m["data"]["s"] == "ETHUSDT" for m in later[answered:] if "stream" in m)
+
+            raw = await collect(bystander, 1)
+            assert raw and all(m["e"] == "aggTrade" and m["s"] == "ETHUSDT" for m in raw), "raw payloads, unwrapped"
+
+    asyncio.run(run())
+
+
+def test_mark_price_streams(busy: SimServer) -> None:
+    async def run() -> list[dict[str, Any]]:
+        streams = "btcusdt@markPrice@1s/ethusdt@markPrice/!markPrice@arr@1s"
+        async with websockets.connect(f"{busy.ws_url}/market/stream?streams={streams}") as ws:
+            return await collect(ws, 4.2)
+
+    messages = asyncio.run(run())
+    by_stream: dict[str, list[Any]] = defaultdict(list)
+    for m in messages:
+        by_stream[m["stream"]].append(m["data"])
+    fast = by_stream["btcusdt@markPrice@1s"]
+    assert len(fast) >= 3 and all(set(d) == {"e", "E", "s", "p", "i", "P", "r", "T"} for d in fast)
+    assert all(b["E"] - a["E"] >= 900 for a, b in itertools.pairwise(fast))
+    assert 1 <= len(by_stream["ethusdt@markPrice"]) <= 2
+    arrays = by_stream["!markPrice@arr@1s"]
+    assert len(arrays) >= 3 and {d["s"] for d in arrays[0]} == set(busy.market.instruments)
+    premium = rest_client(busy.settings).futures_mark_price(symbol="BTCUSDT")
+    assert abs(float(premium["markPrice"]) / float(fast[-1]["p"]) - 1) < 0.01
+    assert premium["nextFundingTime"] == fast[-1]["T"]
+
+
+def test_stream_limits_too_many_streams_and_too_many_messages(busy: SimServer) -> None:
+    async def run() -> None:
+        async with websockets.connect(busy.ws_url + "/market/ws") as ws:
+            names = [f"sym{i}usdt@aggTrade" for i in range(1024)]
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": names, "id": 1}))
+            assert json.loads(await ws.recv()) == {"result": None, "id": 1}
+            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 2}))
+            refused = json.loads(await ws.recv())
+            assert refused["id"] == 2 and "1024" in refused["error"]["msg"]
+        async with websockets.connect(busy.ws_url + "/market/ws") as chatty:
+            for i in range(15):
+                await chatty.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": i}))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                for _ in range(20):
+                    await asyncio.wait_for(chatty.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        async with websockets.connect(busy.ws_url + "/market/ws/btcusdt@aggTrade") as calm:
+            assert await collect(calm, 1.5), "the server keeps serving others"
+
+    asyncio.run(run())
+
+
+def test_legacy_paths_accept_and_answer_but_stay_silent(busy: SimServer) -> None:
+    async def run() -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+        async with (
+            websockets.connect(busy.ws_url + "/ws") as bare,
+            websockets.connect(busy.ws_url + "/ws/btcusdt@aggTrade") as raw,
+            websockets.connect(busy.ws_url + "/stream?streams=btcusdt@aggTrade") as combined,
+            websockets.connect(busy.ws_url + "/market/ws/btcusdt@aggTrade") as live,
+        ):
+            await bare.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 9}))
+            got = await asyncio.gather(
+                collect(bare, 2.5), collect(raw, 2.5), collect(combined, 2.5), collect(live, 2.5)
+            )
+            return got[0], got[1], got[2], got[3]
+
+    bare, raw, combined, live = asyncio.run(run())
+    assert bare == [{"result": None, "id": 9}]
+    assert raw == [] and combined == []
+    assert live, "the same stream on /market had trades meanwhile"
+
+
+def test_unknown_stream_in_the_url_is_refused(busy: SimServer) -> None:
+    async def run() -> int:
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(busy.ws_url + "/market/stream?streams=btcusdt@nonsense"):
+                pass
+        return refused.value.response.status_code
+
+    assert asyncio.run(run()) == 400
+
+
+# -- housekeeping: pings, pong timeouts, lifetimes, slow clients ------------------------------------------------------
+
+
+def test_server_pings_and_drops_a_client_that_never_pongs(make_sim_server) -> None:  # type: ignore[no-untyped-def]
+    sim = make_sim_server(
+        symbols=2, stream_settings=StreamSettings(ping_interval_s=0.3, pong_timeout_s=1.2, housekeeping_s=0.1)
+    )
+
+    async def run() -> tuple[int, float, bool]:
+        async with aiohttp.ClientSession() as session:
+            started = time.monotonic()
+            mute = await session.ws_connect(sim.ws_url + "/market/ws/btcusdt@aggTrade", autoping=False)
+            polite = await websockets.connect(sim.ws_url + "/market/ws/btcusdt@aggTrade")  # answers pings itself
+            pings = 0
+            async for msg in mute:
+                if msg.type == aiohttp.WSMsgType.PING:
+                    pings += 1
+            lasted = time.monotonic() - started
+            await asyncio.sleep(0.5)
+            polite_alive = polite.state is websockets.protocol.State.OPEN
+            await polite.close()
+            return pings, lasted, polite_alive
+
+    pings, lasted, polite_alive = asyncio.run(run())
+    assert pings >= 2
+    assert 1.0 <= lasted <= 4.0
+    assert polite_alive
+
+
+def test_connections_are_closed_at_their_lifetime(make_sim_server) -> None:  # type: ignore[no-untyped-def]
+    sim = make_sim_server(symbols=2, stream_settings=StreamSettings(max_lifetime_s=1.5, housekeeping_s=0.1))
+
+    async def run() -> tuple[float, int | None]:
+        started = time.monotonic()
+        async with websockets.connect(sim.ws_url + "/market/ws/btcusdt@aggTrade") as ws:
+            with pytest.raises(websockets.ConnectionClosedOK) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+        return time.monotonic() - started, closed.value.rcvd.code if closed.value.rcvd else None
+
+    lasted, code = asyncio.run(run())
+    assert 1.4 <= lasted <= 4.0 and code == 1000
+
+
+def _stalled_client(ws_url: str, path: str) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads, with a tiny receive buffer."""
+    host, port = ws_url.removeprefix("ws://").split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sock.connect((host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def test_a_slow_client_is_disconnected_without_stalling_others(make_sim_server) -> None:  # type: ignore[no-untyped-def]
+    sim = make_sim_server(symbols=40, stream_settings=StreamSettings(max_buffer_bytes=2048, housekeeping_s=0.1))
+    path = "/market/ws/!markPrice@arr@1s"
+    stalled = _stalled_client(sim.ws_url, path)
+
+    def shrink_server_buffers() -> None:
+        hub = sim.market_hub
+        for conn in hub.connections:
+            conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    try:
+        sim.call(shrink_server_buffers)
+
+        async def healthy() -> int:
+            async with websockets.connect(sim.ws_url + path) as ws:
+                got = 0
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    await asyncio.wait_for(ws.recv(), 5)
+                    got += 1
+                    if sim.admin("stats")["market_streams"]["connections"] == 1:
+                        break
+                return got
+
+        got = asyncio.run(healthy())
+        assert sim.admin("stats")["market_streams"]["connections"] == 0
+        assert got >= 2
+        stalled.settimeout(5)
+        with pytest.raises((ConnectionResetError, TimeoutError)):
+            while stalled.recv(65536):
+                pass
+            raise ConnectionResetError("closed")
+    finally:
+        stalled.close()
+
+
+# -- user data stream ------------------------------------------------------------------------------------------------
+
+
+def test_user_stream_delivers_account_events_to_that_account_only(sim_server: SimServer) -> None:
+    alpha = rest_client(sim_server.settings, sim_server.accounts[0])
+    beta = rest_client(sim_server.settings, sim_server.accounts[1])
+    key_a, key_b = alpha.futures_stream_get_listen_key(), beta.futures_stream_get_listen_key()
+    assert key_a != key_b
+
+    async def run() -> tuple[list[Any], list[Any], list[Any]]:
+        async with (
+            websockets.connect(f"{sim_server.ws_url}/private/ws?listenKey={key_a}") as by_query,
+            websockets.connect(f"{sim_server.ws_url}/private/ws/{key_a}") as by_path,
+            websockets.connect(f"{sim_server.ws_url}/private/ws?listenKey={key_b}") as other,
+        ):
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(
+                alpha.futures_create_order, symbol="ETHUSDT", side="BUY", type="MARKET", quantity="0.01"
+            )
+            return await asyncio.gather(collect(by_query, 1.5), collect(by_path, 1.5), collect(other, 1.5))
+
+    by_query, by_path, other = asyncio.run(run())
+    kinds = [m["e"] for m in by_query]
+    assert "ORDER_TRADE_UPDATE" in kinds and "ACCOUNT_UPDATE" in kinds
+    order = next(m for m in by_query if m["e"] == "ORDER_TRADE_UPDATE" and m["o"]["X"] == "FILLED")
+    assert order["o"]["s"] == "ETHUSDT" and order["o"]["S"] == "BUY"
+    assert by_path == by_query
+    assert other == []
+
+
+def test_user_stream_refuses_unknown_keys_and_announces_expiry(sim_server: SimServer) -> None:
+    client = rest_client(sim_server.settings, sim_server.accounts[1])
+
+    async def unknown() -> tuple[list[Any], int | None]:
+        async with websockets.connect(f"{sim_server.ws_url}/private/ws?listenKey=nope") as ws:
+            got: list[Any] = []
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    got.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+            return got, closed.value.rcvd.code if closed.value.rcvd else None
+
+    got, code = asyncio.run(unknown())
+    assert got == [{"error": {"code": -1125, "msg": "This listenKey does not exist."}}] and code == 1008
+
+    key = client.futures_stream_get_listen_key()
+
+    async def expiring() -> list[Any]:
+        async with websockets.connect(f"{sim_server.ws_url}/private/ws/{key}") as ws:
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(client.futures_stream_close, listenKey=key)
+            got: list[Any] = []
+            with pytest.raises(websockets.ConnectionClosedOK):
+                while True:
+                    got.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+            return got
+
+    events = asyncio.run(expiring())
+    assert [e["e"] for e in events] == ["listenKeyExpired"] and events[0]["listenKey"] == key
+
+
+def test_python_binance_futures_user_socket_and_large_frames(sim_server: SimServer) -> None:
+    account = sim_server.accounts[0]
+
+    async def run() -> list[dict[str, Any]]:
+        client = await async_rest_client(sim_server.settings, account)
+        try:
+            bsm = socket_manager(client, sim_server.settings)
+            got: list[dict[str, Any]] = []
+            user_socket = bsm.futures_user_socket()
+            user_socket.TIMEOUT = 1  # python-binance's exit waits this long for a message on a quiet stream
+            async with user_socket as stream:
+                await asyncio.sleep(0.3)
+                await client.futures_create_order(symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.002")
+                big = {"e": "TEST_BIG", "blob": "x" * 70_000}  # over 65535 bytes: the 8-byte frame length
+                await asyncio.to_thread(sim_server.call, lambda: sim_server.users.publish(account.account_id, big))
+                deadline = time.monotonic() + 10
+                while not any(m.get("e") == "TEST_BIG" for m in got) and time.monotonic() < deadline:
+                    msg = await asyncio.wait_for(stream.recv(), 10)
+                    assert msg.get("e") != "error", msg
+                    got.append(msg)
+            return got
+        finally:
+            await client.close_connection()
+
+    events = asyncio.run(run())
+    orders = [e["o"] for e in events if e["e"] == "ORDER_TRADE_UPDATE"]
+    assert orders and orders[-1]["s"] == "BTCUSDT" and orders[-1]["S"] == "SELL"
+    assert events[-1] == {"e": "TEST_BIG", "blob": "x" * 70_000}
