@@ -9,6 +9,8 @@ seconds) lists markers newer than its cursor (the last window it requested) and:
   only (bars, stats, premium index): one run per contiguous stretch, keyed 'first...last'. Alphas and target
   positions of windows already past are not computed: trading on them would be trading on stale signals.
 Nothing is requested before its marker exists, so no run reads a window still being written.
+The sensor asks for a tick every 2 s; Dagster 1.13's sensor daemon loops at most every 5 s (MIN_INTERVAL_LOOP_TIME),
+so a marker waits 0-5 s for its tick.
 """
 
 import json

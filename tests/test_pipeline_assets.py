@@ -93,9 +93,7 @@ def run_windows(paths: DataPaths, instance: dg.DagsterInstance, first: int, last
 
 def expected_bars(paths: DataPaths) -> pl.DataFrame:
     """Independent expectation from the raw trades: per (symbol, window) OHLC, volume and taker-buy volume."""
-    raw = pl.read_parquet(paths.root / "raw.parquet").with_columns(
-        pl.col("price", "quantity").cast(pl.Decimal(38, 8))
-    )
+    raw = pl.read_parquet(paths.root / "raw.parquet").with_columns(pl.col("price", "quantity").cast(pl.Decimal(38, 8)))
     return (
         raw.with_columns((pl.col("transact_time") - pl.col("transact_time") % WINDOW_MS).alias("open_time"))
         .sort("agg_trade_id")

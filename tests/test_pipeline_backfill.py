@@ -5,12 +5,14 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+import yaml
 
 from lsq.cli import main
 from lsq.config import Settings
 from lsq.paths import DataPaths
-from lsq.timelabels import DAY_MS, HOUR_MS, WINDOW_MS, day_start, format_day, now_ms, window_start
+from lsq.timelabels import DAY_MS, HOUR_MS, WINDOW_MS, day_start, format_day, now_ms, to_datetime, window_start
 from lsq_pipeline.backfill import clamp_range, recent_range, run_backfill, whole_periods
+from lsq_pipeline.cli import dagster_env
 from lsq_pipeline.storage import load_panel, write_panel
 from lsq_pipeline.universe import read_universe
 
@@ -80,3 +82,23 @@ def test_cli_rejects_a_missing_range(capsys: pytest.CaptureFixture[str]) -> None
     assert "give --start" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["backfill", "--start", "yesterday"])
+
+
+def test_cli_backfills_onto_the_persistent_instance(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    endpoints = settings.endpoints().model_dump()
+    config = tmp_path / "lsq.yaml"
+    config.write_text(yaml.safe_dump({"data": {"data_dir": str(tmp_path / "data")}, "binance": {"mock": endpoints}}))
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", dagster_env(home)["DAGSTER_HOME"])
+    end = window_start(now_ms())
+    start = end - 2 * WINDOW_MS
+    fmt = "%Y-%m-%dT%H:%M"
+    argv = ["--config", str(config), "backfill", "--start", to_datetime(start).strftime(fmt)]
+    assert main([*argv, "--end", to_datetime(end).strftime(fmt)]) == 0
+    assert "2 windows" in capsys.readouterr().out
+    assert (home / "dagster.yaml").read_text() == (Path(__file__).parent.parent / "dagster.yaml").read_text()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert len(instance.get_materialized_partitions(dg.AssetKey("bars_5m"))) == 2
+    assert load_panel("bars", start, end, paths=DataPaths(tmp_path / "data")).height > 0

@@ -130,3 +130,19 @@ def test_parity_check_against_exchange_klines(settings: Settings, tmp_path: Path
         raise_on_error=False,
     )
     assert [e.passed for e in check_only.get_asset_check_evaluations()] == [False]
+
+
+def test_without_a_stored_universe_every_usdt_perpetual_is_fetched(
+    settings: Settings, tmp_path: Path, instance
+) -> None:
+    lsq = resource_for(settings, tmp_path / "data", tmp_path)
+    window = day_start(now_ms())
+    dg.materialize([premium_index_5m], instance=instance, partition_key=partition_key(window), resources={"lsq": lsq})
+    stored = load_panel("premium_index", window, window + WINDOW_MS, paths=lsq.paths)
+    info = rest_client(settings).futures_exchange_info()["symbols"]
+    perpetuals = {
+        s["symbol"]
+        for s in info
+        if (s["status"], s["contractType"], s["quoteAsset"]) == ("TRADING", "PERPETUAL", "USDT")
+    }
+    assert set(stored["symbol"]) == perpetuals

@@ -14,7 +14,7 @@ from lsq_pipeline.market.exchange_data import fetch_funding, fetch_premium_index
 from lsq_pipeline.partitions import FIVE_MINUTE, FUNDING_DAYS, ROLLUPS
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.storage import load_panel, write_panel
-from lsq_pipeline.universe import universe, universe_symbols
+from lsq_pipeline.universe import universe, universe_symbols, universe_v1
 
 agg_trades = dg.AssetSpec(
     "agg_trades",
@@ -32,6 +32,11 @@ def time_range(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext
     """[start, end) ms of the run's partition or partition range."""
     window = context.partition_time_window
     return from_datetime(window.start), from_datetime(window.end)
+
+
+def exchange_symbols(lsq: LsqResource, day_ms: int) -> list[str]:
+    """The v1 universe in force on the day, else (none stored yet) every USDT perpetual the exchange lists now."""
+    return universe_symbols(lsq.paths, day_ms) or universe_v1(lsq.rest().futures_exchange_info())["symbol"].to_list()
 
 
 def _last_closes(bars: pl.DataFrame) -> pl.DataFrame:
@@ -110,8 +115,7 @@ def window_stats_5m(context: dg.AssetExecutionContext, lsq: LsqResource) -> Iter
 )
 def premium_index_5m(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
     start_ms, end_ms = time_range(context)
-    symbols = universe_symbols(lsq.paths, start_ms)
-    frame = fetch_premium_index(lsq.rest(), symbols, start_ms, end_ms)
+    frame = fetch_premium_index(lsq.rest(), exchange_symbols(lsq, start_ms), start_ms, end_ms)
     write_panel(lsq.paths, "premium_index", frame, start_ms, end_ms)
     return dg.MaterializeResult(metadata=_panel_metadata(frame, start_ms, end_ms))
 
@@ -126,8 +130,7 @@ def premium_index_5m(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.
 )
 def funding_rates(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
     start_ms, end_ms = time_range(context)
-    symbols = universe_symbols(lsq.paths, start_ms)
-    frame = fetch_funding(lsq.rest(), symbols, start_ms, end_ms)
+    frame = fetch_funding(lsq.rest(), exchange_symbols(lsq, start_ms), start_ms, end_ms)
     write_panel(lsq.paths, "funding", frame, start_ms, end_ms)
     return dg.MaterializeResult(metadata={"rows": frame.height, "symbols": frame["symbol"].n_unique()})
 
