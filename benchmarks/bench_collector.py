@@ -73,6 +73,86 @@ def bench_frame_handling(n_symbols: int = 200, n_frames: int = 300_000) -> None:
         print(f"flush of {n_frames:,} trades over {n_symbols} symbols: {flush_s:.2f} s")
 
 
+BLAST_SERVER = r"""
+import asyncio, json, sys
+from websockets.asyncio.server import serve
+
+def frame(payload: bytes) -> bytes:
+    n = len(payload)
+    head = bytes((0x81, n)) if n < 126 else bytes((0x81, 126)) + n.to_bytes(2, "big")
+    return head + payload
+
+n, symbols, t0 = int(sys.argv[1]), int(sys.argv[2]), 1_795_489_000_000
+blob = bytearray()
+for i in range(n):
+    s, a = f"S{i % symbols:03d}USDT", i // symbols + 1
+    body = (f'{{"stream":"{s.lower()}@aggTrade","data":{{"e":"aggTrade","E":{t0 + i},"s":"{s}","a":{a},'
+            f'"p":"{30000 + i % 500}.{i % 100:02d}","q":"0.{i % 1000:03d}","f":{a * 2},"l":{a * 2 + 1},'
+            f'"T":{t0 + i},"m":{"true" if i % 2 else "false"}}}}}')
+    blob += frame(body.encode())
+
+async def handler(ws):
+    async for message in ws:
+        request = json.loads(message)
+        await ws.send(json.dumps({"result": None, "id": request["id"]}))
+        if request["method"] == "SUBSCRIBE" and request["params"]:
+            for i in range(0, len(blob), 1 << 20):
+                ws.transport.write(bytes(blob[i:i + (1 << 20)]))
+                await ws.drain() if hasattr(ws, "drain") else await asyncio.sleep(0)
+
+async def main():
+    async with serve(handler, "127.0.0.1", 0, max_size=None) as server:
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Future()
+
+asyncio.run(main())
+"""
+
+
+def bench_socket_ingest(n_frames: int = 400_000, n_symbols: int = 200) -> None:
+    """Frames over a real WebSocket from another process, as fast as TCP carries them, into the collector."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", BLAST_SERVER, str(n_frames), str(n_symbols)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        settings = load_config()
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = settings.model_copy(update={"data": settings.data.model_copy(update={"data_dir": Path(tmp)})})
+            collector = Collector(settings)
+
+            async def run() -> float:
+                stop = asyncio.Event()
+                conn = StreamConnection("bench", f"ws://127.0.0.1:{port}", collector, silence_s=60)
+                conn.set_streams({f"s{i:03d}usdt@aggTrade" for i in range(n_symbols)})
+                for i in range(n_symbols):
+                    book = SymbolBook(f"S{i:03d}USDT", 0)
+                    book.anchored, book.conn = True, conn
+                    collector.books[book.symbol] = book
+                task = asyncio.create_task(conn.run(stop))
+                while collector.stream_trades == 0:
+                    await asyncio.sleep(0.001)
+                start = time.perf_counter()
+                while collector.stream_trades < n_frames and time.perf_counter() - start < 120:
+                    await asyncio.sleep(0.01)
+                elapsed = time.perf_counter() - start
+                stop.set()
+                await task
+                return elapsed
+
+            elapsed = asyncio.run(run())
+        lost = n_frames - collector.stream_trades
+        print(
+            f"socket ingest: {collector.stream_trades / elapsed:,.0f} aggTrade frames/s on one core over a real "
+            f"WebSocket ({n_symbols} symbols), {lost} lost, {collector.gaps_opened} gaps, "
+            f"{collector.duplicates} duplicates"
+        )
+    finally:
+        server.kill()
+        server.wait(10)
+
+
 def start_simulator(data_dir: Path, symbols: int, firehose: float) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "LSQ_DATA_DIR": str(data_dir)}
     cmd = [
@@ -191,6 +271,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each live run after settling")
     args = parser.parse_args()
     bench_frame_handling()
+    bench_socket_ingest()
     print("-- every simulated symbol, normal rates: memory and marker delay")
     bench_live(sum(1 for i in all_instruments() if i.tradable), 1.0, args.seconds)
     print("-- firehose: throughput")

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MARK_PRICE_STREAM = "!markPrice@arr@1s"
 MAX_STREAMS = 1024
+_STABLE_S = 10.0  # a socket that lived this long resets the backoff; quicker deaths make it grow
 
 
 class SubscribeError(RuntimeError):
@@ -100,10 +101,11 @@ class StreamConnection:
         """Serve until `stop` is set, reconnecting after every failure."""
         failures = 0
         while not stop.is_set():
+            up_since: float | None = None
             try:
                 ws, reader, live = await self._open()
                 self._socket = (ws, reader)
-                failures = 0
+                up_since = time.monotonic()
                 self.live, self.up = live, True
                 self.listener.on_subscribed(self, sorted(live))
                 await self._serve(stop)
@@ -119,7 +121,8 @@ class StreamConnection:
                     self._socket = None
             if stop.is_set():
                 break
-            failures += 1
+            stable = up_since is not None and time.monotonic() - up_since >= _STABLE_S
+            failures = 1 if stable else failures + 1
             self.reconnects += 1
             delay = backoff_delay(failures, cap_s=self.backoff_cap_s)
             log.info("%s: reconnecting in %.2f s", self.name, delay)

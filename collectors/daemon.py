@@ -16,7 +16,12 @@ aggTrade id) is beyond the `l` of our last aggTrade, and only then the tail is f
 holes inside the recent store (a crash before repaired trades were flushed) are reopened as gaps, so a restart
 converges to the exchange's exact ids.
 
-Sealing (collectors.sealing) turns this evidence into window markers, strictly in order.
+REST goes through collectors.rest_backfill (one paced `RestSource` for the whole process; contiguity-verified
+`fetch_agg_trades_from_id` for every id range), a few symbols at a time, while the stream keeps flowing.
+
+Sealing (collectors.sealing) turns this evidence into window markers, strictly in order. Right after a window ends,
+symbols still waiting for evidence (quiet ones) are confirmed by one ticker call instead of waiting for the heartbeat
+lag, which puts the marker a few hundred milliseconds after the window end on the simulator.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from collectors.marks import MarkStore, marks_frame
 from collectors.parse import AggTrade, MalformedFrame, MarkPrice, Response, parse_frame
 from collectors.rest_backfill import RestFetchError, RestSource, Until, fetch_agg_trades_from_id, first_id_at_or_after
 from collectors.sealing import NEVER, SymbolSeal, marker_payload, sealed_through, ticker_confirms, windows_to_seal
-from collectors.status import write_status
+from collectors.status import read_status, write_status
 from lsq.config import Settings
 from lsq.paths import DataPaths, atomic_write_text
 from lsq.timelabels import DAY_MS, HOUR_MS, WINDOW_MS, format_day, now_ms, partition_key, window_start
@@ -65,7 +70,7 @@ class CollectorOptions:
     max_connection_age_s: float = 23 * 3600.0
     silence_s: float = 10.0
     streams_per_connection: int = MAX_STREAMS
-    flush_interval_s: float = 1.0
+    flush_interval_s: float = 2.0
     status_interval_s: float = 2.0
     universe_refresh_s: float = 60.0
     max_catchup_ms: int = DAY_MS
@@ -265,9 +270,9 @@ class Collector:
         except MalformedFrame as exc:
             self.malformed += 1
             self._log_limited("malformed", "%s: malformed frame dropped: %s", conn.name, exc)
-        except Exception:
+        except Exception as exc:
             self.malformed += 1
-            self._log_limited("frame-error", "%s: frame could not be handled: %r", conn.name, raw[:200])
+            self._log_limited("frame-error", "%s: frame %r could not be handled: %r", conn.name, raw[:200], exc)
 
     def _dispatch(self, conn: StreamConnection, item: AggTrade | list[MarkPrice] | Response) -> None:
         if type(item) is AggTrade:
@@ -754,6 +759,7 @@ class Collector:
             "stream_trades": self.stream_trades,
             "last_sealed_window": self.last_sealed,
             "next_window": partition_key(self.next_window) if self.next_window else None,
+            "next_window_start": self.next_window or None,
             "gaps_open": sum(len(b.gaps) for b in self.books.values()),
             "gaps_opened": self.gaps_opened,
             "gaps_repaired": self.gaps_repaired,
@@ -773,21 +779,30 @@ class Collector:
     # -- lifecycle ----------------------------------------------------------------------------------------------------
 
     def _first_window(self, now: int) -> int:
-        """After the last marker written (within max_catchup), else the current window."""
+        """Where sealing resumes: after the last marker, else where the previous run had got to (its status file
+        survives a crash), else the current window; never more than `max_catchup_ms` back."""
         current = window_start(now)
+        resume = self._last_marker_end(now)
+        if resume is None:
+            try:
+                previous = read_status(self.paths.collector_status) or {}
+            except ValueError:
+                previous = {}
+            value = previous.get("next_window_start")
+            resume = value if isinstance(value, int) and value % WINDOW_MS == 0 else None
+        if resume is None or now - resume > self.options.max_catchup_ms:
+            return current
+        return min(resume, current)
+
+    def _last_marker_end(self, now: int) -> int | None:
         for day in (format_day(now), format_day(now - DAY_MS)):
             day_dir = self.paths.markers / day
-            names = sorted(p.name for p in day_dir.glob("*.json")) if day_dir.is_dir() else []
-            if names:
-                last = self.paths.markers / day / names[-1]
+            for name in sorted((p.name for p in day_dir.glob("*.json")), reverse=True) if day_dir.is_dir() else []:
                 try:
-                    end = int(json.loads(last.read_text())["window_end"])
+                    return int(json.loads((day_dir / name).read_text())["window_end"])
                 except (OSError, ValueError, KeyError, TypeError):
-                    continue
-                if now - end <= self.options.max_catchup_ms:
-                    return min(end, current)
-                return current
-        return current
+                    log.warning("ignoring unreadable marker %s", day_dir / name)
+        return None
 
     async def start(self, stop: asyncio.Event) -> None:
         """Everything before streaming: server time, first window, universe, connections."""

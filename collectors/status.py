@@ -86,7 +86,11 @@ def format_status(status: dict[str, Any], at_ms: int | None = None) -> str:
         ("connections", f"{up}/{len(conns)} up, {status.get('reconnects', 0)} reconnects"),
         ("symbols", f"{status.get('symbols', 0)}"),
         ("messages", f"{status.get('messages_per_s', 0):.0f}/s, {status.get('messages_total', 0)} total"),
-        ("last sealed", f"{sealed.get('partition_key', 'none')} (sealed {_when(sealed.get('sealed_at'))})"),
+        (
+            "sealing",
+            f"last {sealed.get('partition_key', 'none')} (at {_when(sealed.get('sealed_at'))}), "
+            f"next {status.get('next_window') or 'unknown'}",
+        ),
         ("gaps", f"{status.get('gaps_open', 0)} open, {status.get('gaps_repaired', 0)} repaired"),
         ("duplicates", f"{status.get('duplicates_dropped', 0)} dropped"),
         ("malformed", f"{status.get('malformed_frames', 0)} frames"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,6 @@ from urllib.parse import urlparse
 
 from lsq.config import PROJECT_ROOT, Settings, load_config
 
-DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
 STOP_GRACE_SECONDS = 15.0
 
 
@@ -34,32 +32,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def prepare_dagster_home(home: Path = DAGSTER_HOME) -> Path:
-    """DAGSTER_HOME inside the project (git-ignored), holding a copy of the project's dagster.yaml."""
-    home.mkdir(parents=True, exist_ok=True)
-    source = PROJECT_ROOT / "dagster.yaml"
-    if source.exists():
-        shutil.copyfile(source, home / "dagster.yaml")
-    return home
-
-
 @dataclass
 class Supervisor:
     """Starts children in their own process groups and stops them all, politely first."""
 
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    oneshots: set[str] = field(default_factory=set)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, oneshot: bool = False
+    ) -> subprocess.Popen[bytes]:
+        """Start a child; a `oneshot` child finishes on its own, and its end (even a failure) stops nothing else."""
         proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, start_new_session=True)
         self.children.append((name, proc))
+        if oneshot:
+            self.oneshots.add(name)
         print(f"lsq run: started {name} (pid {proc.pid})", flush=True)
         return proc
 
     def first_exited(self) -> tuple[str, int] | None:
-        for name, proc in self.children:
+        for name, proc in list(self.children):
             code = proc.poll()
-            if code is not None:
+            if code is None:
+                continue
+            if name not in self.oneshots:
                 return name, code
+            self.children.remove((name, proc))
+            _signal_group(proc, signal.SIGKILL)  # anything it left behind in its group
+            outcome = "finished" if code == 0 else f"failed with code {code} (the live system keeps running)"
+            print(f"lsq run: {name} {outcome}", flush=True)
         return None
 
     def stop(self) -> None:
@@ -122,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
             return 1
         sup.start("collector", _lsq("collect"), env)
         if not args.no_dagster:
-            dagster_env = {**env, "DAGSTER_HOME": str(prepare_dagster_home())}
+            from lsq_pipeline.cli import dagster_env
+
+            dagster_env = {**env, **dagster_env()}
+            sup.start("recent backfill", _lsq("backfill", "--recent"), dagster_env, oneshot=True)
             dagster = [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1"]
             sup.start("dagster dev", [*dagster, "-p", str(args.dagster_port), "-w", "workspace.yaml"], dagster_env)
             print(f"lsq run: Dagster UI on http://127.0.0.1:{args.dagster_port}", flush=True)

@@ -5,6 +5,10 @@ Binance's order: IP ban (418) → request weight (429 -1003) → API key (-2014/
 recvWindow and the HMAC signature over the exact bytes received (-1102/-1131/-1021/-1022) → order-rate limits per
 account (429 -1015) → injected faults → handler. Every response carries X-MBX-USED-WEIGHT-1M, order endpoints also
 X-MBX-ORDER-COUNT-10S/-1M, and every failure has Binance's {"code", "msg"} shape.
+
+Also served: market streams (/market/ws, /market/stream, silent legacy /ws and /stream), the user-data stream
+(/private/ws), public-data files (/data/...), and, for loopback clients only, GET|POST /admin/faults,
+POST /admin/faults/reset and GET /admin/stats.
 """
 
 from __future__ import annotations

@@ -50,18 +50,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = commands.add_parser("serve", help="serve the simulated exchange (REST + WebSocket) on one port")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765, 0 = any free port)")
-    p.add_argument("--seed", type=int, default=7, help="market model seed")
-    p.add_argument("--symbols", type=int, default=40, help="number of simulated symbols")
-    p.add_argument("--firehose", type=_positive_float, default=1.0, help="multiply every symbol's trade rate")
+    p.add_argument("--seed", type=int, default=7, help="market model and fault seed (default 7)")
+    p.add_argument("--symbols", type=int, default=40, metavar="N", help="number of simulated symbols (default 40)")
+    p.add_argument("--firehose", type=_positive_float, default=1.0, metavar="X", help="multiply every trade rate by X")
     p.add_argument("--replay", nargs="+", type=Path, metavar="FILE", help="replay recorded aggTrade files instead")
-    p.add_argument("--replay-speed", type=_positive_float, default=1.0, help="replay speed factor")
+    p.add_argument("--replay-speed", type=_positive_float, default=1.0, metavar="S", help="replay S times real time")
     p.add_argument("--fresh", action="store_true", help="discard saved account state and start over")
-    p.add_argument("--rate-limit-multiplier", type=_positive_float, default=1.0, help="raise Binance's REST limits")
+    p.add_argument(
+        "--rate-limit-multiplier", type=_positive_float, default=1.0, metavar="M", help="multiply Binance's REST limits"
+    )
     p.add_argument("--drop-every", type=_positive_float, metavar="S", help="drop all stream connections every S s")
-    p.add_argument("--stream-delay-ms", type=_non_negative_int, default=0, help="delay stream messages by D ms")
-    p.add_argument("--duplicate-share", type=_share, default=0.0, help="share of stream messages sent twice")
-    p.add_argument("--rest-error-share", type=_share, default=0.0, help="share of REST calls failed (500/503/429)")
-    p.add_argument("--clock-skew-ms", type=int, default=0, help="skew the server clock by S ms")
+    p.add_argument("--stream-delay-ms", type=_non_negative_int, default=0, metavar="D", help="delay stream messages")
+    p.add_argument(
+        "--duplicate-share", type=_share, default=0.0, metavar="P", help="share of stream messages sent twice"
+    )
+    p.add_argument("--rest-error-share", type=_share, default=0.0, metavar="P", help="share of REST calls failed")
+    p.add_argument("--clock-skew-ms", type=int, default=0, metavar="S", help="skew the server clock by S ms")
     p.set_defaults(func=run_serve)
 
 

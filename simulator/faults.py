@@ -2,7 +2,8 @@
 
 One mutable `Faults` object is shared by the REST middleware and the stream hubs; `lsq sim serve` flags set its
 initial state and `POST /admin/faults` changes it while the server runs. Randomness is seeded, so a test that asks
-for a share of failures gets a reproducible sequence.
+for a share of failures gets a reproducible sequence. Drops cut market and user-data connections alike; delay,
+duplicates and withheld ids apply to the market streams.
 """
 
 from __future__ import annotations

@@ -261,6 +261,7 @@ class MarketStreamHub(WsHub):
         # (stream, combined) -> number of connections subscribed that way.
         self._refs: dict[tuple[str, bool], int] = {}
         self._agg_last_ms: dict[str, int] = {}
+        # (due ms, frames): output waiting out an injected stream delay, in build order.
         self._pending: deque[tuple[int, dict[tuple[str, bool], bytes]]] = deque()
         self._mark_second = -1
         self._warned: dict[str, float] = {}
@@ -381,7 +382,12 @@ class MarketStreamHub(WsHub):
             self._refs[key] = self._refs.get(key, 0) + 1
             symbol = stream_symbol(stream)
             if stream.endswith("@aggTrade") and symbol in self._symbols and symbol not in self._agg_last_ms:
+                # The stream (re)starts now: output of an earlier run still waiting out a delay would hand the new
+                # subscriber trades from before a hole, so it is dropped.
                 self._agg_last_ms[symbol] = now
+                for _, waiting in self._pending:
+                    waiting.pop((stream, False), None)
+                    waiting.pop((stream, True), None)
 
     def _unsubscribe(self, conn: Connection, streams: Iterable[str]) -> None:
         for stream in streams:
@@ -428,7 +434,7 @@ class MarketStreamHub(WsHub):
             every_3s = second // 3 != self._mark_second // 3
             self._mark_second = second
             marks = [s for s in {s for s, _ in self._refs} if _mark_due(s, every_3s)]
-        variants = {s: (raw, combined) for s in {s for s, _ in self._refs} for raw, combined in [self._variants(s)]}
+        variants = {s: self._variants(s) for s, _ in self._refs}
         return _Plan(now_ms, agg, marks, variants)
 
     def _build(self, plan: _Plan) -> tuple[dict[tuple[str, bool], bytes], set[str]]:

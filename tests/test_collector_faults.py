@@ -15,34 +15,56 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from test_collector import FAST_LIMITS, assert_store_matches_exchange, collector_settings, run_collector
+from test_collector import (
+    FAST_LIMITS,
+    assert_store_matches_exchange,
+    collector_settings,
+    first_window,
+    run_collector,
+    server_time_to,
+)
 from websockets.asyncio.server import ServerConnection, serve
 
 from collectors.daemon import Collector, CollectorOptions
 from collectors.status import read_status
 from lsq.paths import DataPaths
-from lsq.timelabels import format_day, window_start
+from lsq.timelabels import WINDOW_MS, format_day, window_start
 from lsq.tradestore import TradeStore
 from simulator.streams import mark_price_update
 
 LSQ = str(Path(sys.executable).with_name("lsq"))
 
 
+async def settled(collector: Collector, sim: Any, after_ms: int, timeout_s: float = 20.0) -> int:
+    """Wait until server time passed `after_ms` and the collector has nothing left to repair; the server time then."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        books = collector.books.values()
+        calm = all(c.up for c in collector.connections) and not collector._to_verify
+        if sim.clock.now_ms() >= after_ms and books and calm and all(b.verified and not b.gaps for b in books):
+            return sim.clock.now_ms()
+        await asyncio.sleep(0.05)
+    raise AssertionError("the collector did not settle: " + str({s: b.gaps for s, b in collector.books.items()}))
+
+
 def test_dropped_connections_and_duplicates(make_sim_server: Callable[..., Any], tmp_path: Path) -> None:
     sim = make_sim_server(symbols=6, limits=FAST_LIMITS, firehose=3.0)
     started = sim.clock.now_ms()
+    calm_at: list[int] = []
 
     async def faults(collector: Collector) -> None:
         await asyncio.sleep(1.0)
         sim.call(lambda: sim.faults.update({"drop_every_s": 1.5, "duplicate_share": 0.3}))
         await asyncio.sleep(6.0)
         sim.call(sim.faults.reset)
+        calm_at.append(await settled(collector, sim, sim.clock.now_ms()))
 
-    collector = run_collector(collector_settings(sim, tmp_path), CollectorOptions(), 3.5, during=faults)
+    collector = run_collector(collector_settings(sim, tmp_path), CollectorOptions(), 0.5, during=faults)
     assert collector.connections[0].reconnects >= 3
     assert collector.duplicates > 0 and collector.gaps_repaired > 0
     symbols = sorted(sim.market.instruments)
-    assert_store_matches_exchange(tmp_path, sim.market, symbols, window_start(started), sim.clock.now_ms() - 3_000)
+    assert first_window(collector) in (window_start(started), window_start(started + 2_000))
+    assert_store_matches_exchange(tmp_path, sim.market, symbols, first_window(collector), calm_at[0] - 500)
 
 
 def test_withheld_ranges_come_from_rest_and_delays_are_tolerated(
@@ -54,22 +76,30 @@ def test_withheld_ranges_come_from_rest_and_delays_are_tolerated(
     future = {s: sim.market.trades(s, now + 3_000, now + 4_000).agg_id for s in sim.market.instruments}
     a, b = sorted(future, key=lambda s: -len(future[s]))[:2]
     withheld = {a: (int(future[a][0]), int(future[a][-1])), b: (int(future[b][1]), int(future[b][1]))}
+    delay_ms = 1_500
     sim.call(
         lambda: sim.faults.update(
             {
-                "stream_delay_ms": 1_500,
+                "stream_delay_ms": delay_ms,
                 "withhold": [{"symbol": s, "from_id": lo, "to_id": hi} for s, (lo, hi) in withheld.items()],
             }
         )
     )
-    collector = run_collector(collector_settings(sim, tmp_path), CollectorOptions(), 7.0)
-    end = sim.clock.now_ms() - 4_000
+    calm_at: list[int] = []
+
+    async def wait(collector: Collector) -> None:
+        # past the withheld trades, plus the delay, plus one more trade of each symbol to reveal the jump
+        calm_at.append(await settled(collector, sim, now + 4_000 + delay_ms + 1_500))
+
+    collector = run_collector(collector_settings(sim, tmp_path), CollectorOptions(), 0.5, during=wait)
+    end = calm_at[0] - delay_ms - 500
     store = TradeStore(DataPaths(tmp_path))
     for symbol, (lo, hi) in withheld.items():
-        ids = store.scan(symbol, window_start(now), end).collect()["agg_trade_id"]
+        ids = store.scan(symbol, first_window(collector), end).collect()["agg_trade_id"]
         assert ids.is_in(list(range(lo, hi + 1))).sum() == hi - lo + 1, f"{symbol}: withheld ids missing"
     assert collector.gaps_repaired >= 2
-    assert_store_matches_exchange(tmp_path, sim.market, sorted(sim.market.instruments), window_start(now), end)
+    symbols = sorted(sim.market.instruments)
+    assert_store_matches_exchange(tmp_path, sim.market, symbols, first_window(collector), end)
 
 
 def _wait_for_status(path: Path, predicate: Callable[[dict[str, Any]], bool], timeout_s: float) -> dict[str, Any]:
@@ -86,40 +116,53 @@ def _wait_for_status(path: Path, predicate: Callable[[dict[str, Any]], bool], ti
 
 
 def test_sigkill_and_restart_converge_to_the_exact_store(make_sim_server: Callable[..., Any], tmp_path: Path) -> None:
+    """`lsq collect` is killed, a window ends while it is dead, and the restarted daemon seals it exactly."""
     sim = make_sim_server(symbols=4, limits=FAST_LIMITS, firehose=3.0)
+    local = time.time_ns() // 1_000_000
+    boundary = window_start(local) + 2 * WINDOW_MS
+    server_time_to(sim, boundary - 10_000)
+    window = boundary - WINDOW_MS
     config = tmp_path / "lsq.yaml"
     data = tmp_path / "data"
     endpoints = {"rest_url": sim.rest_url, "ws_url": sim.ws_url, "data_url": sim.rest_url + "/data"}
     config.write_text(yaml.safe_dump({"data": {"data_dir": str(data)}, "binance": {"mock": endpoints}}))
     env = {**os.environ, "LSQ_CONFIG": str(config)}
-    status_path = DataPaths(data).collector_status
-    started = sim.clock.now_ms()
+    paths = DataPaths(data)
 
     first = subprocess.Popen([LSQ, "collect"], env=env, stderr=subprocess.DEVNULL)
     try:
-        _wait_for_status(status_path, lambda s: s["rows_flushed"] > 0 and s["stream_trades"] > 5, 20)
+        _wait_for_status(paths.collector_status, lambda s: s["rows_flushed"] > 0 and s["stream_trades"] > 5, 20)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-    killed = _wait_for_status(status_path, lambda s: True, 1)
+    killed_at = sim.clock.now_ms()
+    assert killed_at < boundary, "the first run took too long to start: the test needs the window to end later"
+    killed = _wait_for_status(paths.collector_status, lambda s: True, 1)
     assert killed["running"] is True  # a SIGKILL leaves no clean goodbye behind
     status_run = subprocess.run([LSQ, "status"], env=env, capture_output=True, text=True, timeout=30)
     assert status_run.returncode == 1 and "NOT RUNNING" in status_run.stdout
-    time.sleep(1.5)  # trades the collector never saw, while it was dead
+    time.sleep((boundary - killed_at) / 1000 + 1.0)  # the window ends while nobody collects
 
     second = subprocess.Popen([LSQ, "collect"], env=env, stderr=subprocess.DEVNULL)
     try:
         _wait_for_status(
-            status_path, lambda s: s["pid"] == second.pid and s["stream_trades"] > 5 and s["gaps_open"] == 0, 20
+            paths.collector_status,
+            lambda s: s["pid"] == second.pid and s["stream_trades"] > 5 and s["gaps_open"] == 0,
+            20,
         )
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while not paths.marker_file(window).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(20) == 0
-    final = read_status(status_path)
+    final = read_status(paths.collector_status)
     assert final is not None and final["running"] is False
     symbols = sorted(sim.market.instruments)
-    assert_store_matches_exchange(data, sim.market, symbols, window_start(started), sim.clock.now_ms() - 3_000)
+    marker = json.loads(paths.marker_file(window).read_text())
+    assert marker["symbols"] == symbols and marker["sealed_at"] > boundary
+    assert marker["rows"] == sum(len(sim.market.trades(s, window, boundary)) for s in symbols)
+    assert_store_matches_exchange(data, sim.market, symbols, window, sim.clock.now_ms() - 3_000)
 
 
 GARBAGE = [

@@ -114,6 +114,23 @@ def test_stream_delay(busy_sim_server: SimServer) -> None:
     assert late and min(late) >= 1100
 
 
+def test_a_stream_restarted_during_a_delay_gets_no_stale_messages(busy_sim_server: SimServer) -> None:
+    sim = busy_sim_server
+    sim.admin("faults", {"stream_delay_ms": 1500})
+
+    async def run() -> list[int]:
+        url = sim.ws_url + "/market/ws/btcusdt@aggTrade"
+        async with websockets.connect(url) as first:
+            await agg_messages(first, 0.5)
+        await asyncio.sleep(1.0)  # trades nobody is subscribed to
+        async with websockets.connect(url) as second:  # the stream restarts while the first one's output is queued
+            await asyncio.to_thread(sim.admin, "faults/reset", {})
+            return [m["a"] for _, m in await agg_messages(second, 2.5)]
+
+    ids = asyncio.run(run())
+    assert ids and ids == list(range(ids[0], ids[0] + len(ids)))
+
+
 def test_duplicates_and_withheld_ids(busy_sim_server: SimServer) -> None:
     sim = busy_sim_server
     client = rest_client(sim.settings)

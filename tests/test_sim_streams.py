@@ -82,7 +82,8 @@ def test_subscribe_list_unsubscribe_and_bad_requests_keep_the_connection(busy: S
     async def run() -> None:
         async with (
             websockets.connect(busy.ws_url + "/market/stream?streams=btcusdt@aggTrade") as ws,
-            websockets.connect(busy.ws_url + "/market/ws/ethusdt@aggTrade") as bystander,
+            # Unbounded client queue: this client reads late, and a full queue would stall its close handshake.
+            websockets.connect(busy.ws_url + "/market/ws/ethusdt@aggTrade", max_queue=None) as bystander,
         ):
             await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["ETHUSDT@aggTrade"], "id": 1}))
             await ws.send("this is not json")
