@@ -40,10 +40,10 @@ import aiohttp
 import polars as pl
 
 from collectors.connection import MARK_PRICE_STREAM, MAX_STREAMS, StreamConnection
-from collectors.gaps import batch_trades, last_trade_ids, latest_trade, trading_usdt_perpetuals
+from collectors.gaps import batch_trades, first_trades_since, last_trade_ids, latest_trade, trading_usdt_perpetuals
 from collectors.marks import MarkStore, marks_frame
 from collectors.parse import AggTrade, MalformedFrame, MarkPrice, Response, parse_frame
-from collectors.rest_backfill import RestFetchError, RestSource, Until, fetch_agg_trades_from_id, first_id_at_or_after
+from collectors.rest_backfill import RestFetchError, RestSource, Until, fetch_agg_trades_from_id
 from collectors.sealing import NEVER, SymbolSeal, marker_payload, sealed_through, ticker_confirms, windows_to_seal
 from collectors.status import read_status, write_status
 from lsq.config import Settings
@@ -508,21 +508,27 @@ class Collector:
                 book.tail = True
 
     async def _anchor(self, book: SymbolBook) -> None:
-        """Start a symbol with no usable history at its first trade at or after `active_from`."""
+        """Start a symbol with no usable history at its first trade at or after `active_from`.
+
+        One request usually does it all: the first 1000 trades from the window start; more are fetched as a tail.
+        """
         start = book.seal.active_from
-        first = await first_id_at_or_after(self.rest, book.symbol, start, self.server_now() + 1)
-        if first is None:
+        trades, complete = await first_trades_since(self.rest, book.symbol, start, self.server_now())
+        if trades:
+            book.last_id = trades[0].agg_trade_id - 1
+            book.tail = not complete
+        else:
             latest = await latest_trade(self.rest, book.symbol)
             if latest is not None and latest.transact_time >= start:
-                first = latest.agg_trade_id
+                book.last_id = latest.agg_trade_id - 1
+                book.tail = True
             else:
                 book.last_id = latest.agg_trade_id if latest else None
                 book.last_l = latest.last_trade_id if latest else None
-        if first is not None:
-            book.last_id = first - 1
-            book.tail = True
         book.counted_from = start
         book.anchored = True
+        for t in trades:
+            self._accept(book, t)
         pre, book.preanchor = book.preanchor, []
         for t in pre:
             self._ingest(book, t)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import polars as pl
 
 from collectors.parse import AggTrade, MalformedFrame, rest_trade
-from collectors.rest_backfill import AGG_TRADES_PATH, AGG_TRADES_WEIGHT, RestFetchError, RestSource
+from collectors.rest_backfill import AGG_TRADES_LIMIT, AGG_TRADES_PATH, AGG_TRADES_WEIGHT, RestFetchError, RestSource
+from lsq.timelabels import HOUR_MS
 
 TICKER_ALL_WEIGHT = 40
 
@@ -50,10 +51,39 @@ async def trading_usdt_perpetuals(source: RestSource) -> list[str]:
     )
 
 
+async def first_trades_since(
+    source: RestSource, symbol: str, start_ms: int, until_ms: int
+) -> tuple[list[AggTrade], bool]:
+    """The first (up to 1000) aggTrades with T in [start_ms, until_ms], walking an hour at a time (Binance's limit
+    for startTime/endTime); and whether they are *all* the trades of [start_ms, until_ms]."""
+    t = start_ms
+    while t <= until_ms:
+        end = min(t + HOUR_MS - 1, until_ms)
+        params = {"symbol": symbol, "startTime": t, "endTime": end, "limit": AGG_TRADES_LIMIT}
+        rows = await source.get(AGG_TRADES_PATH, params, AGG_TRADES_WEIGHT)
+        if not isinstance(rows, list):
+            raise RestFetchError(f"aggTrades for {symbol} returned {type(rows).__name__}, expected a list")
+        if rows:
+            try:
+                trades = [rest_trade(symbol, row) for row in rows]
+            except MalformedFrame as exc:
+                raise RestFetchError(f"aggTrades for {symbol} returned a bad row: {exc}") from None
+            return trades, len(trades) < AGG_TRADES_LIMIT and end == until_ms
+        t = end + 1
+    return [], True
+
+
 def batch_trades(symbol: str, batch: pl.DataFrame) -> list[AggTrade]:
     """A verified TRADE_SCHEMA batch from rest_backfill as AggTrade tuples (decimals back to exact strings)."""
     rows = batch.with_columns(pl.col("price", "quantity").cast(pl.String)).iter_rows()
     return [AggTrade(symbol, a, p, q, f, last, t, m, 0) for a, p, q, f, last, t, m in rows]
 
 
-__all__ = ["RestFetchError", "batch_trades", "last_trade_ids", "latest_trade", "trading_usdt_perpetuals"]
+__all__ = [
+    "RestFetchError",
+    "batch_trades",
+    "first_trades_since",
+    "last_trade_ids",
+    "latest_trade",
+    "trading_usdt_perpetuals",
+]

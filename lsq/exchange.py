@@ -4,6 +4,8 @@ only the base URLs differ, taken from the configuration's `binance.<mode>` secti
 
 from __future__ import annotations
 
+import time
+
 from binance import AsyncClient, BinanceSocketManager, Client
 
 from lsq.config import Account, Endpoints, Mode, Settings
@@ -24,20 +26,35 @@ def _point(client: Client | AsyncClient, endpoints: Endpoints) -> None:
 
 
 def rest_client(settings: Settings, account: Account | None = None, mode: Mode | None = None) -> Client:
-    """A synchronous python-binance Client pointed at the configured exchange (no ping to spot on creation)."""
+    """A synchronous python-binance Client pointed at the configured exchange (no ping to spot on creation).
+
+    A client with credentials signs with the exchange's clock (python-binance's `timestamp_offset`), so a local
+    clock that drifts from the server's does not get every signed request refused with -1021.
+    """
     key, secret = _credentials(account)
     client = Client(key, secret, ping=False)
     _point(client, settings.endpoints(mode))
+    if key:
+        sent = time.time() * 1000
+        server_ms = client.futures_time()["serverTime"]
+        client.timestamp_offset = int(server_ms - (sent + time.time() * 1000) / 2)
     return client
 
 
 async def async_rest_client(
     settings: Settings, account: Account | None = None, mode: Mode | None = None
 ) -> AsyncClient:
-    """An AsyncClient pointed at the configured exchange. Built without `create()`, which pings spot endpoints."""
+    """An AsyncClient pointed at the configured exchange, signing with the exchange's clock.
+
+    Built without `create()`, which pings spot endpoints that a futures-only exchange does not serve.
+    """
     key, secret = _credentials(account)
     client = AsyncClient(key, secret)
     _point(client, settings.endpoints(mode))
+    if key:
+        sent = time.time() * 1000
+        server_ms = (await client.futures_time())["serverTime"]
+        client.timestamp_offset = int(server_ms - (sent + time.time() * 1000) / 2)
     return client
 
 

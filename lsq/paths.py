@@ -98,11 +98,21 @@ def hour_tag(hour_ms: int) -> str:
     return to_datetime(hour_ms).strftime("%Y-%m-%d-%Hh")
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temporary file in the same directory, fsync, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide the file from other readers
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

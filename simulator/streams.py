@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from aiohttp import WSMsgType, web
 
+from lsq.timelabels import DAY_MS
 from simulator.clock import Clock
 from simulator.faults import Faults
 from simulator.market import MarketLike, TradeBlock
@@ -31,6 +32,7 @@ from simulator.market import MarketLike, TradeBlock
 log = logging.getLogger(__name__)
 
 MARK_PRICE_ALL = "!markPrice@arr"
+PREFETCH_AHEAD_MS = 5 * 60_000
 MARK_PRICE_ALL_1S = "!markPrice@arr@1s"
 _SYMBOL_KINDS = ("aggTrade", "markPrice", "markPrice@1s")
 # Binance counts every incoming PING, PONG and JSON message against the 10-per-second limit.
@@ -270,6 +272,20 @@ class MarketStreamHub(WsHub):
     async def start(self) -> None:
         await super().start()
         self._tasks.append(asyncio.create_task(self._pump(), name="market-stream-pump"))
+        self._tasks.append(asyncio.create_task(self._prefetch_days(), name="market-day-prefetch"))
+
+    async def _prefetch_days(self) -> None:
+        """Generate tomorrow's trades a few minutes before UTC midnight, so the stream does not pause at midnight
+        while every symbol's new day is generated."""
+        while True:
+            now = self.clock.now_ms()
+            tomorrow = now - now % DAY_MS + DAY_MS
+            await asyncio.sleep(max(0.0, (tomorrow - PREFETCH_AHEAD_MS - now) / 1000))
+            try:
+                await asyncio.to_thread(self.market.prefetch_day, tomorrow)
+            except Exception:
+                log.exception("prefetching the trades of the next UTC day failed")
+            await asyncio.sleep(PREFETCH_AHEAD_MS / 1000)
 
     # -- connections -------------------------------------------------------------------------------------------------
 

@@ -68,9 +68,6 @@ def test_collector_markers_drive_the_pipeline_to_exact_bars(
     defs = build_definitions({"lsq": lsq})
     sensor = defs.get_sensor_def("sealed_window_sensor")
     job = defs.get_job_def("window_job")
-    # Everything of the window job except target_positions, whose signed account requests the skewed server clock
-    # would reject (-1021): the skew only exists to make windows seal within seconds.
-    unsigned = [k for k in job.asset_layer.executable_asset_keys if k != dg.AssetKey("target_positions")]
     windows = [current - WINDOW_MS, current]
     with dg.instance_for_test() as instance:
         for day in sorted({format_day(w) for w in windows}):
@@ -95,7 +92,7 @@ def test_collector_markers_drive_the_pipeline_to_exact_bars(
                         instance=instance,
                         partition_key=request.partition_key,
                         tags=request.tags,
-                        asset_selection=request.asset_selection or unsigned,
+                        asset_selection=request.asset_selection,
                         raise_on_error=False,
                     )
                     assert run.success, [e.message for e in run.all_events if e.is_failure]
@@ -132,3 +129,9 @@ def test_collector_markers_drive_the_pipeline_to_exact_bars(
             compared += 1
     assert compared == len(symbols) * len(windows)
     print(f"marker -> bars stored: {', '.join(f'{v:.2f} s' for v in latencies.values())}")
+
+    # The newest window's run went on to target positions for every account, signed with the server's clock.
+    for account in settings.usable_accounts()[0]:
+        files = sorted(paths.positions.glob(f"{account.account_id}_target_positions_*.json"))
+        written = [json.loads(f.read_text()) for f in files]
+        assert partition_key(current) in {w["partition"] for w in written}, (account.account_id, files)

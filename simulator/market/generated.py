@@ -260,13 +260,6 @@ class Market(MarketBase):
 
         return self._block_cache.get((symbol, day_ms), make)
 
-    def prefetch_day(self, day_ms: int, symbols: Iterable[str] | None = None) -> None:
-        """Generate a day ahead of need (e.g. tomorrow, shortly before UTC midnight, in a worker thread) so the live
-        stream does not pause at midnight while every symbol's new day is generated."""
-        day_ms -= day_ms % DAY_MS
-        for symbol in self._instruments if symbols is None else symbols:
-            self._day_block(symbol, day_ms)
-
     # -- ids --------------------------------------------------------------------------------------------------
     def first_id_at(self, symbol: str, ms: int) -> int:
         """The aggTrade id of the first trade at or after `ms` (the id a stream starting at `ms` begins with)."""

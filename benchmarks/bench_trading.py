@@ -1,7 +1,7 @@
-"""Throughput of the trading engine on the real market model (run: python -m simulator.trading.benchmark).
+"""Throughput of the trading engine on the real market model (run: python benchmarks/bench_trading.py).
 
 Prints per-operation latency of market orders, resting limit orders, on_tick, the account views and a restart
-from the SQLite state. Lives here until the project's benchmarks/ folder takes it.
+from the SQLite state.
 """
 
 from __future__ import annotations
