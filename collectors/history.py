@@ -72,7 +72,7 @@ def compact_closed_hours(store: TradeStore, symbol: str, times: pl.Series) -> No
 
 
 def _day_marker(paths: DataPaths, symbol: str, day_ms: int) -> Path:
-    return paths.history_cache / "aggTrades" / symbol / f"{format_day(day_ms)}.json"
+    return paths.history_day_marker(symbol, format_day(day_ms))
 
 
 def day_is_stored(store: TradeStore, symbol: str, day_ms: int) -> bool:

@@ -42,7 +42,7 @@ class MarkStore:
     """Writes and reads mark-price snapshots under `<data>/mark_price`."""
 
     def __init__(self, paths: DataPaths) -> None:
-        self.root = paths.root / "mark_price"
+        self.root = paths.mark_price
 
     def _parts_dir(self, hour_ms: int) -> Path:
         return self.root / "parts" / hour_tag(hour_ms)

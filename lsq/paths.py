@@ -5,6 +5,8 @@ data/
   trades/{SYMBOL}/parts/YYYY-MM-DD-HHh/*.parquet   small flushes of the open hour (readers see both)
   markers/YYYY-MM-DD/HHMM.json                     a sealed 5-minute window (the pipeline's sensor watches these)
   collector/status.json                            the collector's heartbeat
+  mark_price/                                      mark/index price and funding-rate snapshots from the stream
+  history/aggTrades/{SYMBOL}/YYYY-MM-DD.json       days fully imported from the bulk files
   universe/YYYY-MM-DD/{version}/universe.csv       the trading universe of a UTC day
   bars/..., tran_stats/..., premium_index/..., funding/...   pipeline outputs
   factors/..., alpha/...                           per-run calculator vectors and alphas
@@ -89,6 +91,14 @@ class DataPaths:
     @property
     def history_cache(self) -> Path:
         return self.root / "history"
+
+    def history_day_marker(self, symbol: str, day: str) -> Path:
+        """Written once a whole UTC day of a symbol's trades came from the bulk files (backfill resumes past it)."""
+        return self.history_cache / "aggTrades" / symbol.upper() / f"{day}.json"
+
+    @property
+    def mark_price(self) -> Path:
+        return self.root / "mark_price"
 
 
 def hour_tag(hour_ms: int) -> str:

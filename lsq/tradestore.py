@@ -19,12 +19,14 @@ when a part vanishes under them: a vanished part's trades are already in the hou
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import re
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,23 @@ class TradeStore:
         symbol = _check_symbol(symbol)
         if hour_ms % HOUR_MS:
             raise TradeStoreError(f"{hour_ms} is not on an hour boundary")
+        with self._compaction_lock(symbol):
+            return self._compact_hour_locked(symbol, hour_ms)
+
+    @contextmanager
+    def _compaction_lock(self, symbol: str) -> Iterator[None]:
+        """One compaction of a symbol at a time across processes (collector and backfill): two overlapping merges
+        could otherwise each delete parts the other's hour file does not hold."""
+        lock_path = self.paths.symbol_trades(symbol) / ".compact.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _compact_hour_locked(self, symbol: str, hour_ms: int) -> Path | None:
         hour_file = self.paths.trade_hour_file(symbol, hour_ms)
         parts_dir = self.paths.trade_parts_dir(symbol, hour_ms)
         parts = _visible_parquet(parts_dir)

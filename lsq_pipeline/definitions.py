@@ -1,36 +1,33 @@
 """The LSQ code location: every asset, check, job, schedule and sensor, merged from the domain modules.
 
 `dagster dev` / `dagster definitions validate -m lsq_pipeline.definitions` load `defs` from here. The factor
-engineer's lsq_pipeline/factor_assets.py is picked up when present: its 5-minute assets join the window job.
+assets (lsq_pipeline/factor_assets.py) are on the same 5-minute partitions and join the window job.
+
+Backfill policies and partitioned asset checks are marked beta/preview by Dagster 1.13; we rely on them knowingly,
+so their warnings are silenced here instead of being printed by every run.
 """
 
-import importlib
-import importlib.util
-from types import ModuleType
+import warnings
 
 import dagster as dg
 
 from lsq.config import load_config
 from lsq.timelabels import from_datetime
-from lsq_pipeline import checks, jobs, sensors, universe
+from lsq_pipeline import checks, factor_assets, jobs, sensors, universe
 from lsq_pipeline.market import assets as market
 from lsq_pipeline.partitions import FIVE_MINUTE
 from lsq_pipeline.resources import LsqResource
 
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
 MARKET_WINDOW_ASSETS = [market.window_stats_5m, market.premium_index_5m]
-
-
-def factor_module() -> ModuleType | None:
-    if importlib.util.find_spec("lsq_pipeline.factor_assets") is None:
-        return None
-    return importlib.import_module("lsq_pipeline.factor_assets")
 
 
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
     """All definitions; tests pass their own `lsq` resource (temporary data directory, simulator endpoint)."""
     data = load_config().data
-    module = factor_module()
-    factor_defs = dg.load_definitions_from_modules([module]) if module else dg.Definitions()
+    factor_defs = dg.load_definitions_from_modules([factor_assets])
     factor_window_assets = [
         a for a in factor_defs.assets or [] if isinstance(a, dg.AssetsDefinition) and a.partitions_def == FIVE_MINUTE
     ]
