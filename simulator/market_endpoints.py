@@ -19,7 +19,7 @@ from simulator.clock import Clock
 from simulator.errors import BinanceError, bad_param, invalid_symbol, mandatory_missing
 from simulator.instruments import exchange_info
 from simulator.market import KLINE_INTERVALS, MarketLike, NoTradesError, UnknownSymbolError
-from simulator.routing import Endpoint, Request
+from simulator.routing import Endpoint, Handler, Request
 
 KLINE_LIMIT = (500, 1500)  # (default, max)
 AGG_TRADES_LIMIT = (500, 1000)
@@ -134,25 +134,23 @@ def market_endpoints(
         ]
         return exchange_info(listed, now, rate_limits)
 
-    async def klines(req: Request) -> Any:
-        p = req.params
-        symbol = _symbol(market, p)
-        assert symbol is not None
-        interval = _interval(p)
-        start, end = _time_range(p)
-        limit = _limit(p, KLINE_LIMIT)
-        now = req.server_time_ms
-        return await _run(lambda: market.klines(symbol, interval, start, end, limit, now_ms=now))
+    def kline_handler(rows: Callable[..., list[list[Any]]]) -> Handler:
+        """klines and premiumIndexKlines take the same parameters and differ only in the rows they serve."""
 
-    async def premium_klines(req: Request) -> Any:
-        p = req.params
-        symbol = _symbol(market, p)
-        assert symbol is not None
-        interval = _interval(p)
-        start, end = _time_range(p)
-        limit = _limit(p, KLINE_LIMIT)
-        now = req.server_time_ms
-        return await _run(lambda: market.premium_index_klines(symbol, interval, start, end, limit, now_ms=now))
+        async def handler(req: Request) -> Any:
+            p = req.params
+            symbol = _symbol(market, p)
+            assert symbol is not None
+            interval = _interval(p)
+            start, end = _time_range(p)
+            limit = _limit(p, KLINE_LIMIT)
+            now = req.server_time_ms
+            return await _run(lambda: rows(symbol, interval, start, end, limit, now_ms=now))
+
+        return handler
+
+    klines = kline_handler(market.klines)
+    premium_klines = kline_handler(market.premium_index_klines)
 
     async def agg_trades(req: Request) -> Any:
         p = req.params

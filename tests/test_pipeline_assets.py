@@ -7,6 +7,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
+from builders import universe_frame
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from lsq.paths import DataPaths
@@ -16,7 +17,7 @@ from lsq_pipeline import checks
 from lsq_pipeline.market.assets import ROLLUP_ASSETS, window_stats_5m
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.storage import day_file, load_panel
-from lsq_pipeline.universe import UNIVERSE_SCHEMA, write_universe
+from lsq_pipeline.universe import write_universe
 
 T0 = parse_partition_key("2026-11-20-10:00")
 UNIVERSE = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]  # SOLUSDT never trades: exempt until its first trade
@@ -45,22 +46,6 @@ def synthetic_trades(symbol: str, start_ms: int, windows: int, seed: int, first_
             "is_buyer_maker": rng.random(n) < 0.5,
         }
     )
-
-
-def universe_frame(symbols: list[str]) -> pl.DataFrame:
-    n = len(symbols)
-    raw = {
-        "symbol": symbols,
-        "base_asset": [s.removesuffix("USDT") for s in symbols],
-        "tick_size": ["0.01"] * n,
-        "step_size": ["0.001"] * n,
-        "min_qty": ["0.001"] * n,
-        "min_notional": ["5"] * n,
-        "price_precision": [2] * n,
-        "quantity_precision": [3] * n,
-        "onboard_date": [0] * n,
-    }
-    return pl.DataFrame(raw).select(pl.col(c).cast(t) for c, t in UNIVERSE_SCHEMA.items())
 
 
 @pytest.fixture

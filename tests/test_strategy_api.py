@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
+from builders import universe_frame
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from lsq.config import load_config
@@ -26,7 +27,7 @@ from lsq_pipeline.api import StrategyDataAPI, get_strategy_api
 from lsq_pipeline.market.assets import ROLLUP_ASSETS, window_stats_5m
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.storage import load_panel, write_panel
-from lsq_pipeline.universe import UNIVERSE_SCHEMA, write_universe
+from lsq_pipeline.universe import write_universe
 
 START = parse_partition_key("2026-11-20-22:00")  # two hours on each side of a UTC midnight
 END = START + 4 * HOUR_MS
@@ -50,22 +51,6 @@ def trades(start_ms: int, end_ms: int, seed: int) -> pl.DataFrame:
             "is_buyer_maker": rng.random(n) < 0.4,
         }
     )
-
-
-def universe_frame(symbols: list[str]) -> pl.DataFrame:
-    n = len(symbols)
-    raw = {
-        "symbol": symbols,
-        "base_asset": [s.removesuffix("USDT") for s in symbols],
-        "tick_size": ["0.01"] * n,
-        "step_size": ["0.001"] * n,
-        "min_qty": ["0.001"] * n,
-        "min_notional": ["5"] * n,
-        "price_precision": [2] * n,
-        "quantity_precision": [3] * n,
-        "onboard_date": [0] * n,
-    }
-    return pl.DataFrame(raw).select(pl.col(c).cast(t) for c, t in UNIVERSE_SCHEMA.items())
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,73 @@
+"""Latency of live windows in a running (or stopped) `make run`: window end -> marker -> bars -> target positions.
+
+Reads the markers under the data directory and the materialisations in the project's Dagster instance
+(.dagster_home), so it measures the real path: collector, `dagster dev`'s sensor daemon, the run queue, the run.
+Not part of `make bench` (it needs a system that has been running): start `make run`, wait, then
+`.venv/bin/python benchmarks/live_window_latency.py --hours 1`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import dagster as dg
+
+from lsq.config import load_config
+from lsq.paths import DataPaths
+from lsq.timelabels import DAY_MS, WINDOW_MS, format_day, partition_key
+from lsq_pipeline.cli import dagster_env
+
+LIVE_SLACK_S = 60.0  # a materialisation later than this after its marker came from a backfill, not the live path
+
+
+def stored_at(instance: dg.DagsterInstance, asset: str, key: str) -> float | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
+    ).records
+    return records[0].timestamp if records else None
+
+
+def summary(values: list[float]) -> str:
+    if not values:
+        return "no windows"
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return f"median {statistics.median(ordered):.2f} s, p90 {p90:.2f} s, max {ordered[-1]:.2f} s, n={len(ordered)}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hours", type=float, default=1.0, help="windows sealed in the last N hours")
+    args = parser.parse_args()
+    os.environ.update(dagster_env())
+    paths = DataPaths(load_config().data_dir)
+    since = time.time() - args.hours * 3600
+    markers = []
+    for day_ms in {int(since * 1000) // DAY_MS * DAY_MS, int(time.time() * 1000) // DAY_MS * DAY_MS}:
+        folder = paths.markers / format_day(day_ms)
+        markers += [m for m in folder.glob("*.json") if m.stat().st_mtime >= since] if folder.exists() else []
+    sealed, bars, positions = [], [], []
+    with dg.DagsterInstance.get() as instance:
+        for marker in sorted(markers):
+            window = int(json.loads(marker.read_text())["window_start"])
+            end_s = (window + WINDOW_MS) / 1000
+            marker_s = marker.stat().st_mtime
+            sealed.append(marker_s - end_s)
+            key = partition_key(window)
+            bars_s = stored_at(instance, "bars_5m", key)
+            if bars_s is not None and bars_s - marker_s < LIVE_SLACK_S:
+                bars.append(bars_s - end_s)
+            positions_s = stored_at(instance, "target_positions", key)
+            if positions_s is not None and positions_s - marker_s < LIVE_SLACK_S:
+                positions.append(positions_s - end_s)
+    print(f"window end -> sealed marker:      {summary(sealed)}")
+    print(f"window end -> bars_5m stored:     {summary(bars)}")
+    print(f"window end -> target_positions:   {summary(positions)}")
+
+
+if __name__ == "__main__":
+    main()
