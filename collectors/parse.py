@@ -50,10 +50,13 @@ class Response(NamedTuple):
     error: str | None
 
 
+_INT64_LIMIT = 2**63  # ids and times are stored as Int64: a larger value would block every later flush
+
+
 def _int(d: dict[str, Any], key: str) -> int:
     v = d.get(key)
-    if type(v) is not int or v < 0:
-        raise MalformedFrame(f"field {key!r} must be a non-negative integer, got {v!r}")
+    if type(v) is not int or not 0 <= v < _INT64_LIMIT:
+        raise MalformedFrame(f"field {key!r} must be an integer in [0, 2**63), got {v!r}")
     return v
 
 

@@ -127,7 +127,8 @@ class RestSource:
                     if response.status < 500:
                         raise RestFetchError(f"GET {path} {params}: HTTP {response.status} {body}")
                     log.warning("GET %s: HTTP %d (attempt %d): %s", path, response.status, attempt + 1, body)
-            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                # a dropped connection, a body cut short or a 200 that is not JSON: retried like a 5xx
                 log.warning("GET %s: %s (attempt %d)", path, exc, attempt + 1)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)

@@ -179,6 +179,8 @@ class Settings(_Strict):
         for account in self.execution.accounts_for(mode):
             if account.has_credentials:
                 ready.append(account)
+            elif mode == "mock":
+                skipped[account.account_id] = "no credentials: set api_key/api_secret under execution.mock.accounts"
             else:
                 prefix = account.account_id.upper() + ("_TESTNET" if mode == "testnet" else "")
                 skipped[account.account_id] = (
@@ -186,6 +188,20 @@ class Settings(_Strict):
                     f"or api_key/api_secret under execution.{mode}.accounts"
                 )
         return ready, skipped
+
+
+SECRET_FIELDS = frozenset({"api_key", "api_secret"})
+
+
+def _shown_input(err: dict) -> str:
+    """What the user wrote, for the message: scalars only, and never anything under a credential or account list
+    (an error about the list as a whole would otherwise echo every key and secret in it)."""
+    value = err.get("input")
+    if err["type"] == "extra_forbidden" or SECRET_FIELDS & {str(p) for p in err["loc"]}:
+        return ""
+    if not isinstance(value, str | int | float | bool) or value is None:
+        return ""
+    return f" (got {value!r})"
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
@@ -197,18 +213,20 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
             msg = f"must be one of {err['ctx']['expected']}"
         elif err["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(
-            f"  {key}: {msg} (got {err.get('input')!r})" if err["type"] != "extra_forbidden" else f"  {key}: {msg}"
-        )
+        lines.append(f"  {key}: {msg}{_shown_input(err)}")
     return "\n".join(lines)
 
 
 def _apply_env_credentials(raw: dict, env: dict[str, str]) -> None:
     """Environment credentials take precedence over the file, per account and mode."""
-    execution = raw.setdefault("execution", {}) or {}
+    execution = raw.get("execution") or {}
+    if not isinstance(execution, dict):
+        raise ConfigError("execution: must be a mapping of settings")
     raw["execution"] = execution
     for mode, suffix in (("testnet", "_TESTNET"), ("live", "")):
         section = execution.get(mode) or {}
+        if not isinstance(section, dict) or not isinstance(section.get("accounts") or [], list):
+            raise ConfigError(f"execution.{mode}: must be a mapping with an `accounts` list")
         for account in section.get("accounts") or []:
             if not isinstance(account, dict) or "account_id" not in account:
                 continue

@@ -53,7 +53,11 @@ async def async_rest_client(
     _point(client, settings.endpoints(mode))
     if key:
         sent = time.time() * 1000
-        server_ms = (await client.futures_time())["serverTime"]
+        try:
+            server_ms = (await client.futures_time())["serverTime"]
+        except BaseException:
+            await client.close_connection()
+            raise
         client.timestamp_offset = int(server_ms - (sent + time.time() * 1000) / 2)
     return client
 

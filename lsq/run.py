@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -89,9 +90,10 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)
 
 
-def wait_for_http(url: str, timeout: float) -> bool:
+def wait_for_http(url: str, timeout: float, alive: Callable[[], bool]) -> bool:
+    """Poll `url` until it answers 200, the time is up, or `alive()` turns false (the server died, or Ctrl-C)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and alive():
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 return response.status == 200
@@ -123,12 +125,14 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        sim_argv = ["sim", "serve", "--host", rest.hostname or "127.0.0.1", "--port", str(rest.port or 8765)]
+        host, port = rest.hostname or "127.0.0.1", rest.port or 8765
+        sim_argv = ["sim", "serve", "--host", host, "--port", str(port)]
         sim_argv += ["--seed", str(args.seed), "--symbols", str(args.symbols)]
-        sup.start("simulator", _lsq(*sim_argv, "--rate-limit-multiplier", str(args.rate_limit_multiplier)), env)
-        if not wait_for_http(f"{settings.endpoints().rest_url}/fapi/v1/ping", timeout=30):
-            print("lsq run: the simulator did not answer within 30 s", file=sys.stderr)
-            return 1
+        sim = sup.start("simulator", _lsq(*sim_argv, "--rate-limit-multiplier", str(args.rate_limit_multiplier)), env)
+        if not wait_for_http(f"http://{host}:{port}/fapi/v1/ping", 30, lambda: not stopping and sim.poll() is None):
+            if not stopping:
+                print("lsq run: the simulator did not answer within 30 s", file=sys.stderr)
+            return 0 if stopping else 1
         sup.start("collector", _lsq("collect"), env)
         if not args.no_dagster:
             from lsq_pipeline.cli import dagster_env

@@ -30,6 +30,12 @@ from lsq_pipeline.storage import day_file, stored_days
 
 MAX_CATCHUP_WINDOWS = 2 * 288  # a longer outage is a job for `lsq backfill`
 SENSOR_INTERVAL_SECONDS = 2
+# Every window run carries this tag, limited to one at a time in dagster.yaml, so windows are processed in order
+# and a window's bars never read the previous close before the windows before it are stored.
+SERIAL_TAG = {"lsq/window": "serial"}
+# A window that ended longer ago than this gets its bars but no factors or target positions: orders from a stale
+# signal would be wrong.
+MAX_SIGNAL_AGE_MS = 2 * WINDOW_MS
 
 
 @dataclass(frozen=True)
@@ -50,18 +56,19 @@ def read_marker(path: Path) -> Marker:
     try:
         raw = json.loads(path.read_text())
         start = int(raw["window_start"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        rows, symbols = raw.get("rows", 0), raw.get("symbols", 0)
+        marker = Marker(
+            window_start=start,
+            rows=int(sum(rows.values()) if isinstance(rows, dict) else rows or 0),
+            symbols=len(symbols) if isinstance(symbols, list | dict) else int(symbols or 0),
+            sealed_at=int(raw["sealed_at"]) if isinstance(raw.get("sealed_at"), int | float) else None,
+            path=path,
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"unreadable marker {path}: {exc}") from None
     if start % WINDOW_MS:
         raise ValueError(f"marker {path}: window_start {start} is not on a 5-minute boundary")
-    rows, symbols = raw.get("rows", 0), raw.get("symbols", 0)
-    return Marker(
-        window_start=start,
-        rows=int(sum(rows.values()) if isinstance(rows, dict) else rows or 0),
-        symbols=len(symbols) if isinstance(symbols, list | dict) else int(symbols or 0),
-        sealed_at=int(raw["sealed_at"]) if isinstance(raw.get("sealed_at"), int | float) else None,
-        path=path,
-    )
+    return marker
 
 
 def list_marker_windows(paths: DataPaths, after_ms: int, until_ms: int | None = None) -> list[int]:
@@ -92,8 +99,10 @@ def contiguous_runs(windows: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def plan_window_requests(windows: Sequence[int], market_keys: Sequence[dg.AssetKey]) -> list[dg.RunRequest]:
-    """Catch-up range runs for all but the newest window (market assets only), then the newest as a full run."""
+def plan_window_requests(windows: Sequence[int], market_keys: Sequence[dg.AssetKey], now: int) -> list[dg.RunRequest]:
+    """Catch-up range runs for all but the newest window (market assets only), then the newest: a full run when its
+    signal is fresh (ended at most MAX_SIGNAL_AGE_MS ago), else market assets only. All runs are serial (SERIAL_TAG).
+    """
     if not windows:
         return []
     ordered = sorted(set(windows))
@@ -101,12 +110,17 @@ def plan_window_requests(windows: Sequence[int], market_keys: Sequence[dg.AssetK
     for first, last in contiguous_runs(ordered[:-1]):
         k0, k1 = partition_key(first), partition_key(last)
         if first == last:
-            requests.append(dg.RunRequest(run_key=k0, partition_key=k0, asset_selection=list(market_keys)))
+            requests.append(
+                dg.RunRequest(run_key=k0, partition_key=k0, asset_selection=list(market_keys), tags=SERIAL_TAG)
+            )
         else:
-            tags = {ASSET_PARTITION_RANGE_START_TAG: k0, ASSET_PARTITION_RANGE_END_TAG: k1, "lsq/catch_up": "true"}
+            tags = {ASSET_PARTITION_RANGE_START_TAG: k0, ASSET_PARTITION_RANGE_END_TAG: k1, **SERIAL_TAG}
             requests.append(dg.RunRequest(run_key=f"{k0}...{k1}", asset_selection=list(market_keys), tags=tags))
-    newest = partition_key(ordered[-1])
-    requests.append(dg.RunRequest(run_key=newest, partition_key=newest))
+    newest = ordered[-1]
+    fresh = now - (newest + WINDOW_MS) <= MAX_SIGNAL_AGE_MS
+    key = partition_key(newest)
+    selection = None if fresh else list(market_keys)
+    requests.append(dg.RunRequest(run_key=key, partition_key=key, asset_selection=selection, tags=SERIAL_TAG))
     return requests
 
 
@@ -163,7 +177,7 @@ def evaluate_markers(
             break
     windows = [m.window_start for m in markers]
     return dg.SensorResult(
-        run_requests=plan_window_requests(windows, market_keys),
+        run_requests=plan_window_requests(windows, market_keys, now),
         asset_events=[agg_trades_event(m) for m in markers],
         cursor=partition_key(windows[-1]),
     )

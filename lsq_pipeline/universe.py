@@ -8,7 +8,7 @@ The universe of day D is built at `data.universe_refresh_time` in `data.timezone
 
 import io
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import dagster as dg
@@ -173,7 +173,8 @@ def universe_schedule_for(refresh_time: str, timezone: str) -> dg.ScheduleDefini
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
     def _schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        day = (context.scheduled_execution_time.date() + timedelta(days=1)).isoformat()
+        # universes are per UTC day: "tomorrow" is the UTC day after the refresh, whatever the local zone
+        day = (context.scheduled_execution_time.astimezone(UTC).date() + timedelta(days=1)).isoformat()
         return dg.RunRequest(run_key=day, partition_key=day)
 
     return _schedule

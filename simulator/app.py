@@ -168,6 +168,8 @@ class RestGateway:
                     raise orders.error
             fault = self.faults.rest_fault()
             fault_after = fault == 503 and endpoint.counts_as_order and request.method == "POST"
+            if fault == 429:
+                headers["Retry-After"] = "1"  # Binance sends it with every 429
             if fault is not None and not fault_after:
                 raise rest_fault_error(fault)
             body = await endpoint.handler(Request(request.method, request.path, params, account_id, now))

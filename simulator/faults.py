@@ -8,6 +8,7 @@ duplicates and withheld ids apply to the market streams.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -201,9 +202,12 @@ def _convert(key: str, value: Any, convert: Callable[[Any], Any]) -> Any:
     if isinstance(value, bool) or (isinstance(value, (dict, str)) and convert is not _statuses):
         raise ValueError(f"{key} has the wrong type: {value!r}")
     try:
-        return convert(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} has the wrong type: {value!r}") from None
+        converted = convert(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{key} has the wrong type or is out of range: {value!r}") from None
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise ValueError(f"{key} must be a finite number, got {value!r}")
+    return converted
 
 
 def rest_fault_error(status: int) -> BinanceError:

@@ -9,7 +9,6 @@ the engine (`account_for_listen_key(key, now_ms)`); when a connection's key stop
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -36,17 +35,19 @@ class UserStreamHub(WsHub):
         super().__init__(clock, faults, settings or StreamSettings())
         self.lookup = lookup
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
         self.events_published = 0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         await super().start()
 
     def publish(self, account_id: str, event: dict[str, Any]) -> None:
-        """Send `event` to every connection of `account_id` (no-op when none is connected)."""
-        if self._loop is not None and threading.get_ident() != self._loop_thread:
+        """Send `event` to every connection of `account_id` (no-op when none is connected).
+
+        Always through the loop's FIFO once it runs, from the loop thread too: events from the engine's tick thread
+        and from request handlers then go out in the order the engine committed them.
+        """
+        if self._loop is not None:
             self._loop.call_soon_threadsafe(self._publish_now, account_id, event)
         else:
             self._publish_now(account_id, event)

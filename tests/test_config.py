@@ -116,3 +116,20 @@ def test_secrets_never_appear_in_repr_or_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, data), env={})
     assert "S-SECRET-2" not in str(info.value)
+    twins = [{"account_id": "a", "api_key": "K-SECRET-1", "api_secret": "S-SECRET-2"}] * 2
+    data["execution"]["live"]["accounts"] = twins
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data), env={})
+    assert "duplicate account_id" in str(info.value)
+    assert "S-SECRET-2" not in str(info.value) and "K-SECRET-1" not in str(info.value)
+    data["execution"]["live"]["accounts"] = [{"account_id": "a", "api_key": "K", "api_secret": 123456789}]
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data), env={})
+    assert "123456789" not in str(info.value)
+
+
+def test_malformed_sections_are_config_errors_not_tracebacks(tmp_path: Path) -> None:
+    data = default_dict()
+    data["execution"]["live"] = ["main"]
+    with pytest.raises(ConfigError, match=r"execution\.live"):
+        load_config(write(tmp_path, data), env={})

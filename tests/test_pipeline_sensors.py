@@ -90,9 +90,23 @@ def test_catch_up_after_outage_is_one_range_run_then_the_newest_window(env) -> N
         dg.AssetKey("premium_index_5m"),
     }
     assert newest.run_key == newest.partition_key == "2026-11-20-10:25"
-    assert newest.asset_selection is None  # the whole window job, factors included
+    # long past by now: its bars are built, but no factors or target positions from a stale signal
+    assert set(newest.asset_selection) == set(catch_up.asset_selection)
     assert result.cursor == "2026-11-20-10:25"
     assert len(result.asset_events) == 6
+    # every window run is serial (one at a time, in order, by the tag's limit in dagster.yaml)
+    assert all(r.tags.get("lsq/window") == "serial" for r in result.run_requests)
+
+
+def test_a_fresh_window_gets_the_whole_job_factors_included(env) -> None:
+    paths, defs, instance = env
+    newest = window_start(now_ms()) - WINDOW_MS  # the last closed window
+    for w in (newest - WINDOW_MS, newest):
+        write_marker(paths, w)
+    result = tick(defs, instance, cursor=partition_key(newest - 2 * WINDOW_MS))
+    older, fresh = result.run_requests
+    assert older.asset_selection is not None and dg.AssetKey("alpha") not in older.asset_selection
+    assert fresh.run_key == partition_key(newest) and fresh.asset_selection is None
 
 
 def test_catch_up_splits_at_missing_windows(env) -> None:

@@ -1,6 +1,7 @@
 """Market-data assets on the 5-minute partitions, their rollups, and the exchange-only series."""
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import dagster as dg
 import polars as pl
@@ -25,6 +26,11 @@ agg_trades = dg.AssetSpec(
 )
 
 SINGLE_RUN = dg.BackfillPolicy.single_run()
+# Eager, but looking back two days instead of only the latest period: hours and days that passed during an outage
+# are rolled up too once the catch-up stores their 5-minute windows.
+ROLLUP_AUTOMATION = dg.AutomationCondition.eager().replace(
+    "in_latest_time_window", dg.AutomationCondition.in_latest_time_window(timedelta(days=2))
+)
 SAME_DAY_UNIVERSE = dg.AssetDep(universe, partition_mapping=dg.TimeWindowPartitionMapping())
 
 
@@ -150,7 +156,7 @@ def rollup_asset(kind: str, period: str) -> dg.AssetsDefinition:
         group_name="rollups",
         kinds={"polars", "parquet"},
         deps=[dg.AssetDep(SOURCE_KEYS[kind], partition_mapping=dg.TimeWindowPartitionMapping())],
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=ROLLUP_AUTOMATION,
         backfill_policy=SINGLE_RUN,
         description=f"{period} {kind} rolled up from {SOURCE_KEYS[kind].path[0]} (lsq.aggregation.rollups).",
     )
