@@ -150,23 +150,31 @@ class StreamConnection:
             self.listener.on_frame(self, raw)
 
     async def _request(self, ws: ClientConnection, method: str, streams: list[str]) -> None:
-        """Send `method` for `streams` in paced batches and wait for every answer."""
+        """Send `method` for `streams` in paced batches and wait for every answer.
+
+        Unanswered requests are forgotten on the way out (timeout, closed socket), so `_pending` never grows.
+        """
         futures = []
-        for i in range(0, len(streams), self.subscribe_batch):
-            if i:
-                await asyncio.sleep(self.subscribe_interval_s)
-            request_id = next(self._ids)
-            fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-            self._pending[request_id] = fut
-            futures.append(fut)
-            params = ",".join(f'"{s}"' for s in streams[i : i + self.subscribe_batch])
-            await ws.send(f'{{"method":"{method}","params":[{params}],"id":{request_id}}}')
-        if not futures:
-            return
+        ids = []
         try:
+            for i in range(0, len(streams), self.subscribe_batch):
+                if i:
+                    await asyncio.sleep(self.subscribe_interval_s)
+                request_id = next(self._ids)
+                fut: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+                self._pending[request_id] = fut
+                ids.append(request_id)
+                futures.append(fut)
+                params = ",".join(f'"{s}"' for s in streams[i : i + self.subscribe_batch])
+                await ws.send(f'{{"method":"{method}","params":[{params}],"id":{request_id}}}')
+            if not futures:
+                return
             errors = await asyncio.wait_for(asyncio.gather(*futures), self.response_timeout_s)
         except TimeoutError:
             raise SubscribeError(f"{self.name}: no answer to {method} within {self.response_timeout_s} s") from None
+        finally:
+            for request_id in ids:
+                self._pending.pop(request_id, None)
         refused = [e for e in errors if e is not None]
         if refused:
             raise SubscribeError(f"{self.name}: {method} refused: {refused[0]}")

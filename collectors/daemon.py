@@ -387,7 +387,8 @@ class Collector:
                 self.books[symbol].seal.active_from = 1 << 62
             await self.flush()
             for symbol in removed:
-                self.books.pop(symbol, None)
+                if not self.books[symbol].ids:  # a failed flush handed trades back: keep them for the next one
+                    self.books.pop(symbol, None)
         if added:
             log.info("universe: adding %d symbols %s", len(added), added[:10])
             active_from = max(self.next_window, window_start(self.server_now())) if self.books else self.next_window
