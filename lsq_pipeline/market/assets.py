@@ -1,10 +1,11 @@
 """Market-data assets on the 5-minute partitions, their rollups, and the exchange-only series."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import dagster as dg
 import polars as pl
+from binance import Client
 
 from lsq.aggregation.bars import NO_TRADE
 from lsq.aggregation.rollups import ROLLUP_PERIODS, rollup_bars, rollup_tran_stats
@@ -43,6 +44,17 @@ def time_range(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext
 def exchange_symbols(lsq: LsqResource, day_ms: int) -> list[str]:
     """The v1 universe in force on the day, else (none stored yet) every USDT perpetual the exchange lists now."""
     return universe_symbols(lsq.paths, day_ms) or universe_v1(lsq.rest().futures_exchange_info())["symbol"].to_list()
+
+
+def _per_day(
+    lsq: LsqResource, fetch: Callable[[Client, list[str], int, int], pl.DataFrame], start_ms: int, end_ms: int
+) -> pl.DataFrame:
+    """`fetch` day by day, each day with its own universe (a multi-day backfill must not use the first day's)."""
+    client = lsq.rest()
+    return pl.concat(
+        [fetch(client, exchange_symbols(lsq, lo), lo, hi) for lo, hi in day_chunks(start_ms, end_ms)],
+        how="vertical_relaxed",
+    )
 
 
 def _last_closes(bars: pl.DataFrame) -> pl.DataFrame:
@@ -121,7 +133,7 @@ def window_stats_5m(context: dg.AssetExecutionContext, lsq: LsqResource) -> Iter
 )
 def premium_index_5m(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
     start_ms, end_ms = time_range(context)
-    frame = fetch_premium_index(lsq.rest(), exchange_symbols(lsq, start_ms), start_ms, end_ms)
+    frame = _per_day(lsq, fetch_premium_index, start_ms, end_ms)
     write_panel(lsq.paths, "premium_index", frame, start_ms, end_ms)
     return dg.MaterializeResult(metadata=_panel_metadata(frame, start_ms, end_ms))
 
@@ -136,7 +148,7 @@ def premium_index_5m(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.
 )
 def funding_rates(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
     start_ms, end_ms = time_range(context)
-    frame = fetch_funding(lsq.rest(), exchange_symbols(lsq, start_ms), start_ms, end_ms)
+    frame = _per_day(lsq, fetch_funding, start_ms, end_ms)
     write_panel(lsq.paths, "funding", frame, start_ms, end_ms)
     return dg.MaterializeResult(metadata={"rows": frame.height, "symbols": frame["symbol"].n_unique()})
 
