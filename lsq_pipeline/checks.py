@@ -17,6 +17,7 @@ from lsq.schema import PRICE
 from lsq.timelabels import WINDOW_MS
 from lsq.tradestore import TradeStore
 from lsq_pipeline.market.assets import BARS_5M, time_range
+from lsq_pipeline.market.compute import day_chunks, previous_closes
 from lsq_pipeline.market.exchange_data import kline_pages
 from lsq_pipeline.partitions import FIVE_MINUTE
 from lsq_pipeline.resources import LsqResource
@@ -162,17 +163,16 @@ _CHECK = {"asset": BARS_5M, "partitions_def": FIVE_MINUTE}
 def bars_universe_coverage(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
     start_ms, end_ms = time_range(context)
     bars = _stored_bars(lsq.paths, start_ms, end_ms)
-    universe = universe_symbols(lsq.paths, start_ms)
     store = TradeStore(lsq.paths)
-    never = [s for s in universe if not [h for h in store.hours(s) if h < end_ms]]
-    offenders = pl.concat(
-        [
-            duplicate_rows(bars).with_columns(pl.lit("duplicate").alias("problem")),
-            missing_universe_rows(bars, universe, start_ms, end_ms, never).with_columns(
-                pl.lit("missing").alias("problem")
-            ),
-        ]
-    )
+    found = [duplicate_rows(bars).with_columns(pl.lit("duplicate").alias("problem"))]
+    universe: list[str] = []
+    for lo, hi in day_chunks(start_ms, end_ms):  # each day against its own universe
+        universe = universe_symbols(lsq.paths, lo)
+        never = [s for s in universe if not [h for h in store.hours(s) if h < hi]]
+        day_bars = bars.filter(pl.col("open_time").is_between(lo, hi, closed="left"))
+        missing = missing_universe_rows(day_bars, universe, lo, hi, never)
+        found.append(missing.with_columns(pl.lit("missing").alias("problem")))
+    offenders = pl.concat(found)
     return _result(offenders, "duplicate or missing (symbol, window) rows", universe_symbols=len(universe))
 
 
@@ -195,10 +195,8 @@ def bars_buy_sell_sum(context: dg.AssetCheckExecutionContext, lsq: LsqResource) 
 def bars_no_trade_fill(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
     start_ms, end_ms = time_range(context)
     bars = _stored_bars(lsq.paths, start_ms, end_ms)
-    before = load_panel("bars", start_ms - WINDOW_MS, start_ms, paths=lsq.paths)
-    prev = (
-        before.select("symbol", "close") if before.width else pl.DataFrame(schema={"symbol": pl.String, "close": PRICE})
-    )
+    # the previous close as the bars themselves look it up (a day back, then the trade store), not just one window
+    prev = previous_closes(lsq.paths, TradeStore(lsq.paths), bars["symbol"].unique().to_list(), start_ms)
     return _result(bad_no_trade_fills(bars, prev), "no-trade bars not carrying the previous close")
 
 
