@@ -16,7 +16,7 @@ import polars as pl
 
 from lsq.config import UniverseSettings
 from lsq.paths import DataPaths, atomic_write_text
-from lsq.timelabels import DAY_MS, parse_day
+from lsq.timelabels import DAY_MS, now_ms, parse_day
 from lsq_pipeline.partitions import UNIVERSE_DAYS
 from lsq_pipeline.resources import LsqResource
 
@@ -129,11 +129,26 @@ def universe_symbols(paths: DataPaths, day_ms: int, version: str = "v1") -> list
     return [] if day is None else read_universe(paths, day, version)["symbol"].to_list()
 
 
-def build_universe(lsq: LsqResource, day: str) -> dict[str, pl.DataFrame]:
-    """Fetch exchangeInfo and 24h tickers, build both versions for `day` and store them."""
+def day_volumes(client: Any, symbols: Iterable[str], day_ms: int) -> list[dict[str, Any]]:
+    """Quote volume of each symbol over the complete UTC day before `day_ms`, from its 1d kline: what was known when
+    that day's universe was due, so a universe built later (a backfill) carries no look-ahead."""
+    rows = []
+    for symbol in symbols:
+        klines = client.futures_klines(symbol=symbol, interval="1d", startTime=day_ms - DAY_MS, limit=1)
+        volume = klines[0][7] if klines and int(klines[0][0]) == day_ms - DAY_MS else "0"
+        rows.append({"symbol": symbol, "quoteVolume": volume})
+    return rows
+
+
+def build_universe(lsq: LsqResource, day: str, now: int | None = None) -> dict[str, pl.DataFrame]:
+    """Build both versions for `day` and store them: v1 from exchangeInfo; v2 ranked by the live 24h tickers when
+    building ahead (the 23:55 refresh for tomorrow), else by the previous UTC day's volume (point in time)."""
     client = lsq.rest()
+    day_ms = parse_day(day)
     v1 = universe_v1(client.futures_exchange_info())
-    v2 = universe_v2(v1, client.futures_ticker(), parse_day(day), lsq.settings.data.universe)
+    ahead = day_ms > (now_ms() if now is None else now)
+    volumes = client.futures_ticker() if ahead else day_volumes(client, v1["symbol"].to_list(), day_ms)
+    v2 = universe_v2(v1, volumes, day_ms, lsq.settings.data.universe)
     for version, frame in (("v1", v1), ("v2", v2)):
         write_universe(lsq.paths, day, version, frame)
     return {"v1": v1, "v2": v2}

@@ -12,7 +12,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from collectors import history
 from lsq.config import Settings
 from lsq.exchange import rest_client
-from lsq.timelabels import DAY_MS, WINDOW_MS, day_start, format_day, now_ms, partition_key
+from lsq.timelabels import DAY_MS, WINDOW_MS, day_start, format_day, now_ms, parse_day, partition_key
 from lsq_pipeline import checks
 from lsq_pipeline.market.assets import funding_rates, premium_index_5m, window_stats_5m
 from lsq_pipeline.resources import LsqResource
@@ -48,9 +48,15 @@ def test_universe_versions_from_exchange_info(settings: Settings, tmp_path: Path
         assert row["tick_size"] == pl.Series([tick]).cast(pl.Decimal(38, 8))[0]
     excluded = {s for s, v in info.items() if v["quoteAsset"] != "USDT" or v["contractType"] != "PERPETUAL"}
     assert excluded and not excluded & set(v1["symbol"])
-    volumes = {t["symbol"]: float(t["quoteVolume"]) for t in rest_client(settings).futures_ticker()}
+    # today's v2 ranks by yesterday's complete UTC day (point in time: no look-ahead in a backfilled universe)
+    client = rest_client(settings)
+    yesterday = parse_day(day) - DAY_MS
+    volumes = {
+        s: float(client.futures_klines(symbol=s, interval="1d", startTime=yesterday, limit=1)[0][7])
+        for s in v1["symbol"]
+    }
     assert v2.height == 3 and set(v2["symbol"]) <= set(v1["symbol"])
-    ranked = sorted(v1["symbol"], key=lambda s: -volumes.get(s, 0.0))
+    ranked = sorted(v1["symbol"], key=lambda s: (-volumes[s], s))
     assert sorted(v2["symbol"]) == sorted(ranked[:3])
 
     # A later day with a stricter listing age: v2 empties, the older day stays readable unchanged.
