@@ -2,12 +2,7 @@
 
 `dagster dev` / `dagster definitions validate -m lsq_pipeline.definitions` load `defs` from here. The factor
 assets (lsq_pipeline/factor_assets.py) are on the same 5-minute partitions and join the window job.
-
-Backfill policies and partitioned asset checks are marked beta/preview by Dagster 1.13; we rely on them knowingly,
-so their warnings are silenced here instead of being printed by every run.
 """
-
-import warnings
 
 import dagster as dg
 
@@ -17,9 +12,6 @@ from lsq_pipeline import checks, factor_assets, jobs, sensors, universe
 from lsq_pipeline.market import assets as market
 from lsq_pipeline.partitions import FIVE_MINUTE
 from lsq_pipeline.resources import LsqResource
-
-warnings.filterwarnings("ignore", category=dg.BetaWarning)
-warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 MARKET_WINDOW_ASSETS = [market.window_stats_5m, market.premium_index_5m]
 
