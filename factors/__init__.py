@@ -1,1 +1,1 @@
-"""factors"""
+"""Researchers' factor calculators, their discovery, the alpha engine and sizing into target positions."""
