@@ -171,7 +171,7 @@ def test_write_target_positions_per_account_against_the_simulator(sim_server: An
     alpha = {s: (1.0 if i % 2 else -1.0) for i, s in enumerate(symbols)}
     window = parse_label("2026-11-20-100")
     report = write_target_positions(settings, DataPaths(tmp_path), window, alpha, prices, symbols)
-    assert set(report.skipped) == {"no_keys"} and "NO_KEYS" in report.skipped["no_keys"]
+    assert set(report.skipped) == {"no_keys"} and "execution.mock.accounts" in report.skipped["no_keys"]
     assert set(report.failed) == {"wrong_key"} and "2015" in report.failed["wrong_key"]
     [written] = report.written
     doc = json.loads(written.path.read_text())
