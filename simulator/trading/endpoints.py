@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -272,6 +272,10 @@ def trading_endpoints(engine: Exchange) -> list[Endpoint]:
     def acct(r: Request) -> str:
         return _account_id(r)
 
+    def op(fn: Callable[[str, Mapping[str, str], int], Any]) -> Callable[[Request], Any]:
+        """An engine operation taking (account, parameters, server time), as a request handler."""
+        return lambda r: fn(acct(r), r.params, r.server_time_ms)
+
     def listen_key(r: Request) -> dict[str, str]:
         if r.method == "POST":
             return {"listenKey": engine.new_listen_key(acct(r), r.server_time_ms)}
@@ -305,7 +309,7 @@ def trading_endpoints(engine: Exchange) -> list[Endpoint]:
         (
             "POST",
             "/fapi/v1/leverage",
-            lambda r: engine.change_leverage(acct(r), r.params, r.server_time_ms),
+            op(engine.change_leverage),
             1,
             signed,
             False,
@@ -313,7 +317,7 @@ def trading_endpoints(engine: Exchange) -> list[Endpoint]:
         (
             "POST",
             "/fapi/v1/marginType",
-            lambda r: engine.change_margin_type(acct(r), r.params, r.server_time_ms),
+            op(engine.change_margin_type),
             1,
             signed,
             False,
@@ -322,17 +326,17 @@ def trading_endpoints(engine: Exchange) -> list[Endpoint]:
         (
             "POST",
             "/fapi/v1/positionSide/dual",
-            lambda r: engine.change_position_mode(acct(r), r.params, r.server_time_ms),
+            op(engine.change_position_mode),
             1,
             signed,
             False,
         ),
-        ("POST", "/fapi/v1/order", lambda r: engine.place_order(acct(r), r.params, r.server_time_ms), 0, signed, True),
-        ("GET", "/fapi/v1/order", lambda r: engine.get_order(acct(r), r.params, r.server_time_ms), 1, signed, False),
+        ("POST", "/fapi/v1/order", op(engine.place_order), 0, signed, True),
+        ("GET", "/fapi/v1/order", op(engine.get_order), 1, signed, False),
         (
             "DELETE",
             "/fapi/v1/order",
-            lambda r: engine.cancel_order(acct(r), r.params, r.server_time_ms),
+            op(engine.cancel_order),
             1,
             signed,
             False,
@@ -340,7 +344,7 @@ def trading_endpoints(engine: Exchange) -> list[Endpoint]:
         (
             "GET",
             "/fapi/v1/openOrders",
-            lambda r: engine.open_orders(acct(r), r.params, r.server_time_ms),
+            op(engine.open_orders),
             _open_orders_weight,
             signed,
             False,
@@ -348,7 +352,7 @@ def trading_endpoints(engine: Exchange) -> list[Endpoint]:
         (
             "DELETE",
             "/fapi/v1/allOpenOrders",
-            lambda r: engine.cancel_all(acct(r), r.params, r.server_time_ms),
+            op(engine.cancel_all),
             1,
             signed,
             False,
@@ -356,7 +360,7 @@ def trading_endpoints(engine: Exchange) -> list[Endpoint]:
         (
             "GET",
             "/fapi/v1/allOrders",
-            lambda r: engine.all_orders(acct(r), r.params, r.server_time_ms),
+            op(engine.all_orders),
             5,
             signed,
             False,
@@ -364,7 +368,7 @@ def trading_endpoints(engine: Exchange) -> list[Endpoint]:
         (
             "GET",
             "/fapi/v1/userTrades",
-            lambda r: engine.user_trades(acct(r), r.params, r.server_time_ms),
+            op(engine.user_trades),
             5,
             signed,
             False,
@@ -372,7 +376,7 @@ def trading_endpoints(engine: Exchange) -> list[Endpoint]:
         (
             "GET",
             "/fapi/v1/income",
-            lambda r: engine.income_history(acct(r), r.params, r.server_time_ms),
+            op(engine.income_history),
             30,
             signed,
             False,
