@@ -35,16 +35,25 @@ from simulator.streams import mark_price_update
 LSQ = str(Path(sys.executable).with_name("lsq"))
 
 
-async def settled(collector: Collector, sim: Any, after_ms: int, timeout_s: float = 20.0) -> int:
-    """Wait until server time passed `after_ms` and the collector has nothing left to repair; the server time then."""
+async def settled(collector: Collector, proven_ms: int, timeout_s: float = 20.0) -> int:
+    """Wait until the collector has nothing left to repair and proves every symbol complete before `proven_ms`.
+
+    Returns the time before which the collector then claims completeness for all symbols (its sealing evidence):
+    the store is compared with the exchange up to that claim, not up to a wall-clock guess.
+    """
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        books = collector.books.values()
+        books = list(collector.books.values())
         calm = all(c.up for c in collector.connections) and not collector._to_verify
-        if sim.clock.now_ms() >= after_ms and books and calm and all(b.verified and not b.gaps for b in books):
-            return sim.clock.now_ms()
+        if books and calm and all(b.verified and not b.gaps for b in books):
+            proven = min(b.seal.complete_before for b in books)
+            if proven >= proven_ms:
+                return proven
         await asyncio.sleep(0.05)
-    raise AssertionError("the collector did not settle: " + str({s: b.gaps for s, b in collector.books.items()}))
+    raise AssertionError(
+        "the collector did not settle: "
+        + str({s: (b.gaps, b.seal.complete_before) for s, b in collector.books.items()})
+    )
 
 
 def test_dropped_connections_and_duplicates(make_sim_server: Callable[..., Any], tmp_path: Path) -> None:
@@ -57,14 +66,14 @@ def test_dropped_connections_and_duplicates(make_sim_server: Callable[..., Any],
         sim.call(lambda: sim.faults.update({"drop_every_s": 1.5, "duplicate_share": 0.3}))
         await asyncio.sleep(6.0)
         sim.call(sim.faults.reset)
-        calm_at.append(await settled(collector, sim, sim.clock.now_ms()))
+        calm_at.append(await settled(collector, sim.clock.now_ms()))
 
     collector = run_collector(collector_settings(sim, tmp_path), CollectorOptions(), 0.5, during=faults)
     assert collector.connections[0].reconnects >= 3
     assert collector.duplicates > 0 and collector.gaps_repaired > 0
     symbols = sorted(sim.market.instruments)
     assert first_window(collector) in (window_start(started), window_start(started + 2_000))
-    assert_store_matches_exchange(tmp_path, sim.market, symbols, first_window(collector), calm_at[0] - 500)
+    assert_store_matches_exchange(tmp_path, sim.market, symbols, first_window(collector), calm_at[0])
 
 
 def test_withheld_ranges_come_from_rest_and_delays_are_tolerated(
@@ -88,11 +97,11 @@ def test_withheld_ranges_come_from_rest_and_delays_are_tolerated(
     calm_at: list[int] = []
 
     async def wait(collector: Collector) -> None:
-        # past the withheld trades, plus the delay, plus one more trade of each symbol to reveal the jump
-        calm_at.append(await settled(collector, sim, now + 4_000 + delay_ms + 1_500))
+        # the collector must claim completeness past the withheld trades, which it can only do after repairing them
+        calm_at.append(await settled(collector, now + 4_000))
 
     collector = run_collector(collector_settings(sim, tmp_path), CollectorOptions(), 0.5, during=wait)
-    end = calm_at[0] - delay_ms - 500
+    end = calm_at[0]
     store = TradeStore(DataPaths(tmp_path))
     for symbol, (lo, hi) in withheld.items():
         ids = store.scan(symbol, first_window(collector), end).collect()["agg_trade_id"]
