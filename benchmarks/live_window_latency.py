@@ -31,6 +31,13 @@ def stored_at(instance: dg.DagsterInstance, asset: str, key: str) -> float | Non
     return records[0].timestamp if records else None
 
 
+def window_run(instance: dg.DagsterInstance, key: str) -> dg.RunRecord | None:
+    """The live run of a window (the sensor's or the trigger's), if any."""
+    runs = dg.RunsFilter(tags={"dagster/partition": key, "lsq/window": "serial"})
+    records = instance.get_run_records(filters=runs, limit=1, ascending=True)
+    return records[0] if records else None
+
+
 def summary(values: list[float]) -> str:
     if not values:
         return "no windows"
@@ -51,6 +58,7 @@ def main() -> None:
         folder = paths.markers / format_day(day_ms)
         markers += [m for m in folder.glob("*.json") if m.stat().st_mtime >= since] if folder.exists() else []
     sealed, bars, positions = [], [], []
+    requested, started, computed = [], [], []
     with dg.DagsterInstance.get() as instance:
         for marker in sorted(markers):
             window = int(json.loads(marker.read_text())["window_start"])
@@ -61,12 +69,20 @@ def main() -> None:
             bars_s = stored_at(instance, "bars_5m", key)
             if bars_s is not None and bars_s - marker_s < LIVE_SLACK_S:
                 bars.append(bars_s - end_s)
+                run = window_run(instance, key)
+                if run is not None and run.start_time is not None:
+                    requested.append(run.create_timestamp.timestamp() - marker_s)
+                    started.append(run.start_time - run.create_timestamp.timestamp())
+                    computed.append(bars_s - run.start_time)
             positions_s = stored_at(instance, "target_positions", key)
             if positions_s is not None and positions_s - marker_s < LIVE_SLACK_S:
                 positions.append(positions_s - end_s)
     print(f"window end -> sealed marker:      {summary(sealed)}")
     print(f"window end -> bars_5m stored:     {summary(bars)}")
     print(f"window end -> target_positions:   {summary(positions)}")
+    print(f"  marker -> run requested:        {summary(requested)}")
+    print(f"  run requested -> run started:   {summary(started)}")
+    print(f"  run started -> bars_5m stored:  {summary(computed)}")
 
 
 if __name__ == "__main__":

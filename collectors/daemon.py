@@ -53,7 +53,6 @@ from lsq.tradestore import TradeStore
 
 log = logging.getLogger(__name__)
 
-_COMPACT_AFTER_PARTS = 120
 _REPAIR_CONCURRENCY = 4
 _REST_TIMEOUT_S = 30.0
 _FOREVER = 1 << 62
@@ -75,13 +74,18 @@ class CollectorOptions:
     universe_refresh_s: float = 60.0
     max_catchup_ms: int = DAY_MS
     backoff_cap_s: float = 30.0
+    # Parts are merged into their hour file every minute, half a minute off the window boundaries: a window run then
+    # reads one hour file and ~15 small parts per symbol instead of up to an hour of 2-second flushes, and the merge
+    # never competes with the run that starts right after a marker.
+    compact_every_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not 2 <= self.streams_per_connection <= MAX_STREAMS:
             raise ValueError(
                 f"streams_per_connection must be within 2..{MAX_STREAMS}, got {self.streams_per_connection}"
             )
-        if min(self.max_connection_age_s, self.silence_s, self.flush_interval_s, self.status_interval_s) <= 0:
+        timings = (self.max_connection_age_s, self.silence_s, self.flush_interval_s, self.status_interval_s)
+        if min(*timings, self.compact_every_s) <= 0:
             raise ValueError(f"collector timings must be positive: {self}")
         if self.flush_interval_s > 2.0:
             raise ValueError(f"flush_interval_s must be at most 2 s, got {self.flush_interval_s}")
@@ -215,7 +219,8 @@ class Collector:
         self._to_verify: dict[str, int] = {}
         self._repair_wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
-        self._parts: dict[tuple[str, int], int] = {}
+        self._parts: set[tuple[str, int]] = set()  # (symbol, hour) with parts written since their last merge
+        self._compacted_at = 0
         self._compact_due: set[tuple[str, int]] = set()
         self._compact_task: asyncio.Future[None] | None = None
         self._probe_task: asyncio.Task[None] | None = None
@@ -592,10 +597,7 @@ class Collector:
             for book, cols in batches:
                 book.inflight_min = None
                 self.rows_flushed += len(cols["agg_trade_id"])
-            for key in written:
-                self._parts[key] = self._parts.get(key, 0) + 1
-                if self._parts[key] >= _COMPACT_AFTER_PARTS:
-                    self._compact_due.add(key)
+            self._parts.update(written)
             self.last_flush = now_ms()
 
     def _write(self, batches: list[tuple[str, dict[str, list[Any]]]], marks: list[MarkPrice]) -> list[tuple[str, int]]:
@@ -626,12 +628,22 @@ class Collector:
                 self._update_seals()
             await self._seal_ready()
             self._maybe_probe()
+            self._schedule_compaction(self.server_now())
             if self._compact_due and (self._compact_task is None or self._compact_task.done()):
                 due, self._compact_due = self._compact_due, set()
                 self._compact_task = asyncio.create_task(asyncio.to_thread(self._compact, due), name="compact")
             if now - last_status >= self.options.status_interval_s:
                 await self.write_status()
                 last_status = now
+
+    def _schedule_compaction(self, server_ms: int) -> None:
+        """Every `compact_every_s`, half a period off the window grid, each hour with new parts is due for a merge."""
+        every = int(self.options.compact_every_s * 1000)
+        slot = (server_ms - every // 2) // every
+        if slot > self._compacted_at:
+            self._compacted_at = slot
+            self._compact_due |= self._parts
+            self._parts = set()
 
     def _maybe_probe(self) -> None:
         """After a window ends, confirm quiet symbols with one ticker call instead of waiting for the heartbeat lag."""
@@ -698,9 +710,6 @@ class Collector:
             await self._write_marker(window, symbols)
             self.next_window = window + WINDOW_MS
             self._probes.pop(self.next_window, None)
-            if self.next_window % HOUR_MS == 0:
-                hour = self.next_window - HOUR_MS
-                self._compact_due.update((s, hour) for s in symbols)
 
     async def _write_marker(self, window: int, symbols: list[str]) -> None:
         from_memory = 0
@@ -726,9 +735,9 @@ class Collector:
         for symbol, hour in sorted(due):
             try:
                 self.store.compact_hour(symbol, hour)
-                self._parts.pop((symbol, hour), None)
             except Exception:
-                log.exception("compaction of %s hour %d failed; it is retried later", symbol, hour)
+                log.exception("compaction of %s hour %d failed; it is retried in a minute", symbol, hour)
+                self._parts.add((symbol, hour))
         for hour in sorted({h for _, h in due if h + HOUR_MS <= self.next_window}):
             try:
                 self.marks.compact_hour(hour)

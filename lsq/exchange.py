@@ -5,10 +5,12 @@ only the base URLs differ, taken from the configuration's `binance.<mode>` secti
 from __future__ import annotations
 
 import time
-
-from binance import AsyncClient, BinanceSocketManager, Client
+from typing import TYPE_CHECKING
 
 from lsq.config import Account, Endpoints, Mode, Settings
+
+if TYPE_CHECKING:  # python-binance takes 0.4 s to import (dateparser): only where a client is made
+    from binance import AsyncClient, BinanceSocketManager, Client
 
 
 def _credentials(account: Account | None) -> tuple[str | None, str | None]:
@@ -32,6 +34,8 @@ def rest_client(settings: Settings, account: Account | None = None, mode: Mode |
     clock that drifts from the server's does not get every signed request refused with -1021.
     """
     key, secret = _credentials(account)
+    from binance import Client
+
     client = Client(key, secret, ping=False)
     _point(client, settings.endpoints(mode))
     if key:
@@ -49,6 +53,8 @@ async def async_rest_client(
     Built without `create()`, which pings spot endpoints that a futures-only exchange does not serve.
     """
     key, secret = _credentials(account)
+    from binance import AsyncClient
+
     client = AsyncClient(key, secret)
     _point(client, settings.endpoints(mode))
     if key:
@@ -64,6 +70,8 @@ async def async_rest_client(
 
 def socket_manager(client: AsyncClient, settings: Settings, mode: Mode | None = None) -> BinanceSocketManager:
     """A BinanceSocketManager whose futures streams go to the configured WebSocket base."""
+    from binance import BinanceSocketManager
+
     manager = BinanceSocketManager(client)
     base = settings.endpoints(mode).ws_url.rstrip("/") + "/"
     manager.FSTREAM_URL = base

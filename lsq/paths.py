@@ -4,6 +4,7 @@ data/
   trades/{SYMBOL}/YYYY-MM-DD-HHh.parquet          compacted UTC hour of aggTrades
   trades/{SYMBOL}/parts/YYYY-MM-DD-HHh/*.parquet   small flushes of the open hour (readers see both)
   markers/YYYY-MM-DD/HHMM.json                     a sealed 5-minute window (the pipeline's sensor watches these)
+  markers/YYYY-MM-DD/HHMM.claim                    who launched the window's run: the trigger or the sensor
   collector/status.json                            the collector's heartbeat
   mark_price/                                      mark/index price and funding-rate snapshots from the stream
   history/aggTrades/{SYMBOL}/YYYY-MM-DD.json       days fully imported from the bulk files
@@ -48,6 +49,10 @@ class DataPaths:
     def marker_file(self, window_ms: int) -> Path:
         dt = to_datetime(window_ms)
         return self.markers / dt.strftime("%Y-%m-%d") / dt.strftime("%H%M.json")
+
+    def marker_claim(self, window_ms: int) -> Path:
+        """Who launched the window's run (lsq_pipeline.claims)."""
+        return self.marker_file(window_ms).with_suffix(".claim")
 
     @property
     def collector_status(self) -> Path:
@@ -131,6 +136,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def create_exclusive(path: Path, data: bytes) -> bool:
+    """Create `path` holding `data` unless it exists (then False): the complete file appears at once or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

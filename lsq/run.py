@@ -141,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             sup.start("recent backfill", _lsq("backfill", "--recent"), dagster_env, oneshot=True)
             dagster = [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1"]
             sup.start("dagster dev", [*dagster, "-p", str(args.dagster_port), "-w", "workspace.yaml"], dagster_env)
+            sup.start("trigger", _lsq("trigger", "--dagster-url", f"http://127.0.0.1:{args.dagster_port}"), env)
             print(f"lsq run: Dagster UI on http://127.0.0.1:{args.dagster_port}", flush=True)
         print(f"lsq run: simulator on {settings.endpoints().rest_url}; Ctrl-C stops everything", flush=True)
         while not stopping:

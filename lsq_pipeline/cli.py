@@ -87,3 +87,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-trades", action="store_true", help="use the trades already stored; import nothing")
     p.set_defaults(func=run)
+    t = subparsers.add_parser("trigger", help="launch each fresh sealed window's run the moment its marker appears")
+    t.add_argument("--dagster-url", default="http://127.0.0.1:3000", help="the Dagster webserver (default %(default)s)")
+    t.set_defaults(func=run_trigger)
+
+
+def run_trigger(args: argparse.Namespace) -> int:
+    from lsq_pipeline.trigger import MarkerTrigger, graphql_submit, watch
+
+    trigger = MarkerTrigger(DataPaths(load_config(args.config).data_dir), graphql_submit(args.dagster_url))
+    watch(trigger)
+    return 0

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-from binance import Client
 from pydantic import PrivateAttr
 
 from lsq.config import Endpoints, Mode, Settings, load_config
 from lsq.exchange import rest_client
 from lsq.paths import DataPaths
+
+if TYPE_CHECKING:
+    from binance import Client
 
 
 class LsqResource(dg.ConfigurableResource):

@@ -14,17 +14,22 @@ so a marker waits 0-5 s for its tick.
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 
 from lsq.paths import DataPaths
 from lsq.timelabels import WINDOW_MS, day_start, format_day, now_ms, parse_day, parse_partition_key, partition_key
+from lsq_pipeline.claims import TRIGGER_GRACE_MS, Claim, read_claim, try_claim
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.storage import day_file, stored_days
 
@@ -148,7 +153,12 @@ def last_stored_window(paths: DataPaths) -> int | None:
 
 
 def evaluate_markers(
-    paths: DataPaths, cursor: str | None, first_window_ms: int, now: int, market_keys: Sequence[dg.AssetKey]
+    paths: DataPaths,
+    cursor: str | None,
+    first_window_ms: int,
+    now: int,
+    market_keys: Sequence[dg.AssetKey],
+    has_run: Callable[[str], bool],
 ) -> dg.SensorResult | dg.SkipReason:
     """The sensor's decision, separated from Dagster so it can be reasoned about on its own.
 
@@ -175,12 +185,39 @@ def evaluate_markers(
             if not markers:
                 raise
             break
-    windows = [m.window_start for m in markers]
+    to_request, handled = windows_to_launch(paths, [m.window_start for m in markers], now, has_run)
+    if not handled:
+        return dg.SkipReason(f"window {partition_key(markers[0].window_start)} is being launched by the trigger")
     return dg.SensorResult(
-        run_requests=plan_window_requests(windows, market_keys, now),
-        asset_events=[agg_trades_event(m) for m in markers],
-        cursor=partition_key(windows[-1]),
+        run_requests=plan_window_requests(to_request, market_keys, now),
+        asset_events=[agg_trades_event(m) for m in markers if m.window_start <= handled[-1]],
+        cursor=partition_key(handled[-1]),
     )
+
+
+def windows_to_launch(
+    paths: DataPaths, windows: Sequence[int], now: int, has_run: Callable[[str], bool]
+) -> tuple[list[int], list[int]]:
+    """(windows the sensor requests, windows it is done with), in order; see lsq_pipeline.claims.
+
+    A window the trigger claimed is left to it once its run exists; a trigger claim with no run yet stops the tick
+    there (the cursor stays before it) until the run appears or the claim is older than TRIGGER_GRACE_MS.
+    """
+    to_request: list[int] = []
+    handled: list[int] = []
+    for w in windows:
+        claim = read_claim(paths, w)
+        if claim is None and try_claim(paths, w, "sensor", now):
+            claim = Claim("sensor", now)
+        claim = claim or read_claim(paths, w)
+        if claim is None or claim.by == "sensor":
+            to_request.append(w)
+        elif not has_run(partition_key(w)):
+            if now - claim.at_ms < TRIGGER_GRACE_MS:
+                break
+            to_request.append(w)
+        handled.append(w)
+    return to_request, handled
 
 
 def marker_sensor_for(
@@ -196,6 +233,10 @@ def marker_sensor_for(
         description="Requests one run per sealed 5-minute window (run key = partition key), catching up in order.",
     )
     def sealed_window_sensor(context: dg.SensorEvaluationContext, lsq: LsqResource) -> dg.SensorResult | dg.SkipReason:
-        return evaluate_markers(lsq.paths, context.cursor, first_window_ms, now_ms(), market_keys)
+        def has_run(key: str) -> bool:
+            runs = dg.RunsFilter(tags={PARTITION_NAME_TAG: key, **SERIAL_TAG})
+            return bool(context.instance.get_run_records(filters=runs, limit=1))
+
+        return evaluate_markers(lsq.paths, context.cursor, first_window_ms, now_ms(), market_keys, has_run)
 
     return sealed_window_sensor

@@ -251,6 +251,22 @@ def test_universe_change_resubscribes_without_reconnecting(sim_server: Any, tmp_
     assert dropped is not None and dropped["transact_time"] < changed_at[0] + 2_000
 
 
+def test_parts_are_merged_into_hour_files_while_collecting(sim_server: Any, tmp_path: Path) -> None:
+    """A window run must not read an hour of 2-second flushes: the collector merges parts on a short cadence."""
+    options = CollectorOptions(compact_every_s=2.0)
+    collector = run_collector(collector_settings(sim_server, tmp_path), options, 9.0)
+    paths = DataPaths(tmp_path)
+    store = TradeStore(paths)
+    symbols = sorted(collector.books)
+    hours = {h for s in symbols for h in store.hours(s)}
+    parts = [p for s in symbols for h in hours for p in paths.trade_parts_dir(s, h).glob("*.parquet")]
+    merged = [paths.trade_hour_file(s, h) for s in symbols for h in hours if paths.trade_hour_file(s, h).exists()]
+    # ~5 flushes per symbol in 9 s; at most the flushes since the last merge (and the final one) remain as parts
+    assert merged and len(parts) <= 3 * len(symbols), f"{len(parts)} parts left for {len(symbols)} symbols"
+    end = sim_server.clock.now_ms() - 3_000
+    assert assert_store_matches_exchange(tmp_path, sim_server.market, symbols, first_window(collector), end)
+
+
 def test_connections_are_replaced_before_their_lifetime_without_a_hole(sim_server: Any, tmp_path: Path) -> None:
     started = sim_server.clock.now_ms()
     settled: list[int] = []

@@ -2,10 +2,10 @@
 
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import polars as pl
-from binance import Client
 
 from lsq.aggregation.bars import NO_TRADE
 from lsq.aggregation.rollups import ROLLUP_PERIODS, rollup_bars, rollup_tran_stats
@@ -17,6 +17,9 @@ from lsq_pipeline.partitions import FIVE_MINUTE, FUNDING_DAYS, ROLLUPS
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.storage import load_panel, write_panel
 from lsq_pipeline.universe import universe, universe_symbols, universe_v1
+
+if TYPE_CHECKING:
+    from binance import Client
 
 agg_trades = dg.AssetSpec(
     "agg_trades",
@@ -47,7 +50,7 @@ def exchange_symbols(lsq: LsqResource, day_ms: int) -> list[str]:
 
 
 def _per_day(
-    lsq: LsqResource, fetch: Callable[[Client, list[str], int, int], pl.DataFrame], start_ms: int, end_ms: int
+    lsq: LsqResource, fetch: "Callable[[Client, list[str], int, int], pl.DataFrame]", start_ms: int, end_ms: int
 ) -> pl.DataFrame:
     """`fetch` day by day, each day with its own universe (a multi-day backfill must not use the first day's)."""
     client = lsq.rest()

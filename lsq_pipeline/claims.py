@@ -1,0 +1,44 @@
+"""Who launches a sealed window's run: the marker trigger (fast lane) or the sensor (catch-up and fallback).
+
+Both may see the same marker at the same moment, and a window must be processed once. Whoever first creates the
+window's claim file (beside its marker; created by hard-linking a complete temporary file, so it is atomic and
+never half-written) launches the run. The sensor launches what it claims with run_key = partition key, so a sensor
+tick that fails after claiming is simply repeated. A trigger claim whose run never appeared in the instance (the
+trigger died between claiming and submitting, or the webserver refused) is taken over by the sensor after
+TRIGGER_GRACE_MS.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from lsq.paths import DataPaths, create_exclusive
+
+Claimant = Literal["trigger", "sensor"]
+TRIGGER_GRACE_MS = 30_000
+
+
+@dataclass(frozen=True)
+class Claim:
+    by: Claimant
+    at_ms: int
+
+
+def read_claim(paths: DataPaths, window_ms: int) -> Claim | None:
+    """The window's claim, or None. A claim that cannot be parsed counts as the sensor's (it is launched by run key)."""
+    try:
+        raw = json.loads(paths.marker_claim(window_ms).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return Claim("sensor", 0)
+    by = raw.get("by") if isinstance(raw, dict) else None
+    at = raw.get("at_ms") if isinstance(raw, dict) else None
+    return Claim(by if by in ("trigger", "sensor") else "sensor", int(at) if isinstance(at, int) else 0)
+
+
+def try_claim(paths: DataPaths, window_ms: int, by: Claimant, now_ms: int) -> bool:
+    """Claim the window for `by`; False when someone already holds it."""
+    return create_exclusive(paths.marker_claim(window_ms), json.dumps({"by": by, "at_ms": now_ms}).encode())

@@ -1,0 +1,100 @@
+"""`lsq trigger`: launches a fresh window's run the moment its marker appears (the live fast lane).
+
+Dagster 1.13's sensor daemon evaluates sensors at most every 5 s (MIN_INTERVAL_LOOP_TIME in dagster/_daemon/sensor.py,
+not configurable), so with the sensor alone a marker waits 0-5 s before its run is even requested. The trigger polls
+for the next marker every 50 ms and submits the window job through the webserver's GraphQL API (dagster-graphql's
+client), with the sensor's tags, so the run is queued, limited and shown exactly like a sensor run.
+
+It takes only the live path: the window that just closed, while its signal is fresh, and only when the previous window
+is already launched (by the sensor, or by this trigger), so runs stay in window order. Catch-up after an outage, and
+everything while no trigger runs (a plain `dagster dev`), stays with the sensor. The two never launch the same window:
+see lsq_pipeline.claims.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from lsq.paths import DataPaths
+from lsq.timelabels import WINDOW_MS, now_ms, partition_key, window_start
+from lsq_pipeline.claims import read_claim, try_claim
+from lsq_pipeline.sensors import MAX_SIGNAL_AGE_MS, SERIAL_TAG
+
+log = logging.getLogger("lsq.trigger")
+
+WINDOW_JOB = "window_job"
+LOCATION = "lsq_pipeline"  # workspace.yaml's location_name
+PARTITION_TAG = "dagster/partition"
+TRIGGER_TAG = {"lsq/trigger": "marker"}
+POLL_SECONDS = 0.05
+
+Submit = Callable[[str], str]
+
+
+@dataclass
+class MarkerTrigger:
+    """Which window to launch next; `submit(partition_key) -> run id` does the launching."""
+
+    paths: DataPaths
+    submit: Submit
+    expected: int | None = None
+    launched: set[int] = field(default_factory=set)
+
+    def step(self, now: int) -> str | None:
+        """One poll at server/local time `now`; the partition key launched, if any."""
+        closed = window_start(now) - WINDOW_MS
+        if self.expected is None or self.expected < closed - WINDOW_MS:
+            self.expected = closed  # started, or fell behind: what lies before is the sensor's catch-up
+        window = self.expected
+        if not self.paths.marker_file(window).exists():
+            return None
+        self.expected = window + WINDOW_MS
+        if now - (window + WINDOW_MS) > MAX_SIGNAL_AGE_MS or not self._previous_launched(window):
+            return None
+        if not try_claim(self.paths, window, "trigger", now):
+            return None
+        key = partition_key(window)
+        run_id = self.submit(key)
+        self.launched = {window}
+        log.info("launched window %s as run %s", key, run_id)
+        return key
+
+    def _previous_launched(self, window: int) -> bool:
+        previous = window - WINDOW_MS
+        if previous in self.launched:
+            return True
+        claim = read_claim(self.paths, previous)
+        return claim is not None and claim.by == "sensor"
+
+
+def graphql_submit(url: str, timeout_s: int = 10) -> Submit:
+    """Submit the window job for a partition through the Dagster webserver at `url`."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    parsed = urlparse(url)
+    client: DagsterGraphQLClient | None = None
+
+    def submit(key: str) -> str:
+        nonlocal client
+        if client is None:
+            client = DagsterGraphQLClient(parsed.hostname or "127.0.0.1", port_number=parsed.port, timeout=timeout_s)
+        return client.submit_job_execution(
+            WINDOW_JOB, repository_location_name=LOCATION, tags={PARTITION_TAG: key, **SERIAL_TAG, **TRIGGER_TAG}
+        )
+
+    return submit
+
+
+def watch(trigger: MarkerTrigger) -> None:
+    """Poll forever (until interrupted)."""
+    log.info("watching %s for sealed windows", trigger.paths.markers)
+    while True:
+        try:
+            trigger.step(now_ms())
+        except Exception as exc:  # the claim stays: the sensor takes the window over after its grace period
+            log.warning("could not launch a window run (the sensor will take it over): %s", exc)
+        time.sleep(POLL_SECONDS)

@@ -1,0 +1,187 @@
+"""The live fast lane: `lsq trigger` launches fresh windows through the webserver, and it and the sensor never launch
+the same window twice, whatever the order in which they see its marker."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.test_utils import create_run_for_test
+from test_pipeline_sensors import tick, write_marker
+
+from lsq.paths import DataPaths
+from lsq.timelabels import WINDOW_MS, now_ms, parse_partition_key, partition_key, window_start
+from lsq_pipeline.claims import TRIGGER_GRACE_MS, read_claim, try_claim
+from lsq_pipeline.cli import dagster_env
+from lsq_pipeline.definitions import build_definitions
+from lsq_pipeline.resources import LsqResource
+from lsq_pipeline.trigger import MarkerTrigger, graphql_submit
+
+T1 = parse_partition_key("2026-11-21-08:00")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> tuple[DataPaths, dg.Definitions, dg.DagsterInstance]:
+    paths = DataPaths(tmp_path / "data")
+    defs = build_definitions({"lsq": LsqResource(data_dir=str(paths.root))})
+    with dg.instance_for_test() as instance:
+        yield paths, defs, instance
+
+
+def record_run(instance: dg.DagsterInstance, window: int) -> None:
+    tags = {"dagster/partition": partition_key(window), "lsq/window": "serial", "lsq/trigger": "marker"}
+    create_run_for_test(instance, job_name="window_job", tags=tags)
+
+
+def test_a_claim_is_taken_once(tmp_path: Path) -> None:
+    paths = DataPaths(tmp_path)
+    assert try_claim(paths, T1, "trigger", 5) is True
+    assert try_claim(paths, T1, "sensor", 6) is False
+    claim = read_claim(paths, T1)
+    assert claim is not None and (claim.by, claim.at_ms) == ("trigger", 5)
+    assert [p.name for p in paths.marker_claim(T1).parent.iterdir()] == ["0800.claim"]  # no temporary left over
+
+
+def test_sensor_leaves_a_launched_trigger_window_alone(env) -> None:
+    paths, defs, instance = env
+    write_marker(paths, T1)
+    write_marker(paths, T1 + WINDOW_MS)
+    try_claim(paths, T1 + WINDOW_MS, "trigger", now_ms())
+    record_run(instance, T1 + WINDOW_MS)
+    result = tick(defs, instance, cursor=partition_key(T1 - WINDOW_MS))
+    assert [r.run_key for r in result.run_requests] == [partition_key(T1)]
+    assert result.cursor == partition_key(T1 + WINDOW_MS)
+    assert len(result.asset_events) == 2  # agg_trades is still reported for both windows
+    claim = read_claim(paths, T1)
+    assert claim is not None and claim.by == "sensor"
+
+
+def test_sensor_waits_for_a_trigger_claim_without_a_run_then_takes_it_over(env) -> None:
+    paths, defs, instance = env
+    write_marker(paths, T1)
+    write_marker(paths, T1 + WINDOW_MS)
+    claim_path = paths.marker_claim(T1 + WINDOW_MS)
+    try_claim(paths, T1 + WINDOW_MS, "trigger", now_ms())
+    waiting = tick(defs, instance, cursor=partition_key(T1 - WINDOW_MS))
+    assert [r.run_key for r in waiting.run_requests] == [partition_key(T1)]
+    assert waiting.cursor == partition_key(T1)  # not past the window the trigger may still be launching
+
+    claim_path.unlink()
+    try_claim(paths, T1 + WINDOW_MS, "trigger", now_ms() - TRIGGER_GRACE_MS - 1)
+    taken = tick(defs, instance, cursor=waiting.cursor)
+    assert [r.run_key for r in taken.run_requests] == [partition_key(T1 + WINDOW_MS)]
+    assert taken.cursor == partition_key(T1 + WINDOW_MS)
+
+
+def test_a_window_claimed_by_the_sensor_is_requested_again_by_run_key_after_a_failed_tick(env) -> None:
+    paths, defs, instance = env
+    write_marker(paths, T1)
+    first = tick(defs, instance, cursor=partition_key(T1 - WINDOW_MS))
+    again = tick(defs, instance, cursor=partition_key(T1 - WINDOW_MS))  # the cursor was not stored
+    assert [r.run_key for r in first.run_requests] == [r.run_key for r in again.run_requests] == [partition_key(T1)]
+
+
+class Recorder:
+    def __init__(self, fail: bool = False) -> None:
+        self.keys: list[str] = []
+        self.fail = fail
+
+    def __call__(self, key: str) -> str:
+        if self.fail:
+            raise ConnectionError("webserver refused")
+        self.keys.append(key)
+        return f"run-{len(self.keys)}"
+
+
+def test_trigger_launches_each_fresh_window_after_the_previous_one_is_launched(tmp_path: Path) -> None:
+    paths = DataPaths(tmp_path)
+    submit = Recorder()
+    trigger = MarkerTrigger(paths, submit)
+    w0 = T1
+    now = w0 + WINDOW_MS + 300
+    assert trigger.step(now) is None  # no marker yet
+    write_marker(paths, w0)
+    assert trigger.step(now) is None  # the window before was never launched: the sensor starts the chain
+    assert read_claim(paths, w0) is None
+
+    try_claim(paths, w0, "sensor", now)
+    w1 = w0 + WINDOW_MS
+    write_marker(paths, w1)
+    assert trigger.step(w1 + WINDOW_MS + 250) == partition_key(w1)
+    claim = read_claim(paths, w1)
+    assert claim is not None and claim.by == "trigger"
+    write_marker(paths, w1 + WINDOW_MS)
+    assert trigger.step(w1 + 2 * WINDOW_MS + 250) == partition_key(w1 + WINDOW_MS)
+    assert submit.keys == [partition_key(w1), partition_key(w1 + WINDOW_MS)]
+    assert trigger.step(w1 + 2 * WINDOW_MS + 900) is None  # seen once, launched once
+
+
+def test_trigger_skips_stale_windows_and_stops_the_chain_when_a_launch_fails(tmp_path: Path) -> None:
+    paths = DataPaths(tmp_path)
+    w0 = T1
+    try_claim(paths, w0, "sensor", w0)
+    write_marker(paths, w0 + WINDOW_MS)
+    failing = MarkerTrigger(paths, Recorder(fail=True))
+    with pytest.raises(ConnectionError):
+        failing.step(w0 + 2 * WINDOW_MS + 200)
+    claim = read_claim(paths, w0 + WINDOW_MS)
+    assert claim is not None and claim.by == "trigger"  # the sensor takes it over after the grace period
+    write_marker(paths, w0 + 2 * WINDOW_MS)
+    assert failing.step(w0 + 3 * WINDOW_MS + 200) is None  # would overtake the window that failed
+    assert read_claim(paths, w0 + 2 * WINDOW_MS) is None
+
+    late = MarkerTrigger(paths, submit := Recorder())
+    write_marker(paths, w0 + 3 * WINDOW_MS)
+    try_claim(paths, w0 + 2 * WINDOW_MS, "sensor", w0)
+    # the marker of the window that closed 20 minutes ago: its signal is stale, the sensor builds its bars only
+    assert late.step(w0 + 8 * WINDOW_MS) is None
+    assert submit.keys == []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_graphql_submit_queues_the_window_job_on_a_real_webserver(tmp_path: Path) -> None:
+    """The trigger's launch path against `dagster-webserver` serving the project's workspace."""
+    home = tmp_path / "dagster_home"
+    env = {**os.environ, **dagster_env(home), "LSQ_DATA_DIR": str(tmp_path / "data")}
+    port = _free_port()
+    webserver = Path(sys.executable).with_name("dagster-webserver")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [str(webserver), "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        key = partition_key(window_start(now_ms()) - WINDOW_MS)
+        submit = graphql_submit(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                run_id = submit(key)
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run = instance.get_run_by_id(run_id)
+    assert run is not None and run.job_name == "window_job"
+    assert run.status == dg.DagsterRunStatus.QUEUED  # no daemon here to dequeue it
+    assert run.tags["dagster/partition"] == key
+    assert run.tags["lsq/window"] == "serial" and run.tags["lsq/trigger"] == "marker"
+    assert run.asset_selection is None or dg.AssetKey("target_positions") in run.asset_selection
