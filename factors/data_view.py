@@ -87,7 +87,8 @@ def _in_order(frame: pl.DataFrame, tcol: str) -> pl.DataFrame:
     order = np.lexsort((first_times, names))
     starts, lengths = starts[order], lengths[order]
     out_starts = np.cumsum(lengths) - lengths
-    reordered = frame.gather(np.arange(lengths.sum()) + np.repeat(starts - out_starts, lengths))
+    index = pl.Series(np.arange(lengths.sum()) + np.repeat(starts - out_starts, lengths))
+    reordered = frame.select(pl.all().gather(index))  # one expression per column: gathered in parallel
     return reordered if _is_sorted(reordered, tcol) else frame.sort("symbol", tcol)
 
 
@@ -290,8 +291,14 @@ class AlphaDataView:
                     f"no {universe_version} universe stored under {paths.root / 'universe'} for {label_of(window_ms)}"
                 )
         # Unsorted scan: the view puts the per-day runs in order itself, much faster than sorting the whole range.
+        # Only the universe's rows are read: weights for other symbols are dropped anyway, and a 30-symbol universe
+        # among 300 stored symbols loads in a tenth of the time.
         scans = {kind: scan_panel(paths, kind, start, end) for kind in PANELS}
-        panels = {kind: None if lf is None else lf.collect() for kind, lf in scans.items()}
+        members = pl.col("symbol").is_in([to_exchange(s) for s in universe]) if universe is not None else None
+        panels = {
+            kind: None if lf is None else (lf if members is None else lf.filter(members)).collect()
+            for kind, lf in scans.items()
+        }
         return cls(window_ms, **panels, universe=universe, history_days=history_days)
 
     # Copies and transport

@@ -10,7 +10,9 @@ seconds) lists markers newer than its cursor (the last window it requested) and:
   positions of windows already past are not computed: trading on them would be trading on stale signals.
 Nothing is requested before its marker exists, so no run reads a window still being written.
 The sensor asks for a tick every 2 s; Dagster 1.13's sensor daemon loops at most every 5 s (MIN_INTERVAL_LOOP_TIME),
-so a marker waits 0-5 s for its tick.
+so a marker waits 0-5 s for its tick. That is why live windows normally come from `lsq trigger`
+(lsq_pipeline.trigger) within a fraction of a second; the sensor then only reports the marker, and a claim file per
+window (lsq_pipeline.claims) guarantees that exactly one of the two launches it.
 """
 
 import json

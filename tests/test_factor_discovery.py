@@ -13,7 +13,8 @@ from factors.discovery import BUILTIN_DIR, discover
 from factors.synthetic import make_panels
 from lsq.cli import main
 from lsq.paths import DataPaths
-from lsq.timelabels import DAY_MS, WINDOW_MS, day_start, label_of, parse_label
+from lsq.symbols import to_exchange
+from lsq.timelabels import DAY_MS, WINDOW_MS, day_start, format_day, label_of, parse_label
 from lsq_pipeline.storage import write_panel
 
 GOOD = """
@@ -165,3 +166,19 @@ def test_cli_lists_calculators_and_problems(folder: Path, capsys: pytest.Capture
     out = capsys.readouterr()
     assert "momentum_24h" in out.out and "scaled_1" in out.out and "enabled" in out.out
     assert "bad_syntax.py: syntax error" in out.err
+
+
+def test_a_stored_view_holds_the_universe_only(stored: str, tmp_path: Path) -> None:
+    """The trading view reads only the universe's rows: other symbols could never get a weight anyway."""
+    paths = DataPaths(tmp_path / "data")
+    window = parse_label(stored)
+    every = AlphaDataView.from_storage(paths, window, 2, universe_version=None)
+    chosen = sorted(every.universe)[::3]
+    universe = paths.universe_file(format_day(window), "v2")
+    universe.parent.mkdir(parents=True)
+    universe.write_text("symbol\n" + "".join(f"{to_exchange(s)}\n" for s in chosen))
+    view = AlphaDataView.from_storage(paths, window, 2, universe_version="v2")
+    assert list(view.universe) == chosen
+    for panel in (view.bars_panel, view.tran_stats_panel, view.premium_index_panel, view.funding_panel):
+        assert panel.height and sorted(panel["symbol"].unique()) == chosen
+    assert view.bars_panel.equals(every.bars_panel.filter(every.bars_panel["symbol"].is_in(chosen)))
