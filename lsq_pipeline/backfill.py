@@ -32,9 +32,9 @@ from lsq.timelabels import (
     window_start,
 )
 from lsq_pipeline.market.assets import funding_rates, premium_index_5m, window_stats_5m
-from lsq_pipeline.partitions import FIVE_MINUTE, FUNDING_DAYS, ROLLUPS
+from lsq_pipeline.partitions import FIVE_MINUTE, FUNDING_DAYS, ROLLUPS, UNIVERSE_DAYS
 from lsq_pipeline.resources import LsqResource
-from lsq_pipeline.sensors import last_stored_window
+from lsq_pipeline.sensors import contiguous_runs, last_stored_window
 from lsq_pipeline.universe import universe, universe_symbols
 
 BACKFILL_TAG = "lsq/backfill"
@@ -133,17 +133,12 @@ def run_backfill(
             bar.update(1)
 
         stage("universe")
-        for day in days:
-            key = format_day(day)
-            if not paths.universe_file(key, "v1").exists():
-                report.runs[f"universe {key}"] = job.execute_in_process(
-                    instance=instance,
-                    partition_key=key,
-                    asset_selection=[universe.key],
-                    tags={BACKFILL_TAG: "true"},
-                    resources=resources,
-                    raise_on_error=False,
-                ).success
+        missing = [day for day in days if not paths.universe_file(format_day(day), "v1").exists()]
+        for first, last in contiguous_runs(missing, DAY_MS):  # stored days stay as they were built (point in time)
+            tags = _range_tags(UNIVERSE_DAYS, first, last)
+            report.runs[f"universe {format_day(first)}..{format_day(last)}"] = _run(
+                job, instance, [universe.key], tags, resources
+            )
         report.symbols = sorted({s for day in days for s in universe_symbols(paths, day)})
         done("universe")
 

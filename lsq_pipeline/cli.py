@@ -19,14 +19,21 @@ if TYPE_CHECKING:  # Dagster and the assets load only when the command runs, not
 DEFAULT_DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
 
 
-def dagster_env(home: Path = DEFAULT_DAGSTER_HOME) -> dict[str, str]:
-    """Environment for `dagster dev` and for this command: DAGSTER_HOME inside the project with its dagster.yaml."""
-    home.mkdir(parents=True, exist_ok=True)
+def dagster_env(home: Path | None = None) -> dict[str, str]:
+    """DAGSTER_HOME for `dagster dev` and our commands: `home`, else $DAGSTER_HOME, else .dagster_home in the project.
+
+    The project's home is kept in step with the project's dagster.yaml; a home the operator chose keeps its own
+    dagster.yaml (ours is only copied there when it has none).
+    """
+    chosen = home or (Path(os.environ["DAGSTER_HOME"]) if os.environ.get("DAGSTER_HOME") else None)
+    target_home = chosen or DEFAULT_DAGSTER_HOME
+    target_home.mkdir(parents=True, exist_ok=True)
     source = PROJECT_ROOT / "dagster.yaml"
-    target = home / "dagster.yaml"
-    if source.exists() and (not target.exists() or target.read_bytes() != source.read_bytes()):
+    target = target_home / "dagster.yaml"
+    stale = not target.exists() or (chosen is None and target.read_bytes() != source.read_bytes())
+    if source.exists() and stale:
         target.write_bytes(source.read_bytes())
-    return {"DAGSTER_HOME": str(home)}
+    return {"DAGSTER_HOME": str(target_home)}
 
 
 def _instance() -> "dg.DagsterInstance":

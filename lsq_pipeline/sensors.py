@@ -95,14 +95,14 @@ def list_marker_windows(paths: DataPaths, after_ms: int, until_ms: int | None = 
     return found
 
 
-def contiguous_runs(windows: Sequence[int]) -> list[tuple[int, int]]:
-    """Sorted window starts -> (first, last) of each stretch of consecutive windows."""
+def contiguous_runs(starts: Sequence[int], step_ms: int = WINDOW_MS) -> list[tuple[int, int]]:
+    """Sorted period starts -> (first, last) of each stretch of consecutive periods."""
     runs: list[tuple[int, int]] = []
-    for w in windows:
-        if runs and w == runs[-1][1] + WINDOW_MS:
-            runs[-1] = (runs[-1][0], w)
+    for t in starts:
+        if runs and t == runs[-1][1] + step_ms:
+            runs[-1] = (runs[-1][0], t)
         else:
-            runs.append((w, w))
+            runs.append((t, t))
     return runs
 
 

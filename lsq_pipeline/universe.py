@@ -158,17 +158,21 @@ def build_universe(lsq: LsqResource, day: str, now: int | None = None) -> dict[s
     partitions_def=UNIVERSE_DAYS,
     group_name="reference",
     kinds={"csv"},
+    backfill_policy=dg.BackfillPolicy.single_run(),
     description="Trading universe of a UTC day: v1 all USDT perpetuals, v2 top N by volume with listing age.",
 )
 def universe(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
-    day = context.partition_key
-    built = build_universe(lsq, day)
+    """One day, or every day of a backfill's range in one run (metadata then describes the last day)."""
+    days = context.partition_keys
+    built = {day: build_universe(lsq, day) for day in days}
+    last = built[days[-1]]
     return dg.MaterializeResult(
         metadata={
-            "v1_symbols": len(built["v1"]),
-            "v2_symbols": len(built["v2"]),
-            "v2": ", ".join(built["v2"]["symbol"].to_list()),
-            "path": dg.MetadataValue.path(str(lsq.paths.universe_file(day, "v1").parent.parent)),
+            "days": len(days),
+            "v1_symbols": len(last["v1"]),
+            "v2_symbols": len(last["v2"]),
+            "v2": ", ".join(last["v2"]["symbol"].to_list()),
+            "path": dg.MetadataValue.path(str(lsq.paths.universe_file(days[-1], "v1").parent.parent)),
         }
     )
 

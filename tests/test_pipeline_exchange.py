@@ -68,6 +68,22 @@ def test_universe_versions_from_exchange_info(settings: Settings, tmp_path: Path
     assert universe_days(strict.paths, "v2") == [day, next_day]
 
 
+def test_a_range_of_universe_days_is_one_run_equal_to_day_by_day(settings: Settings, tmp_path: Path) -> None:
+    """A backfill builds many days' universes in one run, each exactly as a run of that day alone would."""
+    days = [format_day(day_start(now_ms()) - k * DAY_MS) for k in (3, 2, 1)]
+    ranged = resource_for(settings, tmp_path / "ranged", tmp_path)
+    single = resource_for(settings, tmp_path / "single", tmp_path)
+    tags = {ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([universe], instance=instance, tags=tags, resources={"lsq": ranged})
+        assert result.success and len(instance.get_runs()) == 1
+        assert sorted(instance.get_materialized_partitions(universe.key)) == days
+        for day in days:
+            dg.materialize([universe], instance=instance, partition_key=day, resources={"lsq": single})
+            for version in ("v1", "v2"):
+                assert read_universe(ranged.paths, day, version).equals(read_universe(single.paths, day, version))
+
+
 def test_premium_index_and_funding(settings: Settings, tmp_path: Path, instance) -> None:
     lsq = resource_for(settings, tmp_path / "data", tmp_path)
     today = format_day(now_ms())

@@ -1,0 +1,98 @@
+"""`lsq run` (what `make run` starts): every part comes up, and Ctrl-C stops all of them, leaving no process behind."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from lsq.paths import DataPaths
+
+LSQ = str(Path(sys.executable).with_name("lsq"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_lsq_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    sim_port, dagster_port = _free_port(), _free_port()
+    data = tmp_path / "data"
+    base = f"127.0.0.1:{sim_port}"
+    mock = {"rest_url": f"http://{base}", "ws_url": f"ws://{base}", "data_url": f"http://{base}/data"}
+    config = tmp_path / "lsq.yaml"
+    config.write_text(yaml.safe_dump({"data": {"data_dir": str(data)}, "binance": {"mock": mock}}))
+    env = {**os.environ, "LSQ_CONFIG": str(config), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    argv = [LSQ, "run", "--symbols", "4", "--dagster-port", str(dagster_port)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(f"http://127.0.0.1:{dagster_port}/server_info"):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "the Dagster UI never answered"
+            time.sleep(1)
+        status_file = DataPaths(data).collector_status
+        while not (status_file.exists() and json.loads(status_file.read_text()).get("running")):
+            assert time.monotonic() < deadline, "the collector never reported itself running"
+            time.sleep(0.5)
+        assert _answers(f"http://{base}/fapi/v1/ping")
+        family = _descendants(proc.pid)
+        commands = " ".join(Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ") for p in family if _alive(p))
+        for part in ("sim serve", "collect", "dagster dev", "trigger"):
+            assert part in commands, f"{part!r} is not running under lsq run: {commands}"
+        assert (tmp_path / "dagster_home" / "dagster.yaml").exists()  # the chosen DAGSTER_HOME, not the project's
+    finally:
+        family = _descendants(proc.pid) if proc.poll() is None else set()
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output
+    assert "lsq run: stopped" in output
+    time.sleep(0.5)
+    left = sorted(p for p in family if _alive(p))
+    assert not left, f"processes left behind after Ctrl-C: {left}"
+    assert not _answers(f"http://127.0.0.1:{dagster_port}/server_info")
