@@ -96,6 +96,14 @@ def assert_store_matches_exchange(data_dir: Path, market: Any, symbols: list[str
     return rows
 
 
+def proven_end(collector: Collector, symbols: list[str], now_ms: int) -> int:
+    """The time before which the collector claims every trade of `symbols` (its sealing evidence), checked to be
+    recent: the store is compared with the exchange up to the collector's own claim, not up to a wall-clock guess."""
+    end = min(collector.books[s].seal.complete_before for s in symbols)
+    assert end >= now_ms - 10_000, f"the collector fell {now_ms - end} ms behind"
+    return end
+
+
 def first_window(collector: Collector) -> int:
     """The window the collector started collecting from (the one current when it started, without markers)."""
     return min(b.seal.active_from for b in collector.books.values())
@@ -200,7 +208,7 @@ def test_collects_exactly_and_seals_windows_in_order(make_sim_server: Callable[.
         expected = sum(len(sim.market.trades(s, window, window + WINDOW_MS)) for s in symbols)
         assert marker["rows"] == expected > 0
     assert not paths.marker_file(boundary).exists()
-    end = sim.clock.now_ms() - 3_000
+    end = proven_end(collector, symbols, sim.clock.now_ms())
     assert assert_store_matches_exchange(tmp_path, sim.market, symbols, current - WINDOW_MS, end) > 0
     status = read_status(paths.collector_status)
     assert status is not None and status["running"] is False
@@ -238,7 +246,7 @@ def test_universe_change_resubscribes_without_reconnecting(sim_server: Any, tmp_
     assert collector.rejected == {"NOPEUSDT"}
     assert collector.universe_source == str(universe)
     assert [c.reconnects for c in collector.connections] == [0]
-    end = sim_server.clock.now_ms() - 3_000
+    end = proven_end(collector, second, sim_server.clock.now_ms())
     kept = symbols[2]
     assert collector.books[kept].seal.active_from < changed_at[0] - 2_000
     for added in second[1:]:
@@ -263,7 +271,7 @@ def test_parts_are_merged_into_hour_files_while_collecting(sim_server: Any, tmp_
     merged = [paths.trade_hour_file(s, h) for s in symbols for h in hours if paths.trade_hour_file(s, h).exists()]
     # ~5 flushes per symbol in 9 s; at most the flushes since the last merge (and the final one) remain as parts
     assert merged and len(parts) <= 3 * len(symbols), f"{len(parts)} parts left for {len(symbols)} symbols"
-    end = sim_server.clock.now_ms() - 3_000
+    end = proven_end(collector, symbols, sim_server.clock.now_ms())
     assert assert_store_matches_exchange(tmp_path, sim_server.market, symbols, first_window(collector), end)
 
 
