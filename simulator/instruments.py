@@ -313,18 +313,34 @@ def excluded_instruments() -> list[Instrument]:
     return [i for i in _all_instruments() if not i.tradable]
 
 
+MAX_SYMBOLS = 1_000
+
+
+def derived(source: Instrument, generation: int) -> Instrument:
+    """A made-up symbol with `source`'s contract and filters (BTCUSDT, 2 -> BTC2USDT): scale tests need more symbols
+    than the 117 real tradable ones, and the market model generates any symbol name deterministically."""
+    base = f"{source.base_asset}{generation}"
+    return dataclasses.replace(
+        source, symbol=f"{base}{source.quote_asset}", pair=f"{base}{source.quote_asset}", base_asset=base
+    )
+
+
 def select_instruments(k: int = 40, onboard: Mapping[str, int] | None = None) -> list[Instrument]:
-    """The first `k` TRADING USDT perpetuals (BTCUSDT, ETHUSDT first), with optional listing-time overrides.
+    """The first `k` TRADING USDT perpetuals (BTCUSDT, ETHUSDT first), with optional listing-time overrides; beyond
+    the real ones, derived symbols (see `derived`).
 
     `onboard` maps symbol -> ms of its first trade, for tests that need a symbol listed mid-way.
     """
     tradable = [i for i in _all_instruments() if i.tradable]
-    if not 1 <= k <= len(tradable):
-        raise ValueError(f"k must be 1..{len(tradable)}, got {k}")
+    if not 1 <= k <= MAX_SYMBOLS:
+        raise ValueError(f"k must be 1..{MAX_SYMBOLS}, got {k}")
     ordered = [i for s in _LEADERS for i in tradable if i.symbol == s] + [
         i for i in tradable if i.symbol not in _LEADERS
     ]
-    chosen = ordered[:k]
+    chosen = [
+        ordered[n % len(ordered)] if n < len(ordered) else derived(ordered[n % len(ordered)], n // len(ordered))
+        for n in range(k)
+    ]
     overrides = dict(onboard or {})
     unknown = set(overrides) - {i.symbol for i in chosen}
     if unknown:

@@ -71,6 +71,26 @@ def test_the_universe_size_does_not_change_a_symbols_trades(market: Market) -> N
     assert same_trades(market.trades("XRPUSDT", DAY, DAY + HOUR_MS), wide.trades("XRPUSDT", DAY, DAY + HOUR_MS))
 
 
+def test_beyond_the_real_symbols_derived_ones_trade_with_their_sources_filters() -> None:
+    """Scale tests (200 symbols) get made-up symbols carrying a real symbol's contract and filters."""
+    chosen = select_instruments(250)
+    names = [i.symbol for i in chosen]
+    assert len(set(names)) == 250 and names[:2] == ["BTCUSDT", "ETHUSDT"]
+    btc1 = next(i for i in chosen if i.symbol == "BTC1USDT")
+    btc = chosen[0]
+    assert (btc1.tick_size, btc1.step_size, btc1.min_notional, btc1.base_asset) == (
+        btc.tick_size,
+        btc.step_size,
+        btc.min_notional,
+        "BTC1",
+    )
+    wide = Market(chosen, seed=11)
+    trades = wide.trades("BTC1USDT", DAY, DAY + HOUR_MS)
+    assert len(trades) > 100 and not same_trades(trades, wide.trades("BTCUSDT", DAY, DAY + HOUR_MS))
+    entry = next(e for e in exchange_info(chosen, 0)["symbols"] if e["symbol"] == "BTC1USDT")
+    assert entry["baseAsset"] == "BTC1" and entry["status"] == "TRADING"
+
+
 @pytest.mark.parametrize("symbol", ["BTCUSDT", "XRPUSDT", "TRXUSDT"])
 def test_ids_are_contiguous_across_minute_hour_and_day_boundaries(market: Market, symbol: str) -> None:
     block = market.trades(symbol, DAY - HOUR_MS - 3 * MINUTE_MS, DAY + HOUR_MS + 3 * MINUTE_MS)

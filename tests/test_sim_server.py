@@ -423,7 +423,7 @@ def test_lsq_sim_serve_rejects_bad_options_clearly(tmp_path: Path) -> None:
     env = {**os.environ, "LSQ_DATA_DIR": str(tmp_path)}
     base = [sys.executable, "-m", "lsq.cli", "sim", "serve", "--port", "0"]
     for extra, expected in (
-        (["--symbols", "500"], "k must be 1.."),
+        (["--symbols", "5000"], "k must be 1.."),
         (["--replay", str(tmp_path / "missing.csv")], "replay files not found"),
         (["--duplicate-share", "1.5"], "must be within 0..1"),
     ):
