@@ -76,6 +76,35 @@ def test_dropped_connections_and_duplicates(make_sim_server: Callable[..., Any],
     assert_store_matches_exchange(tmp_path, sim.market, symbols, first_window(collector), calm_at[0])
 
 
+def test_two_minutes_of_drops_duplicates_and_rest_errors_across_a_window_end(
+    make_sim_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Connections dropped every 2 s for two minutes, a fifth of the messages duplicated, 5 % of REST calls failing,
+    and a window ending in the middle: the window is still sealed, and the store equals the exchange exactly."""
+    sim = make_sim_server(symbols=6, limits=FAST_LIMITS, firehose=2.0)
+    local = time.time_ns() // 1_000_000
+    boundary = window_start(local) + 2 * WINDOW_MS
+    server_time_to(sim, boundary - 60_000)  # the window ends one minute into the storm
+    calm_at: list[int] = []
+
+    async def storm(collector: Collector) -> None:
+        await asyncio.sleep(1.0)
+        sim.call(lambda: sim.faults.update({"drop_every_s": 2.0, "duplicate_share": 0.2, "rest_error_share": 0.05}))
+        await asyncio.sleep(120.0)
+        sim.call(sim.faults.reset)
+        calm_at.append(await settled(collector, sim.clock.now_ms(), timeout_s=60.0))
+
+    collector = run_collector(collector_settings(sim, tmp_path), CollectorOptions(), 0.5, during=storm)
+    assert collector.connections[0].reconnects >= 5  # backoff grows while every new connection is cut again
+    assert collector.duplicates > 0 and collector.gaps_repaired > 0
+    window = boundary - WINDOW_MS
+    symbols = sorted(sim.market.instruments)
+    marker = json.loads(DataPaths(tmp_path).marker_file(window).read_text())
+    assert marker["symbols"] == symbols
+    assert marker["rows"] == sum(len(sim.market.trades(s, window, boundary)) for s in symbols)
+    assert_store_matches_exchange(tmp_path, sim.market, symbols, first_window(collector), calm_at[0])
+
+
 def test_withheld_ranges_come_from_rest_and_delays_are_tolerated(
     make_sim_server: Callable[..., Any], tmp_path: Path
 ) -> None:
