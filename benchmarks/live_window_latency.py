@@ -21,7 +21,9 @@ from lsq.paths import DataPaths
 from lsq.timelabels import DAY_MS, WINDOW_MS, format_day, partition_key
 from lsq_pipeline.cli import dagster_env
 
-LIVE_SLACK_S = 60.0  # a materialisation later than this after its marker came from a backfill, not the live path
+# A marker later than this after its window's end was a catch-up after a (re)start, and a materialisation later than
+# this after its marker came from a backfill: neither is the live path measured here.
+LIVE_SLACK_S = 60.0
 
 
 def stored_at(instance: dg.DagsterInstance, asset: str, key: str) -> float | None:
@@ -64,6 +66,8 @@ def main() -> None:
             window = int(json.loads(marker.read_text())["window_start"])
             end_s = (window + WINDOW_MS) / 1000
             marker_s = marker.stat().st_mtime
+            if marker_s - end_s > LIVE_SLACK_S:
+                continue
             sealed.append(marker_s - end_s)
             key = partition_key(window)
             bars_s = stored_at(instance, "bars_5m", key)
