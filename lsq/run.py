@@ -135,13 +135,14 @@ def run(args: argparse.Namespace) -> int:
             return 0 if stopping else 1
         sup.start("collector", _lsq("collect"), env)
         if not args.no_dagster:
-            from lsq_pipeline.cli import dagster_env
+            from lsq_pipeline.cli import dagster_env, prepare_instance
 
             dagster_env = {**env, **dagster_env()}
+            prepare_instance(dagster_env)
             sup.start("recent backfill", _lsq("backfill", "--recent"), dagster_env, oneshot=True)
             dagster = [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1"]
             sup.start("dagster dev", [*dagster, "-p", str(args.dagster_port), "-w", "workspace.yaml"], dagster_env)
-            sup.start("trigger", _lsq("trigger", "--dagster-url", f"http://127.0.0.1:{args.dagster_port}"), env)
+            sup.start("trigger", _lsq("trigger", "--dagster-url", f"http://127.0.0.1:{args.dagster_port}"), dagster_env)
             print(f"lsq run: Dagster UI on http://127.0.0.1:{args.dagster_port}", flush=True)
         print(f"lsq run: simulator on {settings.endpoints().rest_url}; Ctrl-C stops everything", flush=True)
         while not stopping:

@@ -14,10 +14,16 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+import dagster as dg
+from dagster._core.storage.tags import PARTITION_NAME_TAG
+
 from lsq.paths import DataPaths, create_exclusive
 
 Claimant = Literal["trigger", "sensor"]
 TRIGGER_GRACE_MS = 30_000
+# Every window run carries this tag, limited to one at a time in dagster.yaml, so windows are processed in order
+# and a window's bars never read the previous close before the windows before it are stored.
+SERIAL_TAG = {"lsq/window": "serial"}
 
 
 @dataclass(frozen=True)
@@ -42,3 +48,9 @@ def read_claim(paths: DataPaths, window_ms: int) -> Claim | None:
 def try_claim(paths: DataPaths, window_ms: int, by: Claimant, now_ms: int) -> bool:
     """Claim the window for `by`; False when someone already holds it."""
     return create_exclusive(paths.marker_claim(window_ms), json.dumps({"by": by, "at_ms": now_ms}).encode())
+
+
+def window_run_exists(instance: dg.DagsterInstance, key: str) -> bool:
+    """Whether a window run (the trigger's or the sensor's, any status) exists for the partition."""
+    runs = dg.RunsFilter(tags={PARTITION_NAME_TAG: key, **SERIAL_TAG})
+    return bool(instance.get_run_records(filters=runs, limit=1))

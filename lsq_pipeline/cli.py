@@ -36,6 +36,15 @@ def dagster_env(home: Path | None = None) -> dict[str, str]:
     return {"DAGSTER_HOME": str(target_home)}
 
 
+def prepare_instance(env: dict[str, str]) -> None:
+    """Create the instance's storage under env's DAGSTER_HOME once, before several processes open it at the same time
+    (on a fresh home they would race to create the same sqlite tables: "table runs already exists")."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]):
+        pass
+
+
 def _instance() -> "dg.DagsterInstance":
     """The persistent instance: $DAGSTER_HOME when set, else the project's .dagster_home."""
     import dagster as dg
@@ -100,8 +109,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_trigger(args: argparse.Namespace) -> int:
+    from lsq_pipeline.claims import window_run_exists
     from lsq_pipeline.trigger import MarkerTrigger, graphql_submit, watch
 
-    trigger = MarkerTrigger(DataPaths(load_config(args.config).data_dir), graphql_submit(args.dagster_url))
-    watch(trigger)
+    paths = DataPaths(load_config(args.config).data_dir)
+    with _instance() as instance:
+        trigger = MarkerTrigger(paths, graphql_submit(args.dagster_url), lambda key: window_run_exists(instance, key))
+        watch(trigger)
     return 0

@@ -23,23 +23,16 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
-)
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from lsq.paths import DataPaths
 from lsq.timelabels import WINDOW_MS, day_start, format_day, now_ms, parse_day, parse_partition_key, partition_key
-from lsq_pipeline.claims import TRIGGER_GRACE_MS, Claim, read_claim, try_claim
+from lsq_pipeline.claims import SERIAL_TAG, TRIGGER_GRACE_MS, Claim, read_claim, try_claim, window_run_exists
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.storage import day_file, stored_days
 
 MAX_CATCHUP_WINDOWS = 2 * 288  # a longer outage is a job for `lsq backfill`
 SENSOR_INTERVAL_SECONDS = 2
-# Every window run carries this tag, limited to one at a time in dagster.yaml, so windows are processed in order
-# and a window's bars never read the previous close before the windows before it are stored.
-SERIAL_TAG = {"lsq/window": "serial"}
 # A window that ended longer ago than this gets its bars but no factors or target positions: orders from a stale
 # signal would be wrong.
 MAX_SIGNAL_AGE_MS = 2 * WINDOW_MS
@@ -236,8 +229,7 @@ def marker_sensor_for(
     )
     def sealed_window_sensor(context: dg.SensorEvaluationContext, lsq: LsqResource) -> dg.SensorResult | dg.SkipReason:
         def has_run(key: str) -> bool:
-            runs = dg.RunsFilter(tags={PARTITION_NAME_TAG: key, **SERIAL_TAG})
-            return bool(context.instance.get_run_records(filters=runs, limit=1))
+            return window_run_exists(context.instance, key)
 
         return evaluate_markers(lsq.paths, context.cursor, first_window_ms, now_ms(), market_keys, has_run)
 

@@ -5,8 +5,8 @@ not configurable), so with the sensor alone a marker waits 0-5 s before its run 
 for the next marker every 50 ms and submits the window job through the webserver's GraphQL API (dagster-graphql's
 client), with the sensor's tags, so the run is queued, limited and shown exactly like a sensor run.
 
-It takes only the live path: the window that just closed, while its signal is fresh, and only when the previous window
-is already launched (by the sensor, or by this trigger), so runs stay in window order. Catch-up after an outage, and
+It takes only the live path: the window that just closed, while its signal is fresh, and only once the previous
+window's run exists (the sensor's or its own), so runs stay in window order. Catch-up after an outage, and
 everything while no trigger runs (a plain `dagster dev`), stays with the sensor. The two never launch the same window:
 see lsq_pipeline.claims.
 """
@@ -16,62 +16,58 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlparse
+
+from dagster._core.storage.tags import PARTITION_NAME_TAG
 
 from lsq.paths import DataPaths
 from lsq.timelabels import WINDOW_MS, now_ms, partition_key, window_start
-from lsq_pipeline.claims import read_claim, try_claim
-from lsq_pipeline.sensors import MAX_SIGNAL_AGE_MS, SERIAL_TAG
+from lsq_pipeline.claims import SERIAL_TAG, read_claim, try_claim
+from lsq_pipeline.sensors import MAX_SIGNAL_AGE_MS
 
 log = logging.getLogger("lsq.trigger")
 
 WINDOW_JOB = "window_job"
 LOCATION = "lsq_pipeline"  # workspace.yaml's location_name
-PARTITION_TAG = "dagster/partition"
 TRIGGER_TAG = {"lsq/trigger": "marker"}
 POLL_SECONDS = 0.05
-
-Submit = Callable[[str], str]
 
 
 @dataclass
 class MarkerTrigger:
-    """Which window to launch next; `submit(partition_key) -> run id` does the launching."""
+    """Which window to launch next. `submit(partition_key) -> run id` launches; `has_run(partition_key)` tells
+    whether a window's run exists in the instance (queued or later)."""
 
     paths: DataPaths
-    submit: Submit
+    submit: Callable[[str], str]
+    has_run: Callable[[str], bool]
     expected: int | None = None
-    launched: set[int] = field(default_factory=set)
 
     def step(self, now: int) -> str | None:
-        """One poll at server/local time `now`; the partition key launched, if any."""
+        """One poll at local time `now`; the partition key launched, if any."""
         closed = window_start(now) - WINDOW_MS
-        if self.expected is None or self.expected < closed - WINDOW_MS:
-            self.expected = closed  # started, or fell behind: what lies before is the sensor's catch-up
+        if self.expected is None or now - (self.expected + WINDOW_MS) > MAX_SIGNAL_AGE_MS:
+            self.expected = closed  # started, or the expected window went stale: what lies before is the sensor's
         window = self.expected
         if not self.paths.marker_file(window).exists():
             return None
-        self.expected = window + WINDOW_MS
-        if now - (window + WINDOW_MS) > MAX_SIGNAL_AGE_MS or not self._previous_launched(window):
+        if read_claim(self.paths, window) is not None:
+            self.expected = window + WINDOW_MS  # already the sensor's
             return None
+        # Only behind the previous window's run (which may be the sensor's, claimed but not yet submitted): the
+        # serial queue then runs them in order, and this window's bars see the previous closes.
+        if not self.has_run(partition_key(window - WINDOW_MS)):
+            return None
+        self.expected = window + WINDOW_MS
         if not try_claim(self.paths, window, "trigger", now):
             return None
         key = partition_key(window)
-        run_id = self.submit(key)
-        self.launched = {window}
-        log.info("launched window %s as run %s", key, run_id)
+        log.info("launched window %s as run %s", key, self.submit(key))
         return key
 
-    def _previous_launched(self, window: int) -> bool:
-        previous = window - WINDOW_MS
-        if previous in self.launched:
-            return True
-        claim = read_claim(self.paths, previous)
-        return claim is not None and claim.by == "sensor"
 
-
-def graphql_submit(url: str, timeout_s: int = 10) -> Submit:
+def graphql_submit(url: str, timeout_s: int = 10) -> Callable[[str], str]:
     """Submit the window job for a partition through the Dagster webserver at `url`."""
     from dagster_graphql import DagsterGraphQLClient
 
@@ -83,7 +79,7 @@ def graphql_submit(url: str, timeout_s: int = 10) -> Submit:
         if client is None:
             client = DagsterGraphQLClient(parsed.hostname or "127.0.0.1", port_number=parsed.port, timeout=timeout_s)
         return client.submit_job_execution(
-            WINDOW_JOB, repository_location_name=LOCATION, tags={PARTITION_TAG: key, **SERIAL_TAG, **TRIGGER_TAG}
+            WINDOW_JOB, repository_location_name=LOCATION, tags={PARTITION_NAME_TAG: key, **SERIAL_TAG, **TRIGGER_TAG}
         )
 
     return submit

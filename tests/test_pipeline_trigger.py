@@ -86,32 +86,41 @@ def test_a_window_claimed_by_the_sensor_is_requested_again_by_run_key_after_a_fa
 
 
 class Recorder:
+    """The launching side of the trigger: records what it submitted; the runs it knows of are the instance's."""
+
     def __init__(self, fail: bool = False) -> None:
         self.keys: list[str] = []
+        self.runs: set[str] = set()
         self.fail = fail
 
     def __call__(self, key: str) -> str:
         if self.fail:
             raise ConnectionError("webserver refused")
         self.keys.append(key)
+        self.runs.add(key)
         return f"run-{len(self.keys)}"
 
+    def has_run(self, key: str) -> bool:
+        return key in self.runs
 
-def test_trigger_launches_each_fresh_window_after_the_previous_one_is_launched(tmp_path: Path) -> None:
+
+def test_trigger_launches_each_fresh_window_once_its_previous_window_has_a_run(tmp_path: Path) -> None:
     paths = DataPaths(tmp_path)
     submit = Recorder()
-    trigger = MarkerTrigger(paths, submit)
+    trigger = MarkerTrigger(paths, submit, submit.has_run)
     w0 = T1
     now = w0 + WINDOW_MS + 300
     assert trigger.step(now) is None  # no marker yet
     write_marker(paths, w0)
-    assert trigger.step(now) is None  # the window before was never launched: the sensor starts the chain
+    assert trigger.step(now) is None  # the window before has no run: the sensor starts the chain
     assert read_claim(paths, w0) is None
 
-    try_claim(paths, w0, "sensor", now)
+    try_claim(paths, w0, "sensor", now)  # the sensor claimed it, but its run is not submitted yet
     w1 = w0 + WINDOW_MS
     write_marker(paths, w1)
-    assert trigger.step(w1 + WINDOW_MS + 250) == partition_key(w1)
+    assert trigger.step(w1 + WINDOW_MS + 250) is None  # would overtake the sensor's run of w0
+    submit.runs.add(partition_key(w0))  # ... which the daemon has now submitted
+    assert trigger.step(w1 + WINDOW_MS + 300) == partition_key(w1)
     claim = read_claim(paths, w1)
     assert claim is not None and claim.by == "trigger"
     write_marker(paths, w1 + WINDOW_MS)
@@ -120,26 +129,34 @@ def test_trigger_launches_each_fresh_window_after_the_previous_one_is_launched(t
     assert trigger.step(w1 + 2 * WINDOW_MS + 900) is None  # seen once, launched once
 
 
-def test_trigger_skips_stale_windows_and_stops_the_chain_when_a_launch_fails(tmp_path: Path) -> None:
+def test_trigger_leaves_claimed_and_stale_windows_and_stops_behind_a_failed_launch(tmp_path: Path) -> None:
     paths = DataPaths(tmp_path)
     w0 = T1
-    try_claim(paths, w0, "sensor", w0)
+    failing = Recorder(fail=True)
+    failing.runs.add(partition_key(w0))
     write_marker(paths, w0 + WINDOW_MS)
-    failing = MarkerTrigger(paths, Recorder(fail=True))
+    trigger = MarkerTrigger(paths, failing, failing.has_run)
     with pytest.raises(ConnectionError):
-        failing.step(w0 + 2 * WINDOW_MS + 200)
+        trigger.step(w0 + 2 * WINDOW_MS + 200)
     claim = read_claim(paths, w0 + WINDOW_MS)
     assert claim is not None and claim.by == "trigger"  # the sensor takes it over after the grace period
     write_marker(paths, w0 + 2 * WINDOW_MS)
-    assert failing.step(w0 + 3 * WINDOW_MS + 200) is None  # would overtake the window that failed
+    assert trigger.step(w0 + 3 * WINDOW_MS + 200) is None  # the failed window has no run: do not overtake it
     assert read_claim(paths, w0 + 2 * WINDOW_MS) is None
 
-    late = MarkerTrigger(paths, submit := Recorder())
+    sensor_first = Recorder()
+    sensor_first.runs.add(partition_key(w0 + 2 * WINDOW_MS))
     write_marker(paths, w0 + 3 * WINDOW_MS)
-    try_claim(paths, w0 + 2 * WINDOW_MS, "sensor", w0)
-    # the marker of the window that closed 20 minutes ago: its signal is stale, the sensor builds its bars only
-    assert late.step(w0 + 8 * WINDOW_MS) is None
-    assert submit.keys == []
+    try_claim(paths, w0 + 3 * WINDOW_MS, "sensor", w0)
+    assert MarkerTrigger(paths, sensor_first, sensor_first.has_run).step(w0 + 4 * WINDOW_MS + 200) is None
+
+    late = MarkerTrigger(paths, sensor_first, sensor_first.has_run)
+    sensor_first.runs.add(partition_key(w0 + 3 * WINDOW_MS))
+    assert late.step(w0 + 5 * WINDOW_MS + 100) is None  # waiting for the marker of w0 + 4 windows
+    write_marker(paths, w0 + 4 * WINDOW_MS)  # ... which comes when its signal is stale (ended > 10 minutes ago)
+    assert late.step(w0 + 7 * WINDOW_MS + 500) is None
+    assert read_claim(paths, w0 + 4 * WINDOW_MS) is None  # left to the sensor: bars only, no orders
+    assert sensor_first.keys == []
 
 
 def _free_port() -> int:
