@@ -60,7 +60,7 @@ def main() -> None:
         folder = paths.markers / format_day(day_ms)
         markers += [m for m in folder.glob("*.json") if m.stat().st_mtime >= since] if folder.exists() else []
     sealed, bars, positions = [], [], []
-    requested, started, computed = [], [], []
+    requested, started, computed, after_marker = [], [], [], []
     with dg.DagsterInstance.get() as instance:
         for marker in sorted(markers):
             window = int(json.loads(marker.read_text())["window_start"])
@@ -73,6 +73,7 @@ def main() -> None:
             bars_s = stored_at(instance, "bars_5m", key)
             if bars_s is not None and bars_s - marker_s < LIVE_SLACK_S:
                 bars.append(bars_s - end_s)
+                after_marker.append(bars_s - marker_s)
                 run = window_run(instance, key)
                 if run is not None and run.start_time is not None:
                     requested.append(run.create_timestamp.timestamp() - marker_s)
@@ -84,6 +85,7 @@ def main() -> None:
     print(f"window end -> sealed marker:      {summary(sealed)}")
     print(f"window end -> bars_5m stored:     {summary(bars)}")
     print(f"window end -> target_positions:   {summary(positions)}")
+    print(f"marker -> bars_5m stored:         {summary(after_marker)}")
     print(f"  marker -> run requested:        {summary(requested)}")
     print(f"  run requested -> run started:   {summary(started)}")
     print(f"  run started -> bars_5m stored:  {summary(computed)}")
