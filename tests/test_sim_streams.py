@@ -46,7 +46,8 @@ def check_against_rest(sim: SimServer, trades: list[dict[str, Any]]) -> None:
     by_symbol: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in trades:
         assert set(t) == AGG_KEYS and t["e"] == "aggTrade"
-        assert t["T"] <= t["E"] <= t["T"] + 1000
+        # sent after the trade, promptly (the bound is loose: a loaded 2-core CI machine delays the sending loop)
+        assert t["T"] <= t["E"] <= t["T"] + 5_000
         by_symbol[t["s"]].append(t)
     client = rest_client(sim.settings)
     for symbol, rows in by_symbol.items():
