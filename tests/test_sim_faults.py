@@ -134,11 +134,13 @@ def test_a_stream_restarted_during_a_delay_gets_no_stale_messages(busy_sim_serve
 def test_duplicates_and_withheld_ids(busy_sim_server: SimServer) -> None:
     sim = busy_sim_server
     client = rest_client(sim.settings)
-    recent = client.futures_aggregate_trades(
-        symbol="BTCUSDT", startTime=now_ms() - 30_000, endTime=now_ms(), limit=1000
-    )
-    assert len(recent) < 1000, "the latest trade is in this page"
-    hole = (recent[-1]["a"] + 30, recent[-1]["a"] + 33)  # a few seconds ahead: the stream connects before them
+    page = client.futures_aggregate_trades(symbol="BTCUSDT", startTime=now_ms() - 120_000, endTime=now_ms(), limit=1000)
+    assert page, "BTCUSDT traded in the last two minutes"
+    latest = page[-1]["a"]
+    while len(page) == 1000:  # a burst: page on to the latest trade
+        page = client.futures_aggregate_trades(symbol="BTCUSDT", fromId=latest + 1, limit=1000)
+        latest = page[-1]["a"] if page else latest
+    hole = (latest + 30, latest + 33)  # a few seconds ahead: the stream connects before them
     sim.admin("faults", {"withhold": {"symbol": "BTCUSDT", "from_id": hole[0], "to_id": hole[1]}})
     sim.admin("faults", {"duplicate_share": 0.5})
 
