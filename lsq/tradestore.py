@@ -212,19 +212,21 @@ class TradeStore:
         """UTC hour starts (ms) holding data for `symbol`, as hour files or parts."""
         base = self.paths.symbol_trades(_check_symbol(symbol))
         found: set[int] = set()
+        # Parts first, hour files second: a compaction writes the hour file before it deletes the parts, so an hour
+        # whose parts vanish between the two listings is still seen as an hour file (the other order lost it).
+        for tag in self._part_hour_tags(base):
+            hour = _parse_hour_tag(tag)
+            if hour is not None and _visible_parquet(base / "parts" / tag):
+                found.add(hour)
         try:
             names = os.listdir(base)
         except FileNotFoundError:
-            return []
+            return sorted(found)
         for name in names:
             if name.endswith(".parquet") and not name.startswith("."):
                 hour = _parse_hour_tag(name.removesuffix(".parquet"))
                 if hour is not None:
                     found.add(hour)
-        for tag in self._part_hour_tags(base):
-            hour = _parse_hour_tag(tag)
-            if hour is not None and _visible_parquet(base / "parts" / tag):
-                found.add(hour)
         return sorted(found)
 
     @staticmethod
