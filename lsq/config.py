@@ -1,17 +1,25 @@
 """The user's configuration: one typed, validated model loaded from YAML, with environment overrides.
 
-Secrets are `SecretStr`, so they never show in reprs, logs, errors or Dagster run config.
+Secrets are `SecretStr`, so they never show in reprs, logs, errors or Dagster run config; no error message shows
+a value written under an account, nor a line of the YAML file (it could be a secret).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from datetime import date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from lsq.clock import SYSTEM_CLOCK, Clock
+from lsq.timelabels import DAY_MS, day_start, format_day
+
+log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "default.yaml"
@@ -24,7 +32,8 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: a NaN or infinite number is never a meaningful setting (a NaN weight empties the alpha).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class AlphaSettings(_Strict):
@@ -32,6 +41,8 @@ class AlphaSettings(_Strict):
     max_workers: int | None = Field(default=None, ge=1)
     timeout_seconds: float = Field(default=30.0, gt=0)
     min_success_ratio: float = Field(default=0.5, ge=0, le=1)
+    timeout_streak: int = Field(default=3, ge=1)
+    cooldown_windows: int = Field(default=12, ge=0)
 
 
 class CalculatorSettings(_Strict):
@@ -122,7 +133,7 @@ class DataSettings(_Strict):
     universe_refresh_time: str = Field(default="23:55", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     timezone: str = "Asia/Shanghai"
     universe: UniverseSettings = UniverseSettings()
-    partitions_start: str = Field(default="2026-11-01", pattern=r"^\d{4}-\d{2}-\d{2}$")
+    partitions_start: str | None = None
     seal_lag_seconds: float = Field(default=2.0, ge=0, le=60)
     tran_stats: TranStatsSettings = TranStatsSettings()
 
@@ -133,6 +144,24 @@ class DataSettings(_Strict):
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown timezone {v!r} (use an IANA name such as Asia/Shanghai)") from exc
+        return v
+
+    @field_validator("partitions_start", mode="before")
+    @classmethod
+    def _real_date(cls, v: object) -> object:
+        """A calendar date YYYY-MM-DD (2026-13-45 is refused here, not later inside Dagster)."""
+        if v is None:
+            return None
+        if isinstance(v, date):
+            return v.isoformat()
+        if not isinstance(v, str):
+            raise ValueError("must be a date YYYY-MM-DD")
+        try:
+            parsed = datetime.strptime(v, "%Y-%m-%d").date()
+        except ValueError:
+            raise ValueError("must be a real date YYYY-MM-DD") from None
+        if parsed.isoformat() != v:
+            raise ValueError("must be a real date YYYY-MM-DD")
         return v
 
 
@@ -168,6 +197,14 @@ class Settings(_Strict):
     def data_dir(self) -> Path:
         return self.data.data_dir
 
+    def first_partition_day(self, now_ms: int) -> str:
+        """`data.partitions_start` if set, else the UTC day `strategy.history_days` + PARTITIONS_MARGIN_DAYS before
+        today: the partitions then cover the history the strategy asks for (so `lsq backfill` of that history is
+        allowed) and stay far below Dagster's 100,000 per asset without anyone rolling a date by hand."""
+        if self.data.partitions_start is not None:
+            return self.data.partitions_start
+        return format_day(day_start(now_ms) - (self.strategy.history_days + PARTITIONS_MARGIN_DAYS) * DAY_MS)
+
     def endpoints(self, mode: Mode | None = None) -> Endpoints:
         return getattr(self.binance, mode or self.execution.mode)
 
@@ -190,14 +227,18 @@ class Settings(_Strict):
         return ready, skipped
 
 
+PARTITIONS_MARGIN_DAYS = 2
 SECRET_FIELDS = frozenset({"api_key", "api_secret"})
+PRIVATE_SECTIONS = SECRET_FIELDS | {"accounts"}
+ALLOWED_NOTES = {"strategy.calculation_interval": "the pipeline computes one alpha per sealed 5-minute window"}
+SIMULATOR_ONLY = "starting_balance_usdt"
 
 
-def _shown_input(err: dict) -> str:
-    """What the user wrote, for the message: scalars only, and never anything under a credential or account list
-    (an error about the list as a whole would otherwise echo every key and secret in it)."""
+def _shown_input(err: dict[str, Any]) -> str:
+    """What the user wrote, for the message: scalars only, and never anything under an account list or credential
+    (an account written as a plain string, or an error about the list as a whole, would echo keys and secrets)."""
     value = err.get("input")
-    if err["type"] == "extra_forbidden" or SECRET_FIELDS & {str(p) for p in err["loc"]}:
+    if err["type"] == "extra_forbidden" or PRIVATE_SECTIONS & {str(p) for p in err["loc"]}:
         return ""
     if not isinstance(value, str | int | float | bool) or value is None:
         return ""
@@ -211,13 +252,54 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         msg = err["msg"]
         if err["type"] == "literal_error":
             msg = f"must be one of {err['ctx']['expected']}"
+            if key in ALLOWED_NOTES:
+                msg += f" ({ALLOWED_NOTES[key]})"
+        elif err["type"] == "finite_number":
+            msg = "must be a finite number (not NaN or infinite)"
+        elif err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         elif err["type"] == "extra_forbidden":
             msg = "unknown key"
         lines.append(f"  {key}: {msg}{_shown_input(err)}")
     return "\n".join(lines)
 
 
-def _apply_env_credentials(raw: dict, env: dict[str, str]) -> None:
+class _DatesAsText(yaml.SafeLoader):
+    """SafeLoader that leaves dates as text: the model validates them, naming the key (PyYAML would raise a bare
+    ValueError for `2026-13-45` and turn `2026-11-01` into a date object)."""
+
+
+_DatesAsText.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, without PyYAML's snippet of the offending line (it may hold a secret)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or "syntax error"
+    return f"{problem}{where}"
+
+
+def unread_settings(raw: dict[str, Any]) -> list[str]:
+    """Keys the user set that nothing acts on in their place: one line each, for a warning at load."""
+    notes = []
+    execution = raw.get("execution") if isinstance(raw.get("execution"), dict) else {}
+    for mode in ("testnet", "live"):
+        section = execution.get(mode) if isinstance(execution.get(mode), dict) else {}
+        accounts = section.get("accounts") if isinstance(section.get("accounts"), list) else []
+        for i, account in enumerate(accounts):
+            if isinstance(account, dict) and SIMULATOR_ONLY in account:
+                notes.append(
+                    f"execution.{mode}.accounts.{i}.{SIMULATOR_ONLY} is ignored: only the simulator (mode mock) "
+                    "reads it; a real account's balance comes from the exchange"
+                )
+    return notes
+
+
+def _apply_env_credentials(raw: dict[str, Any], env: dict[str, str]) -> None:
     """Environment credentials take precedence over the file, per account and mode."""
     execution = raw.get("execution") or {}
     if not isinstance(execution, dict):
@@ -236,10 +318,14 @@ def _apply_env_credentials(raw: dict, env: dict[str, str]) -> None:
                     account[field] = env[var]
 
 
-def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Settings:
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None, clock: Clock = SYSTEM_CLOCK
+) -> Settings:
     """Load the configuration: `path`, else $LSQ_CONFIG, else config/default.yaml; then environment overrides.
 
-    Relative data directories are resolved against the project root so every process agrees on them.
+    Relative data directories are resolved against the project root so every process agrees on them. An absent
+    `data.partitions_start` is filled from `clock` (see Settings.first_partition_day). Settings nothing acts on
+    are warned about, one line each.
     """
     env = dict(os.environ) if env is None else env
     source = Path(path or env.get("LSQ_CONFIG") or DEFAULT_CONFIG_PATH)
@@ -248,9 +334,9 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {source}: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = yaml.load(text, Loader=_DatesAsText) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"configuration file {source} is not valid YAML: {exc}") from None
+        raise ConfigError(f"configuration file {source} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"configuration file {source} must be a mapping of sections, got {type(raw).__name__}")
     _apply_env_credentials(raw, env)
@@ -260,7 +346,11 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, str(source))) from None
+    for note in unread_settings(raw):
+        log.warning("configuration %s: %s", source, note)
     data_dir = settings.data.data_dir
     if not data_dir.is_absolute():
         data_dir = (PROJECT_ROOT / data_dir).resolve()
-    return settings.model_copy(update={"data": settings.data.model_copy(update={"data_dir": data_dir})})
+    start = settings.first_partition_day(clock.now_ms())
+    data = settings.data.model_copy(update={"data_dir": data_dir, "partitions_start": start})
+    return settings.model_copy(update={"data": data})

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 import yaml
 
-from lsq.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from lsq.clock import FakeClock
+from lsq.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_config
+from lsq.timelabels import parse_day
 
 
 def write(tmp_path: Path, data: dict) -> Path:
@@ -133,3 +136,87 @@ def test_malformed_sections_are_config_errors_not_tracebacks(tmp_path: Path) -> 
     data["execution"]["live"] = ["main"]
     with pytest.raises(ConfigError, match=r"execution\.live"):
         load_config(write(tmp_path, data), env={})
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_calculator_weights_are_refused_naming_the_key(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"strategy:\n  calculators:\n    weights: {{momentum_24h: 1.0, x: {value}}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert "strategy.calculators.weights.x: must be a finite number" in str(info.value)
+    assert "momentum_24h" not in str(info.value)
+
+
+def test_yaml_errors_show_where_but_never_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "execution:\n  live:\n    accounts:\n      - account_id: main\n        api_secret: S-SECRET-9: oops\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(bad, env={})
+    text = str(info.value)
+    assert "not valid YAML" in text and "line 5" in text
+    assert "S-SECRET-9" not in text and "api_secret" not in text
+
+
+def test_an_account_written_as_a_string_is_not_echoed(tmp_path: Path) -> None:
+    data = default_dict()
+    data["execution"]["mock"]["accounts"] = ["main K-SECRET-1 S-SECRET-2"]
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data), env={})
+    text = str(info.value)
+    assert "execution.mock.accounts.0" in text
+    assert "K-SECRET-1" not in text and "S-SECRET-2" not in text
+
+
+@pytest.mark.parametrize(
+    "line", ["partitions_start: 2026-13-45", "partitions_start: '2026-02-30'", "partitions_start: 5"]
+)
+def test_partitions_start_must_be_a_real_date(tmp_path: Path, line: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"data:\n  {line}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert "data.partitions_start: must be a" in str(info.value) and "date YYYY-MM-DD" in str(info.value)
+
+
+def test_partitions_start_explicit_dates_load_quoted_or_not(tmp_path: Path) -> None:
+    for line in ("partitions_start: 2025-01-31", "partitions_start: '2025-01-31'"):
+        path = tmp_path / "config.yaml"
+        path.write_text(f"data:\n  {line}\n")
+        assert load_config(path, env={}, clock=FakeClock(parse_day("2026-12-01"))).data.partitions_start == "2025-01-31"
+
+
+def test_partitions_start_defaults_to_the_kept_history_before_today(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("strategy:\n  history_days: 10\n")
+    clock = FakeClock(parse_day("2026-12-01") + 13 * 3_600_000)
+    settings = load_config(path, env={}, clock=clock)
+    assert settings.data.partitions_start == "2026-11-19"  # 10 days of history + 2 days margin before today
+    assert Settings().first_partition_day(parse_day("2026-03-05")) == "2026-02-01"  # 30 + 2 days
+    clock.advance(86_400)
+    assert load_config(path, env={}, clock=clock).data.partitions_start == "2026-11-20"
+    assert "partitions_start" not in default_dict()["data"]  # a new user rolls no date by hand
+
+
+def test_calculation_interval_names_the_allowed_values(tmp_path: Path) -> None:
+    data = default_dict()
+    data["strategy"]["calculation_interval"] = "1h"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data), env={})
+    assert "strategy.calculation_interval: must be one of '5m'" in str(info.value)
+    assert "5-minute" in str(info.value)
+
+
+def test_settings_nothing_reads_are_warned_about_once_each(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = default_dict()
+    data["execution"]["live"]["accounts"] = [{"account_id": "main", "starting_balance_usdt": 5}]
+    with caplog.at_level(logging.WARNING, logger="lsq.config"):
+        load_config(write(tmp_path, data), env={})
+    [record] = [r for r in caplog.records if r.name == "lsq.config"]
+    assert "execution.live.accounts.0.starting_balance_usdt is ignored" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lsq.config"):
+        load_config(env={})
+    assert not [r for r in caplog.records if r.name == "lsq.config"]
