@@ -2,7 +2,8 @@
 
 A module exports `CALCULATOR_INSTANCE = MyFactor()` or `CALCULATOR_INSTANCES = [MyFactor(a), MyFactor(b)]`.
 Modules whose names start with `_`, and `template.py`, are never loaded as factors. One broken file never stops the
-others: import errors, wrong types, bad or duplicate names become `Problem`s that name the file.
+others: import errors, wrong types, bad names become `Problem`s that name the file; a duplicate name keeps the first
+definition and refuses the later one (see _refuse_duplicates).
 """
 
 from __future__ import annotations
@@ -128,19 +129,31 @@ def load_folder(folder: Path) -> tuple[list[_Found], list[Problem]]:
     return found, problems
 
 
-def _drop_duplicates(found: list[_Found]) -> tuple[list[_Found], list[Problem]]:
-    """A name defined twice is ambiguous: drop every instance of it and say where each came from."""
-    by_name: dict[str, list[str]] = {}
-    for f in found:
-        by_name.setdefault(f.calculator.name, []).append(f.file)
-    dupes = {n: files for n, files in by_name.items() if len(files) > 1}
+def _refuse_duplicates(found: list[_Found]) -> tuple[list[_Found], list[Problem]]:
+    """A name defined twice keeps its first definition and refuses the later ones, naming both files.
+
+    First means discovery order: folders in the order given (the shipped folder first by default), files by name
+    within a folder, instances in export order. Dropping both (as before) let a new file silently disable a shipped
+    factor; keeping the first keeps what ran yesterday running and makes the newcomer's problem loud.
+    """
+    first: dict[str, str] = {}
+    kept: list[_Found] = []
     problems: list[Problem] = []
-    for name, files in dupes.items():
-        for file in sorted(set(files)):
-            others = sorted(set(files) - {file})
-            where = f"also in {', '.join(others)}" if others else f"defined {files.count(file)} times in this file"
-            problems.append(Problem(file, f"duplicate calculator name {name!r} ({where}); none of them is loaded"))
-    return [f for f in found if f.calculator.name not in dupes], problems
+    for f in found:
+        name = f.calculator.name
+        if name not in first:
+            first[name] = f.file
+            kept.append(f)
+            continue
+        where = "earlier in this file" if first[name] == f.file else f"in {first[name]}"
+        problems.append(
+            Problem(
+                f.file,
+                f"duplicate calculator name {name!r}: the first definition ({where}) is kept and this one is "
+                "refused; give one of them another name",
+            )
+        )
+    return kept, problems
 
 
 def discover(
@@ -157,7 +170,7 @@ def discover(
         f, p = load_folder(Path(folder))
         found.extend(f)
         problems.extend(p)
-    found, dupes = _drop_duplicates(found)
+    found, dupes = _refuse_duplicates(found)
     problems.extend(dupes)
     wanted = list(enabled)
     if wanted:

@@ -77,7 +77,7 @@ def _problems_by_file(problems: list) -> dict[str, list[str]]:
 
 def test_good_files_load_and_broken_ones_are_reported_by_file(folder: Path) -> None:
     calculators, problems = discover([folder])
-    assert [c.name for c in calculators] == ["good", "scaled_1", "scaled_2"]
+    assert [c.name for c in calculators] == ["dup", "good", "scaled_1", "scaled_2"]
     by_file = _problems_by_file(problems)
     assert "kaboom while importing" in by_file["boom_at_import.py"][0]
     assert "line 2" in by_file["boom_at_import.py"][0]
@@ -85,10 +85,20 @@ def test_good_files_load_and_broken_ones_are_reported_by_file(folder: Path) -> N
     assert "exports a int" in by_file["wrong_type.py"][0]
     assert "not an instance" in by_file["class_not_instance.py"][0]
     assert "'Bad Name!'" in by_file["bad_name.py"][0]
-    assert "duplicate calculator name 'dup'" in by_file["dup_a.py"][0] and "dup_b.py" in by_file["dup_a.py"][0]
-    assert "dup_a.py" in by_file["dup_b.py"][0]
-    assert {"template.py", "_helpers.py", "no_exports.py", "good.py", "many.py"}.isdisjoint(by_file)
+    [dup] = by_file["dup_b.py"]
+    assert "duplicate calculator name 'dup'" in dup and str(folder / "dup_a.py") in dup and "refused" in dup
+    assert {"template.py", "_helpers.py", "no_exports.py", "good.py", "many.py", "dup_a.py"}.isdisjoint(by_file)
     assert all(str(folder) in p.file for p in problems)
+
+
+def test_a_new_file_reusing_a_shipped_name_is_refused_and_the_shipped_factor_kept(tmp_path: Path) -> None:
+    (tmp_path / "aaa_copy.py").write_text(GOOD.format(name="momentum_24h") + "\nCALCULATOR_INSTANCES = [Good()]\n")
+    calculators, problems = discover([BUILTIN_DIR, tmp_path])
+    [kept] = [c for c in calculators if c.name == "momentum_24h"]
+    assert type(kept).__module__ == "factors.calculators.momentum_24h"
+    refused = [p for p in problems if "duplicate" in p.message]
+    assert [Path(p.file).name for p in refused] == ["aaa_copy.py", "aaa_copy.py"]
+    assert all(str(BUILTIN_DIR / "momentum_24h.py") in p.message and "refused" in p.message for p in refused)
 
 
 def test_discovered_calculators_run(folder: Path) -> None:
