@@ -12,14 +12,21 @@ Concurrency (`strategy.alpha.concurrency`):
 
 Combination: each successful vector is cleaned (non-finite values and symbols outside the view's universe dropped),
 scaled to Σ|w| = 1 so the configured weight alone sets its influence, multiplied by its weight (default 1.0) and
-summed; the sum is normalised to Σ|w| = 1. An all-zero sum gives an empty alpha with a note saying so.
+summed; the sum is normalised to Σ|w| = 1. An all-zero sum gives an empty alpha with a note saying so. A calculator
+whose every weight is dropped has status "empty" (not "ok"), with the reason; one that returns no weights at all
+(e.g. too little history for its lookback) is "ok" with an empty vector: it chose no position.
+
+Outcomes also say what the calculators could not: the history the view actually held (`HistoryCoverage`, short after
+a fresh start), and calculators skipped for a cool-down after repeated timeouts (factors.health).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
+import logging
 import math
 import multiprocessing as mp
 import os
@@ -39,11 +46,15 @@ import polars as pl
 
 from factors.calculator import AlphaCalculatorBase
 from factors.data_view import AlphaDataView, strategy_name
+from factors.health import CalculatorHealth, health_file
+from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.config import AlphaSettings, StrategySettings
 from lsq.paths import DataPaths, atomic_write_bytes, atomic_write_text
-from lsq.timelabels import label_of, to_datetime
+from lsq.timelabels import DAY_MS, label_of, to_datetime
 
-Status = Literal["ok", "failed", "timeout"]
+log = logging.getLogger(__name__)
+
+Status = Literal["ok", "failed", "timeout", "empty", "skipped"]
 WEIGHTS_SCHEMA: dict[str, pl.DataType] = {"symbol": pl.String(), "weight": pl.Float64()}
 
 
@@ -56,8 +67,45 @@ class AlphaRunError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class HistoryCoverage:
+    """How much trailing history the calculators got, against `strategy.history_days` asked for."""
+
+    days_asked: int
+    days_available: float
+    first_ms: int | None
+
+    @property
+    def short(self) -> bool:
+        return self.days_available < self.days_asked
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "days_asked": self.days_asked,
+            "days_available": self.days_available,
+            "first_ms": self.first_ms,
+            "short": self.short,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> HistoryCoverage:
+        return cls(int(raw["days_asked"]), float(raw["days_available"]), raw.get("first_ms"))
+
+    def __str__(self) -> str:
+        return f"{self.days_available:g} of {self.days_asked} days of history"
+
+
+def history_coverage(view: AlphaDataView) -> HistoryCoverage:
+    """Days from the first bar in the view to the window's end (whole days are exact: 5-minute bars tile them)."""
+    first = view.bars_panel.get_column("open_time").min() if view.bars_panel.height else None
+    if first is None:
+        return HistoryCoverage(view.history_days, 0.0, None)
+    first_ms = int(first)  # type: ignore[arg-type]
+    return HistoryCoverage(view.history_days, round((view.end_ms - first_ms) / DAY_MS, 3), first_ms)
+
+
+@dataclass(frozen=True)
 class CalculatorRun:
-    """One calculator's outcome: its cleaned vector (raw scale) or why it failed."""
+    """One calculator's outcome: its cleaned vector (raw scale) or why it has none, and the history it saw."""
 
     name: str
     status: Status
@@ -66,6 +114,7 @@ class CalculatorRun:
     error: str | None = None
     traceback: str | None = None
     dropped: int = 0
+    history: HistoryCoverage | None = None
 
     @property
     def ok(self) -> bool:
@@ -95,6 +144,11 @@ class AlphaResult:
     @property
     def timings(self) -> dict[str, float]:
         return {r.name: r.seconds for r in self.runs}
+
+    @property
+    def history(self) -> HistoryCoverage | None:
+        """The history the calculators saw (one view per run, so the same for all)."""
+        return next((r.history for r in self.runs if r.history is not None), None)
 
     def alpha_dict(self) -> dict[str, float]:
         return dict(zip(self.alpha["symbol"].to_list(), self.alpha["weight"].to_list(), strict=True))
@@ -162,9 +216,11 @@ def combine(
     acc = np.zeros(len(symbols))
     for run in sorted((r for r in runs if r.ok), key=lambda r: r.name):
         w = run.weights["weight"].to_numpy()
-        total = np.abs(w).sum()
-        if total == 0 or applied[run.name] == 0:
+        peak = np.abs(w).max() if len(w) else 0.0
+        if peak == 0 or applied[run.name] == 0:
             continue
+        w = w / peak  # first to |w| ≤ 1, so Σ|w| cannot overflow for finite weights as large as 1e308
+        total = np.abs(w).sum()
         idx = np.fromiter((index[s] for s in run.weights["symbol"].to_list()), dtype=np.int64, count=len(w))
         np.add.at(acc, idx, w * (applied[run.name] / total))
     gross = np.abs(acc).sum()
@@ -230,6 +286,9 @@ def _to_run(
         weights, dropped = clean_weights(outcome.output, universe)
     except Exception as exc:
         return CalculatorRun(name, "failed", outcome.seconds, error=f"{type(exc).__name__}: {exc}", traceback=_tb(exc))
+    if weights.height == 0 and dropped:
+        reason = f"every weight was dropped ({dropped} non-finite or outside the universe)"
+        return CalculatorRun(name, "empty", outcome.seconds, weights, error=reason, dropped=dropped)
     return CalculatorRun(name, "ok", outcome.seconds, weights, dropped=dropped)
 
 
@@ -411,9 +470,46 @@ def _replace(pool: list[_Worker], worker: _Worker, start: Any) -> None:
 
 
 def run_calculators(
+    calculators: Sequence[AlphaCalculatorBase],
+    view: AlphaDataView,
+    settings: AlphaSettings,
+    paths: DataPaths | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+) -> list[CalculatorRun]:
+    """Run every calculator once on `view` with the configured concurrency; never raises for a calculator's fault.
+
+    With `paths`, timeout streaks persist in data/factors/health.json and a calculator in its cool-down is not run
+    (status "skipped"); `clock` decides when a cool-down ends. Every run carries the history coverage of the view;
+    a short history is logged as a warning.
+    """
+    coverage = history_coverage(view)
+    if coverage.short:
+        log.warning(
+            "calculators of %s see %s (strategy.history_days): run `lsq backfill` to fill the history",
+            view.label,
+            coverage,
+        )
+    health = CalculatorHealth.load(health_file(paths)) if paths is not None else CalculatorHealth()
+    now_ms = clock.now_ms()
+    skipped = {c.name: reason for c in calculators if (reason := health.skip_reason(c.name, now_ms))}
+    active = [c for c in calculators if c.name not in skipped]
+    by_name = {r.name: r for r in _run_modes(active, view, settings)}
+    for name, reason in skipped.items():
+        log.warning("calculator %s %s", name, reason)
+        by_name[name] = CalculatorRun(name, "skipped", 0.0, error=reason)
+    if paths is not None:
+        for run in (by_name[c.name] for c in active):
+            message = health.record(run.name, run.status == "timeout", now_ms, settings)
+            if message:
+                log.warning(message)
+                by_name[run.name] = dataclasses.replace(run, error=f"{run.error}; {message}")
+        health.save(health_file(paths))
+    return [dataclasses.replace(by_name[c.name], history=coverage) for c in calculators]
+
+
+def _run_modes(
     calculators: Sequence[AlphaCalculatorBase], view: AlphaDataView, settings: AlphaSettings
 ) -> list[CalculatorRun]:
-    """Run every calculator once on `view` with the configured concurrency; never raises for a calculator's fault."""
     if not calculators:
         return []
     workers = settings.max_workers or len(calculators)
@@ -432,10 +528,12 @@ def run_alpha(
     view: AlphaDataView,
     settings: StrategySettings,
     weights: Mapping[str, float] | None = None,
+    paths: DataPaths | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> AlphaResult:
     """Run the calculators and combine them into the alpha of `view`'s window (see the module docstring)."""
     started = time.perf_counter()
-    runs = run_calculators(calculators, view, settings.alpha)
+    runs = run_calculators(calculators, view, settings.alpha, paths, clock)
     return combine(
         runs,
         view.universe,
@@ -482,6 +580,7 @@ def run_record(run: CalculatorRun, window_ms: int) -> dict[str, Any]:
         "dropped": run.dropped,
         "error": run.error,
         "traceback": run.traceback,
+        "history": run.history.as_dict() if run.history else None,
     }
 
 
@@ -506,6 +605,7 @@ def load_runs(paths: DataPaths, window_ms: int, names: Sequence[str]) -> list[Ca
             runs.append(CalculatorRun(name, "failed", 0.0, error=f"no stored result in {folder}"))
             continue
         record = json.loads(record_file.read_text())
+        history = record.get("history")
         runs.append(
             CalculatorRun(
                 name,
@@ -515,6 +615,7 @@ def load_runs(paths: DataPaths, window_ms: int, names: Sequence[str]) -> list[Ca
                 record.get("error"),
                 record.get("traceback"),
                 record.get("dropped", 0),
+                HistoryCoverage.from_dict(history) if history else None,
             )
         )
     return runs
@@ -534,6 +635,7 @@ def persist_alpha(paths: DataPaths, result: AlphaResult) -> list[Path]:
             for r in result.runs
         },
         "failures": result.failures,
+        "history": result.history.as_dict() if result.history else None,
     }
     atomic_write_bytes(target, _parquet(result.alpha))
     atomic_write_text(target.with_suffix(".json"), json.dumps(summary, indent=1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -15,11 +16,20 @@ from factors.calculator import AlphaCalculatorBase
 from factors.calculators.template import MyFactor
 from factors.data_view import AlphaDataView
 from factors.discovery import discover
-from factors.engine import AlphaRunError, clean_weights, load_runs, persist, run_alpha
+from factors.engine import (
+    AlphaRunError,
+    CalculatorRun,
+    clean_weights,
+    load_runs,
+    persist,
+    run_alpha,
+    run_calculators,
+)
 from factors.synthetic import make_panels
+from lsq.clock import FakeClock
 from lsq.config import AlphaSettings, CalculatorSettings, StrategySettings
 from lsq.paths import DataPaths
-from lsq.timelabels import WINDOW_MS, label_of, parse_label
+from lsq.timelabels import DAY_MS, WINDOW_MS, label_of, parse_label
 
 WINDOW = parse_label("2026-11-20-100")
 MODES = ("none", "thread", "process")
@@ -316,3 +326,101 @@ def test_a_crashing_worker_process_fails_only_its_calculator(view: AlphaDataView
     runs = {r.name: r for r in result.runs}
     assert runs["exits"].error == "worker died (exit 3)" and runs["exits_again"].status == "failed"
     assert runs["last_close"].ok and runs["after"].ok
+
+
+# Truthful outcomes: empty vectors, history coverage, cool-down of hanging calculators
+
+
+def test_a_calculator_whose_every_weight_is_dropped_is_empty_not_ok(view: AlphaDataView) -> None:
+    nan = Fixed("all_nan", {"s001-usdt": float("nan"), "s002-usdt": float("inf")})
+    foreign = Fixed("foreign", {"doge-usdt": 1.0})
+    nothing = Fixed("nothing", {})
+    good = Fixed("good", {"s001-usdt": 1.0, "s002-usdt": -1.0})
+    result = run_alpha([nan, foreign, nothing, good], view, settings("none", min_ratio=0.25))
+    runs = {r.name: r for r in result.runs}
+    assert runs["all_nan"].status == "empty" and not runs["all_nan"].ok
+    assert "every weight was dropped (2 non-finite or outside the universe)" in (runs["all_nan"].error or "")
+    assert runs["foreign"].status == "empty" and runs["nothing"].ok  # no weights at all: no position, not a fault
+    assert set(result.failures) == {"all_nan", "foreign"}
+    assert result.alpha_dict() == {"s001-usdt": 0.5, "s002-usdt": -0.5}
+
+
+def test_huge_finite_weights_do_not_overflow_into_an_empty_alpha(view: AlphaDataView) -> None:
+    huge = Fixed("huge", {"s001-usdt": 1e308, "s002-usdt": -1e308, "s003-usdt": 5e307})
+    result = run_alpha([huge], view, settings("none"))
+    assert result.runs[0].ok and result.note == ""
+    assert result.alpha_dict() == pytest.approx({"s001-usdt": 0.4, "s002-usdt": -0.4, "s003-usdt": 0.2})
+
+
+def test_outcome_reports_the_history_the_calculators_got(
+    panels, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    short = AlphaDataView(WINDOW, panels.bars, history_days=30)  # the panels hold 4 days
+    with caplog.at_level(logging.WARNING, logger="factors.engine"):
+        result = run_alpha([Fixed("a", {"s001-usdt": 1.0})], short, settings("none"))
+    assert result.history is not None and result.history.short
+    assert (result.history.days_asked, result.history.days_available) == (30, 4.0)
+    assert any("4 of 30 days of history" in r.getMessage() for r in caplog.records)
+    paths = DataPaths(tmp_path)
+    written = persist(result, paths, WINDOW)
+    summary = json.loads(next(p for p in written if p.parent.parent == paths.alpha and p.suffix == ".json").read_text())
+    assert summary["history"] == {
+        "days_asked": 30,
+        "days_available": 4.0,
+        "first_ms": WINDOW + WINDOW_MS - 4 * DAY_MS,
+        "short": True,
+    }
+    [loaded] = load_runs(paths, WINDOW, ["a"])
+    assert loaded.history == result.history
+    full = run_alpha(
+        [Fixed("a", {"s001-usdt": 1.0})], AlphaDataView(WINDOW, panels.bars, history_days=4), settings("none")
+    )
+    assert full.history is not None and not full.history.short
+
+
+class Sluggish(AlphaCalculatorBase):
+    """Always past a 0.05 s timeout (it sleeps 0.3 s), counting how often it was asked to run."""
+
+    name = "sluggish"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, view: AlphaDataView) -> dict[str, float]:
+        self.calls += 1
+        time.sleep(0.3)
+        return {"s001-usdt": 1.0}
+
+
+def test_a_hanging_calculator_is_skipped_for_a_cool_down_after_three_timeouts(
+    view: AlphaDataView, tmp_path: Path
+) -> None:
+    paths = DataPaths(tmp_path)
+    strategy = StrategySettings(
+        alpha=AlphaSettings(concurrency="none", timeout_seconds=0.05, timeout_streak=3, cooldown_windows=12),
+        calculators=CalculatorSettings(),
+    )
+    slow, good = Sluggish(), Fixed("good", {"s002-usdt": 1.0})
+    clock = FakeClock(WINDOW + WINDOW_MS)
+
+    def window() -> dict[str, CalculatorRun]:
+        # each window is a fresh run, as in Dagster: only data/factors/health.json carries the streak
+        runs = run_calculators([slow, good], view, strategy.alpha, paths, clock)
+        clock.advance(300)
+        return {r.name: r for r in runs}
+
+    assert [window()["sluggish"].status for _ in range(2)] == ["timeout", "timeout"]
+    third = window()["sluggish"]
+    assert third.status == "timeout" and "skipped for 12 windows" in (third.error or "")
+    assert json.loads((paths.factors / "health.json").read_text())["sluggish"]["timeouts"] == 3
+    calls = slow.calls
+    cooled = [window() for _ in range(11)]
+    assert slow.calls == calls  # not run at all during the cool-down
+    assert all(w["sluggish"].status == "skipped" and "cool-down" in (w["sluggish"].error or "") for w in cooled)
+    assert all(w["good"].ok for w in cooled)
+    back = window()["sluggish"]  # 12 windows later it is tried again
+    assert slow.calls == calls + 1 and back.status == "timeout" and "skipped for 12 windows" in (back.error or "")
+    clock.advance(12 * 300)
+    slow_fixed = Fixed("sluggish", {"s001-usdt": 1.0})  # the author fixed it: a success clears the streak
+    assert run_calculators([slow_fixed], view, strategy.alpha, paths, clock)[0].ok
+    assert json.loads((paths.factors / "health.json").read_text()) == {}
