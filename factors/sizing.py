@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -75,11 +75,45 @@ class AccountTargets:
         return sum((abs(p.target_notional) for p in self.positions), ZERO)
 
 
+@dataclass(frozen=True)
+class AccountOutcome:
+    """What sizing did for one account: the written targets, or why there are none."""
+
+    account_id: str
+    status: Literal["written", "failed", "skipped"]
+    targets: AccountTargets | None = None
+    reason: str | None = None
+
+    @property
+    def path(self) -> Path | None:
+        return self.targets.path if self.targets else None
+
+
 @dataclass
 class SizingReport:
-    written: list[AccountTargets] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)
+    """Every configured account of the mode: written (its file), failed (the reason) or skipped (the reason)."""
+
+    accounts: dict[str, AccountOutcome] = field(default_factory=dict)
+
+    @property
+    def written(self) -> list[AccountTargets]:
+        return [o.targets for o in self.accounts.values() if o.targets is not None]
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {a: o.reason or "" for a, o in self.accounts.items() if o.status == "failed"}
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        return {a: o.reason or "" for a, o in self.accounts.items() if o.status == "skipped"}
+
+
+class SizingError(RuntimeError):
+    """No account could be sized although some had credentials; `report` says why for each."""
+
+    def __init__(self, message: str, report: SizingReport) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def _plain(value: Decimal) -> str:
@@ -250,24 +284,39 @@ def write_target_positions(
     universe: Iterable[str],
     client_factory: Callable[..., Any] = rest_client,
 ) -> SizingReport:
-    """Size and write the targets of every usable account; accounts without credentials are reported as skipped.
+    """Size and write the targets of every usable account; the report holds each account's file or reason.
 
-    One account's failure (exchange error, bad answer) is recorded and does not stop the others.
+    One account's failure (exchange error, bad answer) is recorded and does not stop the others. Raises SizingError
+    only when accounts with credentials exist and none of them could be sized (the exchange's filters could not be
+    read, or every account failed); accounts without credentials are reported as skipped, never an error.
     """
     accounts, skipped = settings.usable_accounts()
-    report = SizingReport(skipped=dict(skipped))
+    report = SizingReport()
+    for account_id, reason in skipped.items():
+        report.accounts[account_id] = AccountOutcome(account_id, "skipped", reason=reason)
     if not accounts:
         return report
-    filters = parse_filters(client_factory(settings).futures_exchange_info())
     names = list(universe)
+    try:
+        filters = parse_filters(client_factory(settings).futures_exchange_info())
+    except Exception as exc:
+        log.warning("sizing: cannot read the exchange's symbol filters: %s: %s", type(exc).__name__, exc)
+        reason = f"exchange filters unavailable: {type(exc).__name__}: {exc}"
+        for account in accounts:
+            report.accounts[account.account_id] = AccountOutcome(account.account_id, "failed", reason=reason)
+        raise SizingError(f"no account could be sized: {reason}", report) from None
     for account in accounts:
         try:
-            report.written.append(
-                _size_account(settings, paths, window_ms, alpha, prices, names, filters, account, client_factory)
-            )
+            targets = _size_account(settings, paths, window_ms, alpha, prices, names, filters, account, client_factory)
         except Exception as exc:
-            log.exception("sizing failed for account %s", account.account_id)
-            report.failed[account.account_id] = f"{type(exc).__name__}: {exc}"
+            log.warning("sizing failed for account %s: %s: %s", account.account_id, type(exc).__name__, exc)
+            reason = f"{type(exc).__name__}: {exc}"
+            report.accounts[account.account_id] = AccountOutcome(account.account_id, "failed", reason=reason)
+        else:
+            report.accounts[account.account_id] = AccountOutcome(account.account_id, "written", targets)
+    if not report.written:
+        failed = "; ".join(f"{a}: {r}" for a, r in report.failed.items())
+        raise SizingError(f"no account could be sized: {failed}", report)
     return report
 
 

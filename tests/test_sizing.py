@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import polars as pl
 import pytest
 
 from factors.sizing import (
+    SizingError,
     SymbolFilter,
     account_capital,
     latest_prices,
@@ -173,6 +175,13 @@ def test_write_target_positions_per_account_against_the_simulator(sim_server: An
     report = write_target_positions(settings, DataPaths(tmp_path), window, alpha, prices, symbols)
     assert set(report.skipped) == {"no_keys"} and "execution.mock.accounts" in report.skipped["no_keys"]
     assert set(report.failed) == {"wrong_key"} and "2015" in report.failed["wrong_key"]
+    outcomes = report.accounts
+    assert {a: o.status for a, o in outcomes.items()} == {
+        good.account_id: "written",
+        "no_keys": "skipped",
+        "wrong_key": "failed",
+    }
+    assert outcomes["wrong_key"].path is None and outcomes[good.account_id].path is not None
     [written] = report.written
     doc = json.loads(written.path.read_text())
     assert written.account_id == good.account_id and Decimal(doc["capital"]) == Decimal(str(good.starting_balance_usdt))
@@ -182,3 +191,38 @@ def test_write_target_positions_per_account_against_the_simulator(sim_server: An
         assert qty % filters[p["symbol"]].step_size == 0
         assert qty == 0 or (qty > 0) == (alpha[p["symbol"]] > 0)
     assert list((tmp_path / "positions").iterdir()) == [written.path]
+
+
+def _with_accounts(base: Any, accounts: list[Account], rest_url: str | None = None) -> Any:
+    execution = base.execution.model_copy(update={"mock": ModeAccounts(accounts=accounts)})
+    update: dict[str, Any] = {"execution": execution}
+    if rest_url is not None:
+        mock = base.binance.mock.model_copy(update={"rest_url": rest_url})
+        update["binance"] = base.binance.model_copy(update={"mock": mock})
+    return base.model_copy(update=update)
+
+
+def test_sizing_raises_only_when_no_account_could_be_sized(sim_server: Any, tmp_path: Path) -> None:
+    wrong = [Account(account_id=f"wrong_{i}", api_key="nope" * 16, api_secret="nope" * 16) for i in (1, 2)]
+    settings = _with_accounts(sim_server.settings, wrong)
+    prices = {t["symbol"]: Decimal(t["lastPrice"]) for t in rest_client(settings).futures_ticker()}
+    alpha = {s: (1.0 if i % 2 else -1.0) for i, s in enumerate(sorted(prices))}
+    window = parse_label("2026-11-20-100")
+    with pytest.raises(SizingError, match="no account could be sized") as info:
+        write_target_positions(settings, DataPaths(tmp_path), window, alpha, prices, sorted(prices))
+    assert set(info.value.report.failed) == {"wrong_1", "wrong_2"} and not (tmp_path / "positions").exists()
+    nobody = _with_accounts(sim_server.settings, [Account(account_id="no_keys")])
+    report = write_target_positions(nobody, DataPaths(tmp_path), window, alpha, prices, sorted(prices))
+    assert report.written == [] and set(report.skipped) == {"no_keys"}  # nothing to size is not a failure
+
+
+def test_an_unreachable_exchange_fails_every_account_with_the_reason(sim_server: Any, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed when the block ends: nothing listens there
+    good = sim_server.settings.execution.mock.accounts[:1]
+    settings = _with_accounts(sim_server.settings, good, rest_url=f"http://127.0.0.1:{port}")
+    with pytest.raises(SizingError) as info:
+        write_target_positions(settings, DataPaths(tmp_path), parse_label("2026-11-20-100"), {}, {}, [])
+    [reason] = info.value.report.failed.values()
+    assert "exchange filters unavailable" in reason and "ConnectionError" in reason
