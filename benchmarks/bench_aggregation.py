@@ -32,7 +32,7 @@ from lsq.aggregation import (
     rollup_bars,
     rollup_tran_stats,
 )
-from lsq.aggregation.bars import BAR_SCHEMA, NOTIONAL
+from lsq.aggregation.bars import BAR_SCHEMA, NOTIONAL, TRADED
 from lsq.aggregation.tran_stats import TRAN_STATS_SCHEMA, TRAN_STATS_SUM_COLUMNS
 from lsq.paths import DataPaths
 from lsq.schema import PRICE, QTY
@@ -101,7 +101,7 @@ def synthetic_bars(days: int, n_symbols: int, seed: int = 1) -> tuple[pl.DataFra
         *[notional.alias(c) for c in ("quote_volume", "dolvol", "buydolvol", "selldolvol")],
         pl.lit(1.0).alias("vwap"),
         *[count.alias(c) for c in ("trade_count", "tradecount", "buytradecount", "selltradecount")],
-        pl.lit("").alias("span_status"),
+        pl.lit(TRADED).alias("span_status"),
     )
     bars = bars.with_columns(close_time=pl.col("open_time") + WINDOW_MS - 1).select(
         pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()

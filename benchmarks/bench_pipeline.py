@@ -28,7 +28,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from lsq.aggregation.bars import BAR_SCHEMA
+from lsq.aggregation.bars import BAR_SCHEMA, TRADED
 from lsq.aggregation.tran_stats import TRAN_STATS_SCHEMA
 from lsq.paths import DataPaths
 from lsq.timelabels import (
@@ -67,7 +67,7 @@ def synthetic_panel(schema: dict[str, pl.DataType], symbols: int, start: int, en
         elif name == "time_label":
             exprs.append(((pl.col("open_time") % DAY_MS) // WINDOW_MS + 1).cast(pl.Int32).alias(name))
         elif name == "span_status":
-            exprs.append(pl.lit("").alias(name))
+            exprs.append(pl.lit(TRADED).alias(name))
         else:
             exprs.append(pl.Series(name, rng.random(n) * 1000).cast(dtype))
     return base.with_columns(exprs).select([pl.col(c).cast(t) for c, t in schema.items()])

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from lsq.aggregation.bars import BAR_SCHEMA
+from lsq.aggregation.bars import BAR_SCHEMA, TRADED
 from lsq.aggregation.tran_stats import TRAN_STATS_SCHEMA
 from lsq.timelabels import DAY_MS, HOUR_MS, WINDOW_MS
 
@@ -79,7 +79,7 @@ def make_panels(n_symbols: int, days: float, window_ms: int, seed: int = 7, symb
             "tradecount": counts,
             "buytradecount": buy_counts,
             "selltradecount": counts - buy_counts,
-            "span_status": np.full(rows, "", dtype=object),
+            "span_status": np.full(rows, TRADED, dtype=object),
         }
     ).select(pl.col(c).cast(t) for c, t in BAR_SCHEMA.items())
     tiers = rng.dirichlet(np.ones(4), rows)

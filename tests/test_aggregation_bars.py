@@ -12,6 +12,7 @@ import pytest
 
 from lsq.aggregation import (
     AggregationSchemaError,
+    BarSchema,
     aggregate_bars,
     complete_bars,
     validate_bars,
@@ -76,7 +77,7 @@ def test_every_field_of_a_hand_built_window() -> None:
         "tradecount": 4,  # (1003 - 1001 + 1) + 1
         "buytradecount": 1,
         "selltradecount": 3,
-        "span_status": "",
+        "span_status": "Traded",
     }
 
 
@@ -136,8 +137,17 @@ def test_complete_bars_fills_no_trade_windows_and_respects_listing() -> None:
     assert late["close"] == D("50000") and late["span_status"] == "NoTrade"
     eth = full.filter(pl.col("symbol") == "ETHUSDT")
     assert eth["open_time"].min() == DAY + 12 * HOUR_MS  # nothing before its first trade
-    assert eth.height == 144 and eth["span_status"].to_list()[0] == ""
+    assert eth.height == 144 and eth["span_status"].to_list()[0] == "Traded"
     assert eth.filter(pl.col("span_status") == "NoTrade")["close"].unique().to_list() == [D("2999.5")]
+    assert set(full["span_status"].unique().to_list()) == {"Traded", "NoTrade"}  # never an empty string
+
+
+def test_schema_docs_say_which_trade_count_is_which() -> None:
+    columns = BarSchema.to_schema().columns
+    assert "aggTrade records" in (columns["trade_count"].description or "")
+    assert "Σ(l−f+1)" in (columns["tradecount"].description or "")
+    assert "kline" in (columns["tradecount"].description or "")
+    assert "NoTrade" in (columns["span_status"].description or "")
 
 
 def test_complete_bars_across_midnight() -> None:

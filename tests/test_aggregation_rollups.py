@@ -96,7 +96,7 @@ def test_rollup_of_a_period_still_open() -> None:
     rolled = rollup_bars(five, "4h")
     last = rolled.filter(pl.col("open_time") == START + DAY_MS + 8 * HOUR_MS)
     direct = aggregate_bars(partial, PERIOD_MS["4h"]).filter(pl.col("open_time") == START + DAY_MS + 8 * HOUR_MS)
-    traded = last.filter(pl.col("span_status") == "")
+    traded = last.filter(pl.col("span_status") == "Traded")
     assert_frame_equal(traded, direct)
     assert (last["time_label"].unique().to_list(), last["close_time"].unique().to_list()) == (
         [3],

@@ -3,7 +3,7 @@
 Input trades carry lsq.schema.TRADE_SCHEMA columns plus `symbol`; outputs are DataFrames sorted by symbol, open_time.
 """
 
-from lsq.aggregation.bars import BAR_SCHEMA, NO_TRADE, aggregate_bars, complete_bars
+from lsq.aggregation.bars import BAR_SCHEMA, NO_TRADE, TRADED, aggregate_bars, complete_bars
 from lsq.aggregation.rollups import ROLLUP_PERIODS, rollup_bars, rollup_tran_stats
 from lsq.aggregation.schemas import (
     AggregationSchemaError,
@@ -23,6 +23,7 @@ __all__ = [
     "BAR_SCHEMA",
     "NO_TRADE",
     "ROLLUP_PERIODS",
+    "TRADED",
     "TRAN_STATS_SCHEMA",
     "AggregationSchemaError",
     "BarSchema",

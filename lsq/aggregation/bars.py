@@ -18,7 +18,8 @@ from lsq.timelabels import DAY_MS, WINDOW_MS
 
 NOTIONAL_SCALE = 16
 NOTIONAL = pl.Decimal(38, NOTIONAL_SCALE)
-NO_TRADE = "NoTrade"
+NO_TRADE = "NoTrade"  # span_status of a window without trades (prices carried from the last close)
+TRADED = "Traded"  # span_status of a window with at least one trade (files before 2026-12 hold "" instead)
 ID_SHIFT = 1 << 64  # packs (agg_trade_id, price units) into one Int128: prices stay below 1.8e11
 
 BAR_SCHEMA: dict[str, pl.DataType] = {
@@ -202,7 +203,7 @@ def bars_from_cells(cells: pl.LazyFrame, period_ms: int) -> pl.DataFrame:
             *window_columns(period_ms),
             pl.col("dolvol").alias("quote_volume"),
             vwap_expr(),
-            pl.lit("", pl.String).alias("span_status"),
+            pl.lit(TRADED, pl.String).alias("span_status"),
         )
         .sort("symbol", "open_time")
     )

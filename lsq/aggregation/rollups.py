@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from lsq.aggregation.bars import BAR_SCHEMA, BAR_SUM_COLUMNS, NO_TRADE, vwap_expr, window_columns
+from lsq.aggregation.bars import BAR_SCHEMA, BAR_SUM_COLUMNS, NO_TRADE, TRADED, vwap_expr, window_columns
 from lsq.aggregation.tran_stats import TRAN_STATS_SCHEMA, TRAN_STATS_SUM_COLUMNS
 from lsq.timelabels import PERIOD_MS, WINDOW_MS
 
@@ -54,7 +54,8 @@ def _period_start(period_ms: int) -> pl.Expr:
 def rollup_bars(bars_5m: pl.DataFrame, period: str) -> pl.DataFrame:
     """Bars of `period` from 5-minute bars (completed or not): first open, max high, min low, last close, sums.
 
-    span_status is "NoTrade" only if every constituent window was; then open=high=low=close is the carried close.
+    span_status is "NoTrade" only if every constituent window was (then open=high=low=close is the carried close),
+    else "Traded".
     """
     period_ms = rollup_period_ms(period)
     _check_five_minute(bars_5m, "bars")
@@ -79,7 +80,7 @@ def rollup_bars(bars_5m: pl.DataFrame, period: str) -> pl.DataFrame:
             traded_first("low", "min"),
             pl.col("close").last(),
             *[pl.col(c).sum() for c in BAR_SUM_COLUMNS],
-            pl.when(traded.any()).then(pl.lit("")).otherwise(pl.lit(NO_TRADE)).alias("span_status"),
+            pl.when(traded.any()).then(pl.lit(TRADED)).otherwise(pl.lit(NO_TRADE)).alias("span_status"),
         )
         .with_columns(*window_columns(period_ms), vwap_expr())
         .sort("symbol", "open_time")

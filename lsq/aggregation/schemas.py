@@ -3,6 +3,16 @@
 Besides types, they check the invariants the maths guarantees, so corrupted or hand-edited files are caught on read:
 non-negative volumes, low ≤ open/close ≤ high, buy + sell = total, tiers sum to totals, time_label consistent with
 open_time and the period, unique (symbol, open_time).
+
+Two trade counts, on purpose. Binance publishes aggTrades: one record per taker order's fills at one price, covering
+the underlying trades first_trade_id..last_trade_id (f..l).
+- `trade_count` (bars and tran_stats) counts aggTrade records. tran_stats splits it by size tier, which is a property
+  of the aggTrade, so its tiers sum to the total exactly.
+- `tradecount`, `buytradecount`, `selltradecount` (bars only) count underlying trades Σ(l−f+1), like the `count`
+  field of Binance's klines, so a bar can be compared with the exchange's kline.
+`span_status` says whether a window traded: "Traded", or "NoTrade" (no trade: open=high=low=close carry the last
+close, volumes and counts are 0). Files written before this value existed hold "" for a traded window; readers
+test `== "NoTrade"`, so both read the same.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import polars as pl
 from pandera.engines import polars_engine as pe
 from pandera.errors import SchemaError, SchemaErrors
 
-from lsq.aggregation.bars import NO_TRADE
+from lsq.aggregation.bars import NO_TRADE, TRADED
 from lsq.aggregation.tran_stats import SIDES, TIERS
 from lsq.timelabels import DAY_MS
 
@@ -73,18 +83,21 @@ class BarSchema(_Keys):
     low: Price = pa.Field(gt=0)
     close: Price = pa.Field(gt=0)
     volume: Qty = pa.Field(ge=0)
-    quote_volume: Notional = pa.Field(ge=0)
-    dolvol: Notional = pa.Field(ge=0)
-    vwap: pl.Float64 = pa.Field(nullable=True)  # pandera counts NaN as null; vwap_nan checks it
+    quote_volume: Notional = pa.Field(ge=0, description="Σ price x quantity, exact (Binance's name; = dolvol)")
+    dolvol: Notional = pa.Field(ge=0, description="Σ price x quantity, exact (the original system's name)")
+    # pandera counts NaN as null; vwap_nan checks it
+    vwap: pl.Float64 = pa.Field(nullable=True, description="dolvol / volume; NaN for a window without volume")
     buyvolume: Qty = pa.Field(ge=0)
     buydolvol: Notional = pa.Field(ge=0)
     sellvolume: Qty = pa.Field(ge=0)
     selldolvol: Notional = pa.Field(ge=0)
-    trade_count: pl.Int64 = pa.Field(ge=0)
-    tradecount: pl.Int64 = pa.Field(ge=0)
-    buytradecount: pl.Int64 = pa.Field(ge=0)
-    selltradecount: pl.Int64 = pa.Field(ge=0)
-    span_status: pl.String = pa.Field(isin=["", NO_TRADE])
+    trade_count: pl.Int64 = pa.Field(ge=0, description="number of aggTrade records")
+    tradecount: pl.Int64 = pa.Field(ge=0, description="number of underlying trades Σ(l−f+1), as Binance kline count")
+    buytradecount: pl.Int64 = pa.Field(ge=0, description="underlying trades of taker buys (is_buyer_maker false)")
+    selltradecount: pl.Int64 = pa.Field(ge=0, description="underlying trades of taker sells (is_buyer_maker true)")
+    span_status: pl.String = pa.Field(
+        isin=[TRADED, NO_TRADE, ""], description='"Traded" or "NoTrade"; "" in files from before "Traded" existed'
+    )
 
     @pa.dataframe_check(error="low <= open, close <= high")
     @classmethod
@@ -130,7 +143,9 @@ class BarSchema(_Keys):
 class TranStatsSchema(_Keys):
     volume: Qty = pa.Field(ge=0)
     dolvol: Notional = pa.Field(ge=0)
-    trade_count: pl.Int64 = pa.Field(ge=0)
+    trade_count: pl.Int64 = pa.Field(
+        ge=0, description="number of aggTrade records (not Σ(l−f+1): tiers are per aggTrade)"
+    )
     buy_volume: Qty = pa.Field(ge=0)
     sell_volume: Qty = pa.Field(ge=0)
     buy_dolvol: Notional = pa.Field(ge=0)
