@@ -157,12 +157,13 @@ def _refuse_duplicates(found: list[_Found]) -> tuple[list[_Found], list[Problem]
 
 
 def discover(
-    folders: Sequence[Path] | None = None, enabled: Iterable[str] = ()
+    folders: Sequence[Path] | None = None, enabled: Iterable[str] = (), weights: Iterable[str] = ()
 ) -> tuple[list[AlphaCalculatorBase], list[Problem]]:
     """Calculators from `folders` (default: the shipped factors/calculators/), sorted by name, and the problems.
 
-    `enabled` (strategy.calculators.enabled) keeps only the named calculators; empty keeps all. An enabled name that
-    is not found is a problem too, so a typo in the configuration is visible.
+    `enabled` (strategy.calculators.enabled) keeps only the named calculators; empty keeps all. An enabled name, or
+    a name in `weights` (the keys of strategy.calculators.weights), that no loaded calculator has is a problem too,
+    so a typo in the configuration is visible instead of silently doing nothing.
     """
     found: list[_Found] = []
     problems: list[Problem] = []
@@ -181,6 +182,11 @@ def discover(
             if n not in names
         )
         found = [f for f in found if f.calculator.name in set(wanted)]
+    loaded = {f.calculator.name for f in found}
+    problems.extend(
+        Problem("strategy.calculators.weights", f"weight for {n!r} has no effect: no such calculator is loaded")
+        for n in sorted(set(weights) - loaded)
+    )
     for p in problems:
         log.warning("calculator problem: %s", p)
     return sorted((f.calculator for f in found), key=lambda c: c.name), problems

@@ -115,6 +115,15 @@ def test_enabled_restricts_and_names_missing_ones(folder: Path) -> None:
     assert any("'not_there' was not found" in p.message for p in problems)
 
 
+def test_a_weight_for_no_loaded_calculator_is_a_problem(folder: Path) -> None:
+    _, problems = discover([folder], enabled=["good"], weights=["good", "goood", "scaled_1"])
+    weights = sorted(p.message for p in problems if p.file == "strategy.calculators.weights")
+    assert weights == [
+        "weight for 'goood' has no effect: no such calculator is loaded",
+        "weight for 'scaled_1' has no effect: no such calculator is loaded",
+    ]
+
+
 def test_a_fixed_file_loads_on_the_next_discovery(folder: Path) -> None:
     (folder / "bad_syntax.py").write_text(GOOD.format(name="fixed"))
     calculators, problems = discover([folder])
