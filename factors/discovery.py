@@ -187,6 +187,6 @@ def discover(
         Problem("strategy.calculators.weights", f"weight for {n!r} has no effect: no such calculator is loaded")
         for n in sorted(set(weights) - loaded)
     )
-    for p in problems:
-        log.warning("calculator problem: %s", p)
+    for problem in problems:
+        log.warning("calculator problem: %s", problem)
     return sorted((f.calculator for f in found), key=lambda c: c.name), problems

@@ -358,10 +358,10 @@ def _worker_main(conn: Connection, view_spec: dict[str, Any]) -> None:
         conn.send_bytes(data)
 
 
-_CONTEXT: mp.context.BaseContext | None = None
+_CONTEXT: mp.context.ForkServerContext | None = None
 
 
-def _context() -> mp.context.BaseContext:
+def _context() -> mp.context.ForkServerContext:
     """forkserver with Polars preloaded: cheap worker starts without forking a process that runs Polars threads."""
     global _CONTEXT
     if _CONTEXT is None:

@@ -193,7 +193,8 @@ def _neutral(notional: np.ndarray, book: float) -> np.ndarray:
     longs, shorts = notional[notional > 0].sum(), -notional[notional < 0].sum()
     if longs == 0 or shorts == 0:
         return np.zeros_like(notional)
-    return np.where(notional > 0, notional * (book / longs), notional * (book / shorts))
+    scaled: np.ndarray = np.where(notional > 0, notional * (book / longs), notional * (book / shorts))
+    return scaled
 
 
 def quantize(notional: float, price: Decimal, flt: SymbolFilter) -> Decimal:

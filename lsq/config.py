@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.timelabels import DAY_MS, day_start, format_day
@@ -206,7 +207,8 @@ class Settings(_Strict):
         return format_day(day_start(now_ms) - (self.strategy.history_days + PARTITIONS_MARGIN_DAYS) * DAY_MS)
 
     def endpoints(self, mode: Mode | None = None) -> Endpoints:
-        return getattr(self.binance, mode or self.execution.mode)
+        endpoints: Endpoints = getattr(self.binance, mode or self.execution.mode)
+        return endpoints
 
     def usable_accounts(self, mode: Mode | None = None) -> tuple[list[Account], dict[str, str]]:
         """Accounts with credentials, and for the others the reason they are not started."""
@@ -234,7 +236,7 @@ ALLOWED_NOTES = {"strategy.calculation_interval": "the pipeline computes one alp
 SIMULATOR_ONLY = "starting_balance_usdt"
 
 
-def _shown_input(err: dict[str, Any]) -> str:
+def _shown_input(err: ErrorDetails) -> str:
     """What the user wrote, for the message: scalars only, and never anything under an account list or credential
     (an account written as a plain string, or an error about the list as a whole, would echo keys and secrets)."""
     value = err.get("input")
@@ -264,7 +266,7 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-class _DatesAsText(yaml.SafeLoader):
+class _DatesAsText(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
     """SafeLoader that leaves dates as text: the model validates them, naming the key (PyYAML would raise a bare
     ValueError for `2026-13-45` and turn `2026-11-01` into a date object)."""
 
@@ -283,14 +285,17 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{problem}{where}"
 
 
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def unread_settings(raw: dict[str, Any]) -> list[str]:
     """Keys the user set that nothing acts on in their place: one line each, for a warning at load."""
     notes = []
-    execution = raw.get("execution") if isinstance(raw.get("execution"), dict) else {}
+    execution = _mapping(raw.get("execution"))
     for mode in ("testnet", "live"):
-        section = execution.get(mode) if isinstance(execution.get(mode), dict) else {}
-        accounts = section.get("accounts") if isinstance(section.get("accounts"), list) else []
-        for i, account in enumerate(accounts):
+        accounts = _mapping(execution.get(mode)).get("accounts")
+        for i, account in enumerate(accounts if isinstance(accounts, list) else []):
             if isinstance(account, dict) and SIMULATOR_ONLY in account:
                 notes.append(
                     f"execution.{mode}.accounts.{i}.{SIMULATOR_ONLY} is ignored: only the simulator (mode mock) "

@@ -17,7 +17,7 @@ test `== "NoTrade"`, so both read the same.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandera.polars as pa
 import polars as pl
@@ -199,7 +199,7 @@ def _validate(model: type[pa.DataFrameModel], df: pl.DataFrame, what: str) -> pl
         raise AggregationSchemaError(f"invalid {what}: {exc}") from None
 
 
-def _flatten(message: object) -> list[dict]:
+def _flatten(message: object) -> list[dict[str, Any]]:
     if isinstance(message, dict):
         return [e for v in message.values() for e in _flatten(v)]
     if isinstance(message, list):
