@@ -5,7 +5,8 @@ Concurrency (`strategy.alpha.concurrency`):
   A calculator past its timeout is recorded as failed and no longer waited for; Python cannot kill a thread, so it
   runs on in the background until it returns.
 - process: worker processes (forkserver, Polars preloaded) map the view's panels from Arrow IPC files written once
-  per run to shared memory. A calculator past its timeout has its worker killed. Workers are capped at the CPU count:
+  per run to shared memory. A calculator past its timeout has its worker killed; the timeout counts from the moment
+  the calculator starts, not from the worker's start-up (STARTUP_SECONDS). Workers are capped at the CPU count:
   more processes than cores only add start-up time.
 - none: one after the other in the calling thread (for debugging); a calculator that overran its timeout is still
   recorded as failed, so all three modes give the same alpha.
@@ -338,8 +339,10 @@ def _run_threads(
 
 
 def _worker_main(conn: Connection, view_spec: dict[str, Any]) -> None:
-    """Worker process: map the view once, then run calculators sent by the parent until told to stop."""
+    """Worker process: map the view once, say so, then run calculators sent by the parent until told to stop
+    (saying when each one is loaded and starts)."""
     view = AlphaDataView.load_ipc(view_spec)
+    conn.send_bytes(_READY)
     while True:
         message = conn.recv()
         if message is None:
@@ -350,6 +353,7 @@ def _worker_main(conn: Connection, view_spec: dict[str, Any]) -> None:
         except BaseException as exc:
             conn.send_bytes(pickle.dumps(_Outcome(index, 0.0, None, f"cannot load calculator: {exc!r}", _tb(exc))))
             continue
+        conn.send_bytes(_LOADED)
         outcome = _execute(index, calculator, view)
         try:
             data = pickle.dumps(outcome)
@@ -358,6 +362,12 @@ def _worker_main(conn: Connection, view_spec: dict[str, Any]) -> None:
         conn.send_bytes(data)
 
 
+_READY = b"ready"
+_LOADED = b"loaded"
+# A worker's start-up (process start, mapping the view, importing a calculator's module) is not the calculator's
+# time: the timeout starts when the calculator starts, so a loaded machine cannot turn a slow start into a timeout.
+# Start-up itself is bounded by this, so a module that hangs at import still ends as a timeout.
+STARTUP_SECONDS = 120.0
 _CONTEXT: mp.context.ForkServerContext | None = None
 
 
@@ -377,6 +387,7 @@ class _Worker:
     conn: Connection
     task: int | None = None
     started: float = 0.0
+    loading: bool = False
 
 
 def _run_processes(
@@ -402,7 +413,10 @@ def _run_processes(
             child.close()
             return _Worker(process, parent)
 
-        pool = [start() for _ in range(min(workers, len(pending)))]
+        def started() -> _Worker:
+            return _await_ready([start()])[0]
+
+        pool = _await_ready([start() for _ in range(min(workers, len(pending)))])
         restarts = 0
         while pending or any(w.task is not None for w in pool):
             for w in list(pool):
@@ -416,34 +430,58 @@ def _run_processes(
                             runs[task] = CalculatorRun(calcs[task].name, "failed", 0.0, error="worker processes died")
                         else:
                             pending.insert(0, task)
-                        _replace(pool, w, start if pending else None)
+                        _replace(pool, w, started if pending else None)
                         continue
-                    w.task, w.started = task, time.monotonic()
+                    w.task, w.started, w.loading = task, time.monotonic(), True
             busy = [w for w in pool if w.task is not None]
             if not busy:
                 continue
-            deadline = min(w.started for w in busy) + timeout
+            deadline = min(w.started + (STARTUP_SECONDS if w.loading else timeout) for w in busy)
             ready = wait([w.conn for w in busy], timeout=max(0.0, deadline - time.monotonic()))
             now = time.monotonic()
             for w in busy:
                 assert w.task is not None
                 if w.conn in ready:
                     try:
-                        outcome: _Outcome = pickle.loads(w.conn.recv_bytes())
+                        data = w.conn.recv_bytes()
+                        if data == _LOADED:  # the calculator's own time starts now
+                            w.started, w.loading = now, False
+                            continue
+                        outcome: _Outcome = pickle.loads(data)
                     except (EOFError, OSError):
                         w.process.join(1)
                         outcome = _Outcome(w.task, now - w.started, None, f"worker died (exit {w.process.exitcode})")
-                        _replace(pool, w, start if pending else None)
+                        _replace(pool, w, started if pending else None)
                     runs[w.task] = _to_run(calcs[w.task], outcome, view.universe, timeout)
                     w.task = None
-                elif now - w.started >= timeout:
+                elif w.loading and now - w.started >= STARTUP_SECONDS:
+                    detail = "its module did not load; worker process killed"
+                    runs[w.task] = _timed_out(calcs[w.task], now - w.started, STARTUP_SECONDS, detail)
+                    w.task = None
+                    _replace(pool, w, started if pending else None)
+                elif not w.loading and now - w.started >= timeout:
                     runs[w.task] = _timed_out(calcs[w.task], now - w.started, timeout, "worker process killed")
                     w.task = None
-                    _replace(pool, w, start if pending else None)
+                    _replace(pool, w, started if pending else None)
     finally:
         for w in pool:
             _stop(w)
     return [runs[i] for i in range(len(calcs))]
+
+
+def _await_ready(pool: list[_Worker]) -> list[_Worker]:
+    """Wait until each worker has mapped the view (they start in parallel). A worker that died or never got ready
+    is killed; handing it a task then fails and the dispatch loop replaces it or reports the calculator failed."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    for w in pool:
+        try:
+            ok = w.conn.poll(max(0.0, deadline - time.monotonic())) and w.conn.recv_bytes() == _READY
+        except (EOFError, OSError):
+            ok = False
+        if not ok:
+            w.process.kill()
+            w.process.join(5)
+    return pool
 
 
 def _stop(w: _Worker) -> None:

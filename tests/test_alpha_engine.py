@@ -200,7 +200,7 @@ def test_failing_and_hanging_calculators_are_isolated(view: AlphaDataView, mode:
     good = Fixed("good", {"s001-usdt": 2.0, "s002-usdt": -2.0})
     started = time.monotonic()
     result = run_alpha([Hangs(str(pid_file)), Raises(), good, LastClose()], view, settings(mode, timeout=1.0))
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 50  # did not wait for the 60 s hang (a generous bound for a loaded machine)
     runs = {r.name: r for r in result.runs}
     assert runs["hangs"].status == "timeout" and "1.0 s" in (runs["hangs"].error or "")
     assert runs["raises"].status == "failed" and "ZeroDivisionError: factor bug" in (runs["raises"].error or "")
