@@ -54,12 +54,16 @@ class CalculatorHealth:
             return cls()
 
     def save(self, path: Path) -> None:
+        """Write the state atomically; a failed write is logged, never raised: the window's results matter more."""
         state: dict[str, Any] = {
             name: {"timeouts": s.timeouts, "skip_until_ms": s.skip_until_ms}
             for name, s in sorted(self.streaks.items())
             if s.timeouts
         }
-        atomic_write_text(path, json.dumps(state, indent=1))
+        try:
+            atomic_write_text(path, json.dumps(state, indent=1))
+        except OSError as exc:
+            log.warning("cannot write calculator health %s: %s; timeout streaks are not kept", path, exc)
 
     def skip_reason(self, name: str, now_ms: int) -> str | None:
         """Why `name` is not run now, or None if it runs."""

@@ -424,3 +424,11 @@ def test_a_hanging_calculator_is_skipped_for_a_cool_down_after_three_timeouts(
     slow_fixed = Fixed("sluggish", {"s001-usdt": 1.0})  # the author fixed it: a success clears the streak
     assert run_calculators([slow_fixed], view, strategy.alpha, paths, clock)[0].ok
     assert json.loads((paths.factors / "health.json").read_text()) == {}
+
+
+def test_a_corrupt_health_file_is_a_fresh_start_not_a_crash(view: AlphaDataView, tmp_path: Path) -> None:
+    paths = DataPaths(tmp_path)
+    (paths.factors).mkdir(parents=True)
+    (paths.factors / "health.json").write_text("{not json")
+    [run] = run_calculators([Fixed("good", {"s001-usdt": 1.0})], view, settings("none").alpha, paths, FakeClock())
+    assert run.ok and json.loads((paths.factors / "health.json").read_text()) == {}
