@@ -19,7 +19,8 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -36,15 +37,16 @@ from simulator.auth import (
 )
 from simulator.clock import Clock
 from simulator.errors import BinanceError
-from simulator.faults import Faults, rest_fault_error
+from simulator.faults import Faults, order_fault_error, rest_fault_error
 from simulator.history_files import resolve_history_path
 from simulator.market import MarketLike
 from simulator.market_endpoints import market_endpoints
 from simulator.ratelimit import OrderCounter, RateLimits, WeightLimiter
 from simulator.routing import Endpoint, Request, Security
 from simulator.streams import MarketStreamHub, StreamSettings
-from simulator.trading.endpoints import trading_endpoints
-from simulator.trading.engine import Exchange
+from simulator.trading.endpoints import ORDER_PLACEMENT_PATHS, trading_endpoints
+from simulator.trading.engine import Exchange, parse_batch
+from simulator.trading.order_requests import OrderRequestLog
 from simulator.user_stream import UserStreamHub
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,23 @@ def merge_params(raw_query: str, raw_body: str) -> dict[str, str]:
     return merged
 
 
+@dataclass
+class _Outcome:
+    """What became of one request, for the order-request view."""
+
+    now: int
+    params: Mapping[str, str] = field(default_factory=dict)
+    account_id: str | None = None
+    body: Any = None  # the handler's answer, when it ran
+    error: BinanceError | None = None  # the error answered, if any
+    fault: str | None = None  # the injected fault that applied, if any
+    hang_s: float | None = None  # set when the answer is withheld and the connection dropped
+
+    def refuse(self, error: BinanceError, headers: dict[str, str]) -> web.Response:
+        self.error = error
+        return error_response(error, headers)
+
+
 class RestGateway:
     """The REST half of the server: endpoint table, limits and the check pipeline."""
 
@@ -111,6 +130,7 @@ class RestGateway:
         self.weights = WeightLimiter(limits)
         self.orders = OrderCounter(limits)
         self.key_lookup = key_lookup
+        self.order_log = OrderRequestLog()
 
     @web.middleware
     async def middleware(
@@ -129,19 +149,30 @@ class RestGateway:
         used = {"X-MBX-USED-WEIGHT-1M": str(self.weights.used(request.remote or "unknown", self.clock.now_ms()))}
         return error_response(invalid_path(request.path, request.method, 404), used)
 
-    async def serve(self, request: web.Request, methods: dict[str, Endpoint]) -> web.Response:
-        now = self.clock.now_ms()
+    async def serve(self, request: web.Request, methods: dict[str, Endpoint]) -> web.StreamResponse:
+        outcome = _Outcome(now=self.clock.now_ms())
+        response = await self._serve(request, methods, outcome)
+        if request.method == "POST" and request.path in ORDER_PLACEMENT_PATHS:
+            self._journal(request.path, outcome, None if outcome.hang_s is not None else response.status)
+        if outcome.hang_s is not None:  # timeout_after_place: the order exists, the client never hears of it
+            await asyncio.sleep(outcome.hang_s)
+            if request.transport is not None:
+                request.transport.abort()
+        return response
+
+    async def _serve(self, request: web.Request, methods: dict[str, Endpoint], outcome: _Outcome) -> web.Response:
+        now = outcome.now
         ip = request.remote or "unknown"
         headers: dict[str, str] = {}
         endpoint = methods.get(request.method)
         if endpoint is None:
             headers["X-MBX-USED-WEIGHT-1M"] = str(self.weights.used(ip, now))
-            return error_response(invalid_path(request.path, request.method, 405), headers)
+            return outcome.refuse(invalid_path(request.path, request.method, 405), headers)
         try:
             raw_query = request.rel_url.raw_query_string
             raw_body = (await request.read()).decode("utf-8") if request.can_read_body else ""
         except UnicodeDecodeError:
-            return error_response(BinanceError(-1100, "Illegal characters found in the request body."))
+            return outcome.refuse(BinanceError(-1100, "Illegal characters found in the request body."), headers)
         try:
             params = merge_params(raw_query, raw_body)
             weight = endpoint.weight_for(params)
@@ -151,37 +182,90 @@ class RestGateway:
             weight, early = 1, None
         else:
             early = None
+        outcome.params = params
         admission = self.weights.admit(ip, weight, now)
         headers["X-MBX-USED-WEIGHT-1M"] = str(admission.used_weight)
         if admission.error is not None:
             headers["Retry-After"] = str(admission.retry_after_s)
-            return error_response(admission.error, headers)
+            return outcome.refuse(admission.error, headers)
         try:
             if early is not None:
                 raise early
             account_id = self._authenticate(request, endpoint, params, raw_query, raw_body, now)
+            outcome.account_id = account_id
             if endpoint.counts_as_order and account_id is not None:
-                orders = self.orders.admit(account_id, now)
+                orders = self.orders.admit(account_id, now, endpoint.order_count)
                 headers["X-MBX-ORDER-COUNT-10S"] = str(orders.count_10s)
                 headers["X-MBX-ORDER-COUNT-1M"] = str(orders.count_1m)
                 if orders.error is not None:
                     raise orders.error
+            placing = endpoint.counts_as_order and request.method == "POST"
+            order_fault = self.faults.take_order_fault(account_id) if placing else None
+            if order_fault is not None:
+                outcome.fault = order_fault.kind
+                before = order_fault_error(order_fault, ip, now)
+                if before is not None:
+                    if before.http_status in (429, 418):
+                        headers["Retry-After"] = str(order_fault.retry_after_s)
+                    raise before
             fault = self.faults.rest_fault()
-            fault_after = fault == 503 and endpoint.counts_as_order and request.method == "POST"
+            fault_after = fault == 503 and placing
             if fault == 429:
                 headers["Retry-After"] = "1"  # Binance sends it with every 429
-            if fault is not None and not fault_after:
-                raise rest_fault_error(fault)
+            if fault is not None:
+                outcome.fault = f"rest_error_{fault}"
+                if not fault_after:
+                    raise rest_fault_error(fault)
             body = await endpoint.handler(Request(request.method, request.path, params, account_id, now))
-            if fault_after:
+            outcome.body = body
+            if order_fault is not None and order_fault.kind == "timeout_after_place":
+                outcome.hang_s = order_fault.hang_s
+            if fault_after or (order_fault is not None and order_fault.kind == "unknown_after_place"):
                 raise rest_fault_error(503)
         except BinanceError as exc:
-            return error_response(exc, headers)
+            return outcome.refuse(exc, headers)
         except Exception:
             log.exception("handler of %s %s failed", request.method, request.path)
             error = BinanceError(-1000, "An unknown error occurred while processing the request.", 500)
-            return error_response(error, headers)
+            return outcome.refuse(error, headers)
         return _json_response(body, 200, headers)
+
+    def _journal(self, path: str, outcome: _Outcome, http_status: int | None) -> None:
+        """One entry per order of the request in the order-request view (a batch has several)."""
+        params = outcome.params
+        if path == "/fapi/v1/batchOrders":
+            try:
+                orders: list[Mapping[str, str]] = list(parse_batch(params))
+            except BinanceError:
+                orders = [params]
+        else:
+            orders = [params]
+        answers = outcome.body if isinstance(outcome.body, list) else [outcome.body] * len(orders)
+        for order, answer in zip(orders, answers, strict=False):
+            if isinstance(answer, dict) and "orderId" in answer:
+                result, code, order_id, client_id = "placed", None, answer["orderId"], answer.get("clientOrderId")
+            elif isinstance(answer, dict) and "code" in answer:
+                result, code, order_id, client_id = "rejected", answer["code"], None, None
+            elif answer is not None:  # order/test answers {}
+                result, code, order_id, client_id = "tested", None, None, None
+            else:
+                refused = outcome.error
+                result = "fault" if outcome.fault is not None else "rejected"
+                code, order_id, client_id = (refused.code if refused else None), None, None
+            if outcome.error is not None and result == "placed":
+                code = outcome.error.code  # placed, but the client was answered an error
+            self.order_log.record(
+                time=outcome.now,
+                account=outcome.account_id,
+                endpoint=path,
+                order=order,
+                result=result,
+                code=code,
+                http_status=http_status,
+                order_id=order_id,
+                client_order_id=client_id,
+                fault=outcome.fault,
+            )
 
     def _authenticate(
         self, request: web.Request, endpoint: Endpoint, params: dict[str, str], raw_query: str, raw_body: str, now: int
@@ -216,7 +300,7 @@ def _loopback_only(
     return guarded
 
 
-def _admin_routes(app: web.Application, faults: Faults, clock: Clock) -> None:
+def _admin_routes(app: web.Application, faults: Faults, clock: Clock, order_log: OrderRequestLog) -> None:
     async def get_faults(request: web.Request) -> web.Response:
         return _json_response(faults.state())
 
@@ -244,7 +328,16 @@ def _admin_routes(app: web.Application, faults: Faults, clock: Clock) -> None:
     app.router.add_get("/admin/faults", _loopback_only(get_faults))
     app.router.add_post("/admin/faults", _loopback_only(post_faults))
     app.router.add_post("/admin/faults/reset", _loopback_only(reset_faults))
+
+    async def order_requests(request: web.Request) -> web.Response:
+        try:
+            entries = order_log.query(dict(request.query))
+        except ValueError as exc:
+            return _json_response({"error": f"bad filter: {exc}"}, 400)
+        return _json_response({"count": len(entries), "requests": entries})
+
     app.router.add_get("/admin/stats", _loopback_only(stats))
+    app.router.add_get("/admin/orders", _loopback_only(order_requests))
 
 
 def build_app(
@@ -297,7 +390,7 @@ def build_app(
         app.router.add_get(legacy, market_hub.handle_legacy)
     app.router.add_get("/private/ws", users.handle)
     app.router.add_get("/private/ws/{key}", users.handle)
-    _admin_routes(app, faults, clock)
+    _admin_routes(app, faults, clock, gateway.order_log)
 
     ticker: list[asyncio.Task[None]] = []
 

@@ -18,13 +18,70 @@ import numpy as np
 
 from simulator.clock import Clock
 from simulator.errors import BinanceError, too_many_requests
+from simulator.ratelimit import banned
 
 REST_ERROR_STATUSES = (500, 503, 429)
 MAX_STREAM_DELAY_MS = 60_000
+MAX_HANG_S = 600.0
+# What an order fault does to the next matching order request (POST /fapi/v1/order or /fapi/v1/batchOrders):
+ORDER_FAULT_KINDS = {
+    "timeout_after_place": "the order is placed, then the request hangs `hang_s` and the connection is dropped",
+    "unknown_after_place": "the order is placed, then answered HTTP 503 -1000 'Unknown error'",
+    "margin_insufficient": "refused with -2019 before placing",
+    "rate_limited": "refused with HTTP 429 -1003 and Retry-After: `retry_after_s`, before placing",
+    "banned": "refused with HTTP 418 -1003 and Retry-After: `retry_after_s`, before placing",
+}
 
 
 def unknown_error(status: int) -> BinanceError:
     return BinanceError(-1000, "Unknown error, please check your request or try again later.", status)
+
+
+@dataclass
+class OrderFault:
+    """One queued order fault: applies to the next `count` order requests (of `account`, when given)."""
+
+    kind: str
+    count: int = 1
+    account: str | None = None
+    retry_after_s: int = 1
+    hang_s: float = 30.0
+
+    @classmethod
+    def parse(cls, raw: Any) -> OrderFault:
+        if not isinstance(raw, Mapping) or "kind" not in raw:
+            raise ValueError("order_faults needs objects {kind, count?, account?, retry_after_s?, hang_s?}")
+        unknown = sorted(set(raw) - {"kind", "count", "account", "retry_after_s", "hang_s"})
+        if unknown:
+            raise ValueError(f"unknown order fault field(s) {unknown}")
+        if raw["kind"] not in ORDER_FAULT_KINDS:
+            raise ValueError(f"order fault kind must be one of {sorted(ORDER_FAULT_KINDS)}, got {raw['kind']!r}")
+        account = raw.get("account")
+        if account is not None and not isinstance(account, str):
+            raise ValueError(f"order fault account must be a string, got {account!r}")
+        fault = cls(
+            kind=raw["kind"],
+            count=_convert("count", raw.get("count", 1), int),
+            account=account,
+            retry_after_s=_convert("retry_after_s", raw.get("retry_after_s", 1), int),
+            hang_s=_convert("hang_s", raw.get("hang_s", 30.0), float),
+        )
+        if fault.count < 1:
+            raise ValueError(f"order fault count must be at least 1, got {fault.count}")
+        if fault.retry_after_s < 0:
+            raise ValueError(f"retry_after_s must be >= 0, got {fault.retry_after_s}")
+        if not 0 <= fault.hang_s <= MAX_HANG_S:
+            raise ValueError(f"hang_s must be within 0..{MAX_HANG_S:g}, got {fault.hang_s}")
+        return fault
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "count": self.count,
+            "account": self.account,
+            "retry_after_s": self.retry_after_s,
+            "hang_s": self.hang_s,
+        }
 
 
 @dataclass
@@ -39,6 +96,7 @@ class Faults:
     withheld: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     rest_error_share: float = 0.0
     rest_error_statuses: tuple[int, ...] = REST_ERROR_STATUSES
+    order_faults: list[OrderFault] = field(default_factory=list)
     _drop_listeners: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _rng: random.Random = field(init=False, repr=False)
     _np_rng: np.random.Generator = field(init=False, repr=False)
@@ -114,6 +172,16 @@ class Faults:
             return None
         return self._rng.choice(self.rest_error_statuses)
 
+    def take_order_fault(self, account_id: str | None) -> OrderFault | None:
+        """The queued fault for this order request, if any, counted as used."""
+        for fault in self.order_faults:
+            if fault.account is None or fault.account == account_id:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.order_faults.remove(fault)
+                return fault
+        return None
+
     # -- admin -----------------------------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
@@ -129,6 +197,7 @@ class Faults:
             "rest_error_share": self.rest_error_share,
             "rest_error_statuses": list(self.rest_error_statuses),
             "clock_skew_ms": self.clock_skew_ms,
+            "order_faults": [f.state() for f in self.order_faults],
         }
 
     def reset(self) -> None:
@@ -139,21 +208,23 @@ class Faults:
         self.rest_error_share = 0.0
         self.rest_error_statuses = REST_ERROR_STATUSES
         self.clock_skew_ms = 0
+        self.order_faults = []
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply a JSON body of POST /admin/faults atomically: every key is validated before any takes effect.
 
         Keys: drop_now (bool), drop_every_s (number|null), stream_delay_ms, duplicate_share, rest_error_share,
-        rest_error_statuses ([500, 503, 429]), clock_skew_ms, withhold ({symbol, from_id, to_id} or a list of them).
+        rest_error_statuses ([500, 503, 429]), clock_skew_ms, withhold ({symbol, from_id, to_id} or a list of them),
+        order_faults (a list of {kind, count, account, retry_after_s, hang_s}; replaces the queue; ORDER_FAULT_KINDS).
         """
         if not isinstance(changes, Mapping):
             raise ValueError("the body must be a JSON object")
-        unknown = sorted(set(changes) - {*_SETTERS, "drop_now", "withhold"})
+        unknown = sorted(set(changes) - {*_SETTERS, *_SPECIAL_KEYS})
         if unknown:
-            raise ValueError(
-                f"unknown fault setting(s) {unknown}; known: {sorted({*_SETTERS, 'drop_now', 'withhold'})}"
-            )
-        staged = Faults(clock=Clock(self.clock.skew_ms), withheld={k: list(v) for k, v in self.withheld.items()})
+            raise ValueError(f"unknown fault setting(s) {unknown}; known: {sorted({*_SETTERS, *_SPECIAL_KEYS})}")
+        staged = Faults(
+            clock=Clock(self.clock.skew_ms, self.clock.base), withheld={k: list(v) for k, v in self.withheld.items()}
+        )
         for name in _STATE_FIELDS:
             setattr(staged, name, getattr(self, name))
         for key, convert in _SETTERS.items():
@@ -169,6 +240,11 @@ class Faults:
                     _convert("from_id", item["from_id"], int),
                     _convert("to_id", item["to_id"], int),
                 )
+        if "order_faults" in changes:
+            queue = changes["order_faults"]
+            if not isinstance(queue, list):
+                raise ValueError("order_faults must be a list of {kind, count, ...} objects")
+            staged.order_faults = [OrderFault.parse(item) for item in queue]
         staged._validate()
         for name in (*_STATE_FIELDS, "withheld"):
             setattr(self, name, getattr(staged, name))
@@ -195,7 +271,15 @@ _SETTERS: dict[str, Callable[[Any], Any]] = {
     "rest_error_statuses": _statuses,
     "clock_skew_ms": int,
 }
-_STATE_FIELDS = ("drop_every_s", "stream_delay_ms", "duplicate_share", "rest_error_share", "rest_error_statuses")
+_STATE_FIELDS = (
+    "drop_every_s",
+    "stream_delay_ms",
+    "duplicate_share",
+    "rest_error_share",
+    "rest_error_statuses",
+    "order_faults",
+)
+_SPECIAL_KEYS = ("drop_now", "withhold", "order_faults")
 
 
 def _convert(key: str, value: Any, convert: Callable[[Any], Any]) -> Any:
@@ -213,3 +297,14 @@ def _convert(key: str, value: Any, convert: Callable[[Any], Any]) -> Any:
 def rest_fault_error(status: int) -> BinanceError:
     """The body Binance answers for an injected failure of this status."""
     return too_many_requests() if status == 429 else unknown_error(status)
+
+
+def order_fault_error(fault: OrderFault, ip: str, now_ms: int) -> BinanceError | None:
+    """The error an order fault answers before placing, or None for the faults that place first."""
+    if fault.kind == "margin_insufficient":
+        return BinanceError(-2019, "Margin is insufficient.")
+    if fault.kind == "rate_limited":
+        return too_many_requests()
+    if fault.kind == "banned":
+        return banned(ip, now_ms + fault.retry_after_s * 1000)
+    return None

@@ -139,14 +139,15 @@ class OrderCounter:
     limits: RateLimits
     _accounts: dict[str, _OrderState] = field(default_factory=dict)
 
-    def admit(self, account_id: str, now_ms: int) -> OrderAdmission:
+    def admit(self, account_id: str, now_ms: int, count: tuple[int, int] = (1, 1)) -> OrderAdmission:
+        """Count one order request: `count` adds to the 10 s and 1 min windows (a batch counts 5 and 1)."""
         state = self._accounts.setdefault(account_id, _OrderState())
         if state.window_10s != now_ms // TEN_SECONDS_MS:
             state.window_10s, state.count_10s = now_ms // TEN_SECONDS_MS, 0
         if state.window_1m != now_ms // MINUTE_MS:
             state.window_1m, state.count_1m = now_ms // MINUTE_MS, 0
-        state.count_10s += 1
-        state.count_1m += 1
+        state.count_10s += count[0]
+        state.count_1m += count[1]
         error = None
         if state.count_10s > self.limits.orders_per_10s:
             error = too_many_orders(self.limits.orders_per_10s, "10 SECOND")

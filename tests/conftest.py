@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from lsq.clock import SYSTEM_CLOCK
+from lsq.clock import Clock as BaseClock
 from lsq.config import Endpoints, Settings, load_config
 from lsq.paths import DataPaths
 from simulator.app import MARKET_HUB, BackgroundServer, build_app
@@ -96,11 +98,13 @@ def start_sim_server(
     limits: RateLimits | None = None,
     stream_settings: StreamSettings = TEST_STREAMS,
     fault_seed: int = 0,
+    clock_base: BaseClock = SYSTEM_CLOCK,
 ) -> SimServer:
-    """Start a simulator on a free 127.0.0.1 port with its account state under `data_dir`."""
+    """Start a simulator on a free 127.0.0.1 port with its account state under `data_dir`; pass a FakeClock as
+    `clock_base` to move the server's time by hand."""
     base = load_config()
     accounts = base.execution.mock.accounts
-    clock = Clock()
+    clock = Clock(base=clock_base)
     faults = Faults(clock=clock, seed=fault_seed)
     market = Market(select_instruments(symbols), seed=seed, rate_multiplier=firehose)
     users = UserStreamHub(clock, faults, stream_settings)

@@ -180,7 +180,8 @@ def test_limit_time_in_force(h: Harness) -> None:
     crossing = h.limit("BUY", "0.01", str(ask + 5), newOrderRespType="RESULT")
     assert crossing["status"] == "FILLED" and D(crossing["avgPrice"]) <= ask + 5
     assert h.ex.user_trades("alpha", {"symbol": "BTCUSDT"}, h.tick())[-1]["maker"] is False
-    assert code_of(h.limit, "BUY", "0.01", str(ask), timeInForce="GTX") == -5022
+    best_ask = h.ex.book("BTCUSDT", 1, h.now)[1][0][0]  # the first ask level that holds quantity
+    assert code_of(h.limit, "BUY", "0.01", str(best_ask), timeInForce="GTX") == -5022
     post_only = h.limit("BUY", "0.01", "29000", timeInForce="GTX", newOrderRespType="RESULT")
     assert post_only["status"] == "NEW"
     # A huge FOK at the ask cannot fill entirely within its price: nothing fills.
@@ -435,3 +436,86 @@ def test_funding_from_the_real_market_model(tmp_path: Path) -> None:
     ex.on_tick(settle + 8 * HOUR - 1)
     assert [i.income for i in ex.income["gamma"] if i.income_type == "FUNDING_FEE"] == [expected]
     ex.close()
+
+
+def test_market_orders_fill_at_what_the_book_shows(h: Harness) -> None:
+    """Each fill of a market order is at the ask level where the book's cumulative depth reaches the quantity
+    filled so far: a client reading /depth knows its worst price before it sends."""
+    bids, asks = h.ex.book("BTCUSDT", 100, h.now)
+    assert asks[0][0] > D(30000) > bids[0][0] and all(q > 0 for _, q in asks + bids)
+    assert [p for p, _ in asks] == sorted(p for p, _ in asks) and [p for p, _ in bids] == sorted(
+        (p for p, _ in bids), reverse=True
+    )
+    depth = h.ex.depth({"symbol": "BTCUSDT", "limit": "100"}, h.now)
+    assert depth["asks"][0] == [m.fmt(asks[0][0]), m.fmt(asks[0][1])] and len(depth["bids"]) == 100
+    ticker = h.ex.book_ticker({"symbol": "BTCUSDT"}, h.now)
+    assert (ticker["askPrice"], ticker["bidQty"]) == (m.fmt(asks[0][0]), m.fmt(bids[0][1]))
+
+    def level_reaching(levels: list[tuple[D, D]], qty: D) -> D:
+        total = D(0)
+        for price, size in levels:
+            total += size
+            if total >= qty:
+                return price
+        raise AssertionError("the book is too shallow for the test")
+
+    qty = sum((q for _, q in asks[:10]), D(0))  # ten levels deep
+    order = h.order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity=str(qty), newOrderRespType="RESULT")
+    fills = h.ex.user_trades("alpha", {"symbol": "BTCUSDT", "orderId": str(order["orderId"])}, h.tick())
+    cumulative = D(0)
+    for fill in fills:
+        cumulative += D(fill["qty"])
+        assert D(fill["price"]) == level_reaching(asks, cumulative)
+    assert D(fills[-1]["price"]) == asks[9][0]
+    # A LIMIT takes exactly the depth shown up to its price.
+    sell = h.limit("SELL", "50", str(bids[4][0]), timeInForce="IOC", newOrderRespType="RESULT")
+    assert D(sell["executedQty"]) == sum((q for _, q in bids[:5]), D(0))
+    assert code_of(h.ex.depth, {"symbol": "BTCUSDT", "limit": "7"}, h.now) == -1130
+
+
+def test_price_match_takes_its_price_from_the_book(h: Harness) -> None:
+    bids, asks = h.ex.book("BTCUSDT", 20, h.now)
+    queue = h.limit("BUY", "0.01", "", priceMatch="QUEUE", newOrderRespType="RESULT")
+    assert (queue["price"], queue["priceMatch"], queue["status"]) == (m.fmt(bids[0][0]), "QUEUE", "NEW")
+    deep = h.limit("SELL", "0.01", "", priceMatch="QUEUE_10", newOrderRespType="RESULT")
+    assert D(deep["price"]) == asks[9][0] and deep["status"] == "NEW"
+    taker = h.limit("BUY", "0.001", "", priceMatch="OPPONENT_5", newOrderRespType="RESULT")
+    assert D(taker["price"]) == asks[4][0] and taker["status"] == "FILLED"
+    assert code_of(h.limit, "BUY", "0.01", "29000", priceMatch="QUEUE") == -1106  # price and priceMatch
+    assert code_of(h.limit, "BUY", "0.01", "", priceMatch="BEST") == -1100
+    assert code_of(h.order, symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.01", priceMatch="QUEUE") == -1106
+    assert code_of(h.limit, "BUY", "0.01", "", priceMatch="OPPONENT", timeInForce="GTX") == -5022
+
+
+def test_countdown_cancels_the_symbols_open_orders_unless_refreshed(h: Harness) -> None:
+    first = h.limit("BUY", "0.01", "29000")
+    other = h.order(symbol="ETHUSDT", side="BUY", type="LIMIT", timeInForce="GTC", quantity="1", price="1900")
+    armed = h.ex.countdown_cancel_all("alpha", {"symbol": "BTCUSDT", "countdownTime": "10000"}, h.now)
+    assert armed == {"symbol": "BTCUSDT", "countdownTime": "10000"}
+    h.ex.on_tick(h.tick(6000))
+    h.ex.countdown_cancel_all("alpha", {"symbol": "BTCUSDT", "countdownTime": "10000"}, h.now)  # heartbeat
+    h.ex.on_tick(h.tick(6000))
+    assert [o["orderId"] for o in h.ex.open_orders("alpha", {"symbol": "BTCUSDT"}, h.now)] == [first["orderId"]]
+    h.ex.on_tick(h.tick(4000))
+    assert h.ex.open_orders("alpha", {"symbol": "BTCUSDT"}, h.now) == []
+    assert h.ex.get_order("alpha", {"symbol": "BTCUSDT", "orderId": str(first["orderId"])}, h.now)["status"] == (
+        "CANCELED"
+    )
+    assert [o["orderId"] for o in h.ex.open_orders("alpha", {"symbol": "ETHUSDT"}, h.now)] == [other["orderId"]]
+    h.ex.countdown_cancel_all("alpha", {"symbol": "ETHUSDT", "countdownTime": "1000"}, h.now)
+    h.ex.countdown_cancel_all("alpha", {"symbol": "ETHUSDT", "countdownTime": "0"}, h.tick())  # disarmed
+    h.ex.on_tick(h.tick(60_000))
+    assert len(h.ex.open_orders("alpha", {"symbol": "ETHUSDT"}, h.now)) == 1
+    assert code_of(h.ex.countdown_cancel_all, "alpha", {"symbol": "ETHUSDT", "countdownTime": "-1"}, h.now) == -1130
+    assert code_of(h.ex.countdown_cancel_all, "alpha", {"symbol": "ETHUSDT"}, h.now) == -1102
+
+
+def test_reduce_only_orders_are_exempt_from_min_notional(h: Harness) -> None:
+    h.order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.01")
+    assert code_of(h.order, symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.0001") in (-1111, -4004)
+    h.market.mids["BTCUSDT"] = D(3000)  # 0.001 BTC is now 3 USDT, under MIN_NOTIONAL 5
+    h.market.marks["BTCUSDT"] = D(3000)
+    assert code_of(h.order, symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.001") == -4164
+    dust = h.order(symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.001", reduceOnly="true")
+    assert dust["status"] == "NEW"  # ACK: accepted, then filled
+    assert h.position()[0] == D("0.009")

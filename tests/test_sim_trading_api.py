@@ -143,7 +143,8 @@ def test_order_errors_carry_binance_codes(sim: Sim) -> None:
         == -2022
     )
     assert code(client.futures_create_order, symbol="NOPEUSDT", side="SELL", type="MARKET", quantity="1") == -1121
-    assert code(client.futures_cancel_order, symbol="BTCUSDT", orderId=123) == -2013
+    assert code(client.futures_cancel_order, symbol="BTCUSDT", orderId=123) == -2011  # Binance: unknown order sent
+    assert code(client.futures_get_order, symbol="BTCUSDT", orderId=123) == -2013  # querying: does not exist
 
 
 def test_listen_key_lifecycle(sim: Sim) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from simulator.errors import BinanceError
 from simulator.routing import Endpoint, Request, Security
 from simulator.trading import margin as m
+from simulator.trading.book import depth_weight
 from simulator.trading.engine import Exchange, PositionView, Valuation
 from simulator.trading.state import AccountState
 
@@ -260,12 +262,35 @@ def _open_orders_weight(params: Any) -> int:
     return 1 if params.get("symbol") else 40
 
 
+def _depth_weight(params: Any) -> int:
+    try:
+        return depth_weight(int(params.get("limit") or 500))
+    except ValueError:
+        return 2  # the handler names the bad limit
+
+
+def _book_ticker_weight(params: Any) -> int:
+    return 2 if params.get("symbol") else 5
+
+
+# Paths whose POSTs place (or test) orders: the gateway journals each of them in the order-request view.
+ORDER_PLACEMENT_PATHS = ("/fapi/v1/order", "/fapi/v1/batchOrders", "/fapi/v1/order/test")
+
+
 def trading_endpoints(engine: Exchange) -> list[Endpoint]:
     """Every signed account/trade endpoint, plus the API-key-only listenKey ones, for simulator.app to mount."""
 
     def handler(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def run(request: Request) -> Any:
             return fn(request)
+
+        return run
+
+    def threaded(fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        """For handlers that compute more than a lookup (a 1000-level book): off the event loop's thread."""
+
+        async def run(request: Request) -> Any:
+            return await asyncio.to_thread(fn, request)
 
         return run
 
@@ -332,6 +357,23 @@ def trading_endpoints(engine: Exchange) -> list[Endpoint]:
             False,
         ),
         ("POST", "/fapi/v1/order", op(engine.place_order), 0, signed, True),
+        (
+            "POST",
+            "/fapi/v1/order/test",
+            lambda r: engine.place_order(acct(r), r.params, r.server_time_ms, test=True),
+            1,
+            signed,
+            False,
+        ),
+        (
+            "POST",
+            "/fapi/v1/countdownCancelAll",
+            op(engine.countdown_cancel_all),
+            10,
+            signed,
+            False,
+        ),
+        ("GET", "/fapi/v1/leverageBracket", lambda r: engine.leverage_bracket(acct(r), r.params), 1, signed, False),
         ("GET", "/fapi/v1/order", op(engine.get_order), 1, signed, False),
         (
             "DELETE",
@@ -386,7 +428,23 @@ def trading_endpoints(engine: Exchange) -> list[Endpoint]:
         ("PUT", "/fapi/v1/listenKey", listen_key, 1, Security.API_KEY, False),
         ("DELETE", "/fapi/v1/listenKey", listen_key, 1, Security.API_KEY, False),
     ]
-    return [
+    endpoints = [
         Endpoint(method, path, handler(fn), weight, security, counts)
         for method, path, fn, weight, security, counts in spec
     ]
+    public = Security.NONE
+    endpoints += [
+        # Binance counts a batch as 5 orders in the 10 s window and 1 in the minute window.
+        Endpoint("POST", "/fapi/v1/batchOrders", handler(op(engine.batch_orders)), 5, signed, True, (5, 1)),
+        Endpoint(
+            "GET", "/fapi/v1/depth", threaded(lambda r: engine.depth(r.params, r.server_time_ms)), _depth_weight, public
+        ),
+        Endpoint(
+            "GET",
+            "/fapi/v1/ticker/bookTicker",
+            threaded(lambda r: engine.book_ticker(r.params, r.server_time_ms)),
+            _book_ticker_weight,
+            public,
+        ),
+    ]
+    return endpoints

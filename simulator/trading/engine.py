@@ -19,6 +19,7 @@ The model, where it simplifies Binance:
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import threading
@@ -33,6 +34,7 @@ from lsq.config import Account
 from simulator.clock import Clock
 from simulator.errors import BinanceError, bad_param, invalid_symbol, mandatory_missing, unknown_order
 from simulator.trading import margin as m
+from simulator.trading.book import DEPTH_LIMITS, Level, book_side
 from simulator.trading.events import account_update, order_trade_update
 from simulator.trading.state import (
     LISTEN_KEY_TTL_MS,
@@ -49,6 +51,43 @@ from simulator.trading.state import (
 
 Publish = Callable[[str, dict], None]
 _CLIENT_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
+PRICE_MATCHES = (
+    "NONE",
+    "OPPONENT",
+    "OPPONENT_5",
+    "OPPONENT_10",
+    "OPPONENT_20",
+    "QUEUE",
+    "QUEUE_5",
+    "QUEUE_10",
+    "QUEUE_20",
+)
+MAX_BATCH_ORDERS = 5
+# Binance's documented incomeType values; the simulator books TRANSFER, REALIZED_PNL, FUNDING_FEE and COMMISSION.
+INCOME_TYPES = (
+    "TRANSFER",
+    "WELCOME_BONUS",
+    "REALIZED_PNL",
+    "FUNDING_FEE",
+    "COMMISSION",
+    "INSURANCE_CLEAR",
+    "REFERRAL_KICKBACK",
+    "COMMISSION_REBATE",
+    "API_REBATE",
+    "CONTEST_REWARD",
+    "CROSS_COLLATERAL_TRANSFER",
+    "OPTIONS_PREMIUM_FEE",
+    "OPTIONS_SETTLE_PROFIT",
+    "INTERNAL_TRANSFER",
+    "AUTO_EXCHANGE",
+    "DELIVERED_SETTELMENT",
+    "COIN_SWAP_DEPOSIT",
+    "COIN_SWAP_WITHDRAW",
+    "POSITION_LIMIT_INCREASE_FEE",
+    "STRATEGY_UMFUTURES_TRANSFER",
+    "FEE_RETURN",
+    "BFUSD_REWARD",
+)
 FUNDING_PAGE = 1000
 FUNDING_LOOKAHEAD_MS = 24 * 3600 * 1000
 
@@ -227,6 +266,39 @@ def _choice(params: Mapping[str, str], name: str, allowed: tuple[str, ...], code
     return value
 
 
+def parse_batch(params: Mapping[str, str]) -> list[dict[str, str]]:
+    """The `batchOrders` parameter: a JSON list of at most 5 order objects, their values as strings."""
+    text = params.get("batchOrders")
+    if not text:
+        raise mandatory_missing("batchOrders")
+    try:
+        orders = json.loads(text)
+    except ValueError:
+        raise BinanceError(-1130, "Data sent for parameter 'batchOrders' is not valid: not a JSON list.") from None
+    if not isinstance(orders, list) or not all(isinstance(o, dict) for o in orders) or not orders:
+        raise BinanceError(-1130, "Data sent for parameter 'batchOrders' is not valid: a list of order objects.")
+    if len(orders) > MAX_BATCH_ORDERS:
+        raise BinanceError(
+            -1130, f"Data sent for parameter 'batchOrders' is not valid: at most {MAX_BATCH_ORDERS} orders."
+        )
+    return [{k: _as_param(v) for k, v in o.items()} for o in orders]
+
+
+def _as_param(value: object) -> str:
+    """A JSON value as the string a form parameter would carry (booleans as Binance's "true"/"false")."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _time_range(params: Mapping[str, str]) -> tuple[int | None, int | None]:
+    """startTime and endTime; a range that ends before it starts is refused, not answered with an empty list."""
+    start, end = _parse_int(params, "startTime"), _parse_int(params, "endTime")
+    if start is not None and end is not None and start > end:
+        raise BinanceError(-1130, f"Data sent for parameter 'startTime' is not valid: {start} is after endTime {end}.")
+    return start, end
+
+
 def _limit(params: Mapping[str, str], default: int, maximum: int) -> int:
     limit = _parse_int(params, "limit", default)
     assert limit is not None
@@ -256,6 +328,9 @@ class Exchange:
         self._lock = threading.RLock()
         self._rules: dict[str, Rules] = {}
         self._next_funding: dict[str, tuple[int, int]] = {}
+        # countdownCancelAll deadlines per (account, symbol), in server ms. Kept in memory: a restarted simulator
+        # has dropped every client's connection anyway, and the clients re-arm their switch with their next beat.
+        self._countdowns: dict[tuple[str, str], int] = {}
         self._prices_at = -1
         self._prices: dict[tuple[str, str], Decimal] = {}
         self._keys = {
@@ -469,6 +544,7 @@ class Exchange:
             self._expire_listen_keys(change, now_ms)
 
     def _catch_up(self, change: _Change, account: AccountState, now: int) -> None:
+        self._fire_countdowns(change, account, now)
         self._settle_funding(change, account, now)
         self._match_resting(change, account, now)
 
@@ -835,8 +911,9 @@ class Exchange:
 
     # ----- orders -------------------------------------------------------------------------------------------------
 
-    def place_order(self, account_id: str, params: Mapping[str, str], now: int) -> dict:
-        """POST /fapi/v1/order: validate exactly as Binance, then fill, rest or expire."""
+    def place_order(self, account_id: str, params: Mapping[str, str], now: int, *, test: bool = False) -> dict:
+        """POST /fapi/v1/order: validate exactly as Binance, then fill, rest or expire. With `test`
+        (POST /fapi/v1/order/test) every check runs and nothing is placed."""
         account = self._account(account_id)
         symbol = params.get("symbol") or ""
         if not symbol:
@@ -846,14 +923,24 @@ class Exchange:
         order_type = _choice(params, "type", ("MARKET", "LIMIT"), -1116, "orderType")
         qty = _parse_decimal(params, "quantity")
         is_market = order_type == "MARKET"
+        price_match = params.get("priceMatch") or "NONE"
+        if price_match not in PRICE_MATCHES:
+            raise bad_param("priceMatch", price_match)
         if is_market:
             if params.get("price"):
                 raise BinanceError(-1106, "Parameter 'price' sent when not required.")
+            if price_match != "NONE":
+                raise BinanceError(-1106, "Parameter 'priceMatch' sent when not required.")
             tif = "GTC"
             price = m.ZERO
         else:
             tif = _choice(params, "timeInForce", ("GTC", "IOC", "FOK", "GTX"), -1115, "timeInForce")
-            price = _parse_decimal(params, "price")
+            if price_match != "NONE":
+                if params.get("price"):
+                    raise BinanceError(-1106, "Parameter 'price' sent when not required (priceMatch sets it).")
+                price = m.ZERO
+            else:
+                price = _parse_decimal(params, "price")
         position_side = params.get("positionSide") or "BOTH"
         if position_side not in ("BOTH", "LONG", "SHORT"):
             raise bad_param("positionSide", position_side)
@@ -874,12 +961,25 @@ class Exchange:
         if resp_type not in ("ACK", "RESULT"):
             raise bad_param("newOrderRespType", resp_type)
 
-        self._check_filters(rules, qty, price, is_market)
+        if price_match == "NONE":
+            self._check_filters(rules, qty, price, is_market)
         self._caught_up(account_id, now)
         with self._change() as change:
             mid = self.mid_price(symbol, now)
             mark = self.mark_price(symbol, now)
-            if not is_market:
+            spread = m.half_spread_ticks(symbol)
+            if price_match != "NONE":
+                price = self._matched_price(rules, side, price_match, mid, spread)
+                self._check_filters(rules, qty, price, is_market)
+            if is_market:
+                best = m.best_quote(side, mid, rules.tick, spread)
+                if (side == "BUY" and best > mark * rules.percent_up) or (
+                    side == "SELL" and best < mark * rules.percent_down
+                ):
+                    raise BinanceError(
+                        -4131, "The counterparty's best price does not meet the PERCENT_PRICE filter limit."
+                    )
+            else:
                 if price > mark * rules.percent_up:
                     raise BinanceError(-4016, f"Limit price can't be higher than {m.fmt(mark * rules.percent_up)}.")
                 if price < mark * rules.percent_down:
@@ -900,12 +1000,9 @@ class Exchange:
             after = abs(amount + m.sign(side) * qty) if not reduce_only else abs(amount)
             if after * mark > m.max_notional(account.leverage_for(symbol)):
                 raise BinanceError(-2027, "Exceeded the maximum allowable position at current leverage.")
-            spread = m.half_spread_ticks(symbol)
-            crossing = is_market or (
-                price >= m.best_quote("BUY", mid, rules.tick, spread)
-                if side == "BUY"
-                else price <= m.best_quote("SELL", mid, rules.tick, spread)
-            )
+            # A LIMIT crosses when the book shows liquidity at its price (book.py): the same inversion that sizes
+            # what it takes, so a post-only order is refused exactly when it would have taken something.
+            crossing = is_market or m.quantity_within(side, mid, rules.tick, spread, price, rules.step) > 0
             if tif == "GTX" and crossing:
                 raise BinanceError(
                     -5022, "Due to the order could not be executed as maker, the Post Only order will be rejected."
@@ -915,6 +1012,8 @@ class Exchange:
             )
             if needed > 0 and needed > self.valuation(account_id, now).available:
                 raise BinanceError(-2019, "Margin is insufficient.")
+            if test:
+                return {}
 
             order = Order(
                 self._next_id(change, "next_order_id"),
@@ -930,6 +1029,7 @@ class Exchange:
                 reduce_only,
                 now,
                 update_time=now,
+                price_match=price_match,
             )
             self.orders[order.order_id] = self._open[order.order_id] = order
             change.touch(order)
@@ -938,6 +1038,29 @@ class Exchange:
             if crossing:
                 self._take(change, account, order, mid, spread, now)
         return ack if resp_type == "ACK" else self.order_view(order)
+
+    def _matched_price(self, rules: Rules, side: str, price_match: str, mid: Decimal, spread: int) -> Decimal:
+        """The price `priceMatch` picks from the book: OPPONENT[_N] the N-th level across, QUEUE[_N] on our side."""
+        name, _, nth = price_match.partition("_")
+        level = int(nth or 1)
+        # A buyer's opponents are the asks, which a BUY taker meets; its queue is the bids, which a SELL taker meets.
+        taker_side = side if name == "OPPONENT" else ("SELL" if side == "BUY" else "BUY")
+        levels = book_side(taker_side, mid, rules.tick, spread, rules.step, level)
+        if not levels:
+            raise BinanceError(-5021, "Due to the order could not be filled immediately, the order is rejected.")
+        return levels[-1][0]
+
+    def batch_orders(self, account_id: str, params: Mapping[str, str], now: int) -> list[dict]:
+        """POST /fapi/v1/batchOrders: each order placed as POST /fapi/v1/order would, answered in order with the
+        order or its error; one bad order does not stop the others."""
+        orders = parse_batch(params)
+        answers: list[dict] = []
+        for item in orders:
+            try:
+                answers.append(self.place_order(account_id, item, now))
+            except BinanceError as exc:
+                answers.append(exc.body())
+        return answers
 
     def _check_filters(self, rules: Rules, qty: Decimal, price: Decimal, is_market: bool) -> None:
         """PRICE_FILTER, LOT_SIZE / MARKET_LOT_SIZE and precision checks, with Binance's codes."""
@@ -1019,9 +1142,15 @@ class Exchange:
             return self.order_view(self._find_order(account_id, params))
 
     def cancel_order(self, account_id: str, params: Mapping[str, str], now: int) -> dict:
+        """DELETE /fapi/v1/order: an unknown order is -2011 here (Binance), while querying it is -2013."""
         self._caught_up(account_id, now)
         with self._change() as change:
-            order = self._find_order(account_id, params)
+            try:
+                order = self._find_order(account_id, params)
+            except BinanceError as exc:
+                if exc.code == unknown_order().code:
+                    raise BinanceError(-2011, "Unknown order sent.") from None
+                raise
             if not order.is_open:
                 raise BinanceError(-2011, "Unknown order sent.")
             self._finish(change, order, "CANCELED", now)
@@ -1037,6 +1166,34 @@ class Exchange:
             for order in self._open_orders(account_id, symbol):
                 self._finish(change, order, "CANCELED", now)
         return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
+    def countdown_cancel_all(self, account_id: str, params: Mapping[str, str], now: int) -> dict:
+        """POST /fapi/v1/countdownCancelAll: every open order of the symbol is cancelled once `countdownTime` ms
+        pass without another call (a dead-man switch); 0 stops the countdown."""
+        self._account(account_id)
+        symbol = params.get("symbol") or ""
+        if not symbol:
+            raise mandatory_missing("symbol")
+        self.rules(symbol)
+        countdown = _parse_int(params, "countdownTime")
+        if countdown is None:
+            raise mandatory_missing("countdownTime")
+        if countdown < 0:
+            raise BinanceError(-1130, "Data sent for parameter 'countdownTime' is not valid: must be >= 0 ms.")
+        self._caught_up(account_id, now)
+        with self._lock:
+            if countdown == 0:
+                self._countdowns.pop((account_id, symbol), None)
+            else:
+                self._countdowns[(account_id, symbol)] = now + countdown
+        return {"symbol": symbol, "countdownTime": str(countdown)}
+
+    def _fire_countdowns(self, change: _Change, account: AccountState, now: int) -> None:
+        due = [k for k, deadline in self._countdowns.items() if k[0] == account.account_id and deadline <= now]
+        for key in sorted(due):
+            del self._countdowns[key]
+            for order in self._open_orders(account.account_id, key[1]):
+                self._finish(change, order, "CANCELED", now)
 
     def open_orders(self, account_id: str, params: Mapping[str, str], now: int) -> list[dict]:
         symbol = params.get("symbol") or None
@@ -1090,7 +1247,7 @@ class Exchange:
             "workingType": "CONTRACT_PRICE",
             "priceProtect": False,
             "origType": order.type,
-            "priceMatch": "NONE",
+            "priceMatch": order.price_match,
             "selfTradePreventionMode": "EXPIRE_MAKER",
             "goodTillDate": 0,
             "time": order.time,
@@ -1106,7 +1263,7 @@ class Exchange:
         self.rules(symbol)
         order_id = _parse_int(params, "orderId")
         from_id = _parse_int(params, "fromId")
-        start, end = _parse_int(params, "startTime"), _parse_int(params, "endTime")
+        start, end = _time_range(params)
         limit = _limit(params, 500, 1000)
         self._caught_up(account_id, now)
         with self._lock:
@@ -1145,7 +1302,12 @@ class Exchange:
         is given, as Binance); with startTime the earliest `limit` rows from it."""
         symbol = params.get("symbol") or None
         kind = params.get("incomeType") or None
-        start, end = _parse_int(params, "startTime"), _parse_int(params, "endTime")
+        if kind is not None and kind not in INCOME_TYPES:
+            raise BinanceError(
+                -1130,
+                f"Data sent for parameter 'incomeType' is not valid: {kind!r} is not one of {list(INCOME_TYPES)}.",
+            )
+        start, end = _time_range(params)
         limit = _limit(params, 100, 1000)
         if start is None and end is None:
             start = now - 7 * 24 * 3600 * 1000
@@ -1176,6 +1338,70 @@ class Exchange:
             }
             for i in chosen
         ]
+
+    def leverage_bracket(self, account_id: str, params: Mapping[str, str]) -> dict | list[dict]:
+        """GET /fapi/v1/leverageBracket: one object when `symbol` is sent, else a list over every symbol."""
+        self._account(account_id)
+        symbol = params.get("symbol") or None
+        symbols = [symbol] if symbol else self.symbols()
+        answers = [{"symbol": s, "brackets": m.leverage_brackets(self.rules(s).maint_rate)} for s in symbols]
+        return answers[0] if symbol else answers
+
+    # ----- the order book (public) --------------------------------------------------------------------------------
+
+    def book(self, symbol: str, levels: int, now: int) -> tuple[list[Level], list[Level]]:
+        """(bids, asks) of `symbol` at `now`, as book.py derives them from the fill model."""
+        rules = self.rules(symbol)
+        mid = self.mid_price(symbol, now)
+        spread = m.half_spread_ticks(symbol)
+        bids = book_side("SELL", mid, rules.tick, spread, rules.step, levels)
+        asks = book_side("BUY", mid, rules.tick, spread, rules.step, levels)
+        return bids, asks
+
+    def depth(self, params: Mapping[str, str], now: int) -> dict:
+        """GET /fapi/v1/depth."""
+        symbol = params.get("symbol") or ""
+        if not symbol:
+            raise mandatory_missing("symbol")
+        limit = _parse_int(params, "limit", 500)
+        if limit not in DEPTH_LIMITS:
+            raise BinanceError(
+                -1130, f"Data sent for parameter 'limit' is not valid: must be one of {list(DEPTH_LIMITS)}."
+            )
+        bids, asks = self.book(symbol, limit, now)
+        return {
+            "lastUpdateId": now,
+            "E": now,
+            "T": now,
+            "bids": [[m.fmt(p), m.fmt(q)] for p, q in bids],
+            "asks": [[m.fmt(p), m.fmt(q)] for p, q in asks],
+        }
+
+    def book_ticker(self, params: Mapping[str, str], now: int) -> dict | list[dict]:
+        """GET /fapi/v1/ticker/bookTicker: the top of the book of one symbol, or of every listed symbol."""
+        symbol = params.get("symbol") or None
+
+        def top(s: str) -> dict:
+            bids, asks = self.book(s, 1, now)
+            return {
+                "symbol": s,
+                "bidPrice": m.fmt(bids[0][0]) if bids else "0",
+                "bidQty": m.fmt(bids[0][1]) if bids else "0",
+                "askPrice": m.fmt(asks[0][0]) if asks else "0",
+                "askQty": m.fmt(asks[0][1]) if asks else "0",
+                "time": now,
+                "lastUpdateId": now,
+            }
+
+        if symbol:
+            return top(symbol)
+        listed = []
+        for s in self.symbols():
+            try:
+                listed.append(top(s))
+            except BinanceError:  # not listed yet at `now`
+                continue
+        return listed
 
     def commission_rate(self, account_id: str, params: Mapping[str, str]) -> dict:
         self._account(account_id)

@@ -177,6 +177,27 @@ def max_notional(leverage: int) -> Decimal:
     return Decimal(max(allowed) if allowed else 0)
 
 
+def leverage_brackets(maint_rate: Decimal) -> list[dict[str, object]]:
+    """The `brackets` of GET /fapi/v1/leverageBracket from LEVERAGE_BRACKETS: each bracket's notional range and
+    highest leverage. The engine charges one maintenance rate per symbol at every size, so every bracket shows that
+    rate and `cum` (the maintenance amount Binance adds when the rate steps up) is 0: what is shown is charged."""
+    brackets: list[dict[str, object]] = []
+    floor = 0
+    for number, (leverage, cap) in enumerate(LEVERAGE_BRACKETS, start=1):
+        brackets.append(
+            {
+                "bracket": number,
+                "initialLeverage": leverage,
+                "notionalCap": cap,
+                "notionalFloor": floor,
+                "maintMarginRatio": float(maint_rate),
+                "cum": 0.0,
+            }
+        )
+        floor = cap
+    return brackets
+
+
 def break_even_price(amount: Decimal, entry_price: Decimal) -> Decimal:
     """Price at which closing (as taker) returns the opening taker fee too: long ep(1+f)/(1-f), short ep(1-f)/(1+f)."""
     if amount == 0:

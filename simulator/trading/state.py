@@ -82,6 +82,7 @@ class Order:
     executed_qty: Decimal = ZERO
     cum_quote: Decimal = ZERO
     update_time: int = 0
+    price_match: str = "NONE"  # NONE | OPPONENT[_5|_10|_20] | QUEUE[_5|_10|_20]: the book set `price`
 
     @property
     def key(self) -> str:
