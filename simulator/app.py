@@ -8,7 +8,8 @@ X-MBX-ORDER-COUNT-10S/-1M, and every failure has Binance's {"code", "msg"} shape
 
 Also served: market streams (/market/ws, /market/stream, silent legacy /ws and /stream), the user-data stream
 (/private/ws), public-data files (/data/...), and, for loopback clients only, GET|POST /admin/faults,
-POST /admin/faults/reset and GET /admin/stats.
+POST /admin/faults/reset, GET /admin/stats, GET /admin/orders (every order request and what became of it) and
+POST /admin/transfer (deposit or withdraw USDT).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -300,7 +302,9 @@ def _loopback_only(
     return guarded
 
 
-def _admin_routes(app: web.Application, faults: Faults, clock: Clock, order_log: OrderRequestLog) -> None:
+def _admin_routes(
+    app: web.Application, faults: Faults, clock: Clock, order_log: OrderRequestLog, engine: Exchange | None
+) -> None:
     async def get_faults(request: web.Request) -> web.Response:
         return _json_response(faults.state())
 
@@ -336,7 +340,25 @@ def _admin_routes(app: web.Application, faults: Faults, clock: Clock, order_log:
             return _json_response({"error": f"bad filter: {exc}"}, 400)
         return _json_response({"count": len(entries), "requests": entries})
 
+    async def transfer(request: web.Request) -> web.Response:
+        """Body {account, type: DEPOSIT | WITHDRAW, amount}: books a TRANSFER as Binance does (Exchange.transfer)."""
+        if engine is None:
+            return _json_response({"error": "this simulator runs without accounts"}, 404)
+        try:
+            body = await request.json()
+            if not isinstance(body, dict) or not {"account", "type", "amount"} <= set(body):
+                raise ValueError("the body must be a JSON object {account, type: DEPOSIT | WITHDRAW, amount}")
+            try:
+                amount = Decimal(str(body["amount"]))
+            except InvalidOperation:
+                raise ValueError(f"amount must be a number, got {body['amount']!r}") from None
+            done = await asyncio.to_thread(engine.transfer, str(body["account"]), body["type"], amount, clock.now_ms())
+        except ValueError as exc:
+            return _json_response({"error": f"bad transfer: {exc}"}, 400)
+        return _json_response(done)
+
     app.router.add_get("/admin/stats", _loopback_only(stats))
+    app.router.add_post("/admin/transfer", _loopback_only(transfer))
     app.router.add_get("/admin/orders", _loopback_only(order_requests))
 
 
@@ -390,7 +412,7 @@ def build_app(
         app.router.add_get(legacy, market_hub.handle_legacy)
     app.router.add_get("/private/ws", users.handle)
     app.router.add_get("/private/ws/{key}", users.handle)
-    _admin_routes(app, faults, clock, gateway.order_log)
+    _admin_routes(app, faults, clock, gateway.order_log, engine)
 
     ticker: list[asyncio.Task[None]] = []
 

@@ -3,14 +3,18 @@ batch and test orders, leverage brackets, the dead-man switch, the order-request
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 import time
+import urllib.error
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import requests
+import websockets
 from binance import Client
 from binance.exceptions import BinanceAPIException
 
@@ -203,3 +207,44 @@ def test_unknown_income_type_and_inverted_trade_range_are_refused(sim_server: Si
     inverted = failure(client.futures_account_trades, symbol="ETHUSDT", startTime=now, endTime=now - 1000)
     assert inverted.code == -1130 and "startTime" in inverted.message
     assert client.futures_income_history(incomeType="FUNDING_FEE") == []
+
+
+def test_admin_transfer_books_income_changes_the_wallet_and_emits_account_update(sim_server: SimServer) -> None:
+    client = client_of(sim_server, 1)
+    key = client.futures_stream_get_listen_key()
+    wallet = D(client.futures_account_balance()[0]["balance"])
+
+    async def transfer_while_listening() -> list[dict[str, Any]]:
+        async with websockets.connect(f"{sim_server.ws_url}/private/ws?listenKey={key}") as ws:
+            loop = asyncio.get_running_loop()
+            for kind, amount in (("DEPOSIT", "1234.5"), ("WITHDRAW", "200")):
+                body = {"account": "sim_beta", "type": kind, "amount": amount}
+                await loop.run_in_executor(None, sim_server.admin, "transfer", body)
+            events: list[dict[str, Any]] = []
+            while len(events) < 2:
+                event = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if event.get("e") == "ACCOUNT_UPDATE":
+                    events.append(event["a"])
+            return events
+
+    deposit, withdrawal = asyncio.run(transfer_while_listening())
+    assert (deposit["m"], deposit["B"][0]["bc"], D(deposit["B"][0]["wb"])) == (
+        "DEPOSIT",
+        "1234.5",
+        wallet + D("1234.5"),
+    )
+    assert (withdrawal["m"], withdrawal["B"][0]["bc"]) == ("WITHDRAW", "-200")
+    assert D(client.futures_account_balance()[0]["balance"]) == wallet + D("1034.5")
+    transfers = client.futures_income_history(incomeType="TRANSFER")
+    assert [i["income"] for i in transfers[-2:]] == ["1234.5", "-200"]
+    assert len({i["tranId"] for i in transfers}) == len(transfers)
+    for bad, why in (
+        ({"account": "sim_beta", "type": "WITHDRAW", "amount": "1e9"}, "withdrawable"),
+        ({"account": "nobody", "type": "DEPOSIT", "amount": "1"}, "unknown account"),
+        ({"account": "sim_beta", "type": "GIFT", "amount": "1"}, "DEPOSIT or WITHDRAW"),
+        ({"account": "sim_beta", "type": "DEPOSIT", "amount": "-5"}, "positive"),
+    ):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            sim_server.admin("transfer", bad)
+        assert info.value.code == 400 and why in info.value.read().decode()
+    assert D(client.futures_account_balance()[0]["balance"]) == wallet + D("1034.5")

@@ -470,10 +470,11 @@ class Exchange:
 
     def _add_income(
         self, change: _Change, account_id: str, symbol: str, kind: str, amount: Decimal, now: int, trade_id: str = ""
-    ) -> None:
+    ) -> int:
         income = Income(self._next_id(change, "next_tran_id"), account_id, symbol, kind, amount, now, "", trade_id)
         self.income.setdefault(account_id, []).append(income)
         change.touch(income)
+        return income.tran_id
 
     def _open_account(self, change: _Change, account: Account, now: int) -> None:
         balance = m.money(Decimal(str(account.starting_balance_usdt)))
@@ -482,6 +483,39 @@ class Exchange:
         change.touch(state)
         if balance:
             self._add_income(change, state.account_id, "", "TRANSFER", balance, now)
+
+    def transfer(self, account_id: str, kind: str, amount: Decimal, now: int) -> dict:
+        """Move USDT into (DEPOSIT) or out of (WITHDRAW) the futures wallet, as a transfer from the spot wallet does
+        on Binance: a TRANSFER income record, the wallet changed, and ACCOUNT_UPDATE with reason DEPOSIT/WITHDRAW.
+        A withdrawal is limited to the account's maxWithdrawAmount. Raises ValueError naming the problem."""
+        if account_id not in self.accounts:
+            raise ValueError(f"unknown account {account_id!r}; known: {sorted(self.accounts)}")
+        if kind not in ("DEPOSIT", "WITHDRAW"):
+            raise ValueError(f"type must be DEPOSIT or WITHDRAW, got {kind!r}")
+        if not amount.is_finite() or amount <= 0 or amount != m.money(amount):
+            raise ValueError(f"amount must be a positive USDT amount with at most 8 decimals, got {amount}")
+        self._caught_up(account_id, now)
+        with self._change() as change:
+            account = self.accounts[account_id]
+            if kind == "WITHDRAW":
+                v = self.valuation(account_id, now)
+                allowed = m.money(max(m.ZERO, min(v.available, v.cross_wallet)))
+                if amount > allowed:
+                    raise ValueError(f"cannot withdraw {m.fmt(amount)} USDT: at most {m.fmt(allowed)} is withdrawable")
+            signed = amount if kind == "DEPOSIT" else -amount
+            account.wallet += signed
+            account.update_time = now
+            change.touch(account)
+            tran_id = self._add_income(change, account_id, "", "TRANSFER", signed, now)
+            change.emit(account_id, self._account_event(kind, account, [], signed, now))
+        return {
+            "account": account_id,
+            "type": kind,
+            "amount": m.fmt(amount),
+            "tranId": tran_id,
+            "walletBalance": m.fmt(account.wallet),
+            "time": now,
+        }
 
     # ----- API keys and listen keys -------------------------------------------------------------------------------
 
