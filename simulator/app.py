@@ -47,8 +47,9 @@ from simulator.ratelimit import OrderCounter, RateLimits, WeightLimiter
 from simulator.routing import Endpoint, Request, Security
 from simulator.streams import MarketStreamHub, StreamSettings
 from simulator.trading.endpoints import ORDER_PLACEMENT_PATHS, trading_endpoints
-from simulator.trading.engine import Exchange, parse_batch
+from simulator.trading.engine import Exchange
 from simulator.trading.order_requests import OrderRequestLog
+from simulator.trading.params import parse_batch
 from simulator.user_stream import UserStreamHub
 
 log = logging.getLogger(__name__)

@@ -118,7 +118,7 @@ def test_failure_mid_change_leaves_no_half_order(tmp_path: Path, monkeypatch: py
     def crash(*args: object) -> dict:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(h.ex, "_account_event", crash)  # fails after the fill touched position and wallet
+    monkeypatch.setattr(h.ex.ledger, "account_event", crash)  # fails after the fill touched position and wallet
     with pytest.raises(RuntimeError):
         h.order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.2")
     assert snapshot(h) == before  # memory rolled back to the last commit
