@@ -58,6 +58,10 @@ def test_depth_and_book_ticker(sim_server: SimServer) -> None:
     assert D(top["bidPrice"]) < D(top["askPrice"]) and D(top["bidQty"]) > 0 and D(top["askQty"]) > 0
     every = client.futures_orderbook_ticker()
     assert {t["symbol"] for t in every} == set(sim_server.market.instruments)
+    used = int(client.response.headers["X-MBX-USED-WEIGHT-1M"])
+    client.futures_order_book(symbol="BTCUSDT", limit=1000)
+    after = int(client.response.headers["X-MBX-USED-WEIGHT-1M"])
+    assert after - used == 20 or after == 20  # weight 20 (or the minute's window just rolled over)
     assert failure(client.futures_order_book, symbol="BTCUSDT", limit=7).code == -1130
     assert failure(client.futures_order_book, symbol="NOPEUSDT").code == -1121
 
@@ -86,6 +90,20 @@ def test_batch_orders_answer_each_order_or_its_error(sim_server: SimServer) -> N
     assert failure(client.futures_place_batch_order, batchOrders=six).code == -1130
     client.futures_cancel_all_open_orders(symbol="BTCUSDT")
     assert client.futures_get_open_orders(symbol="BTCUSDT") == []
+
+
+def test_price_match_and_post_only_through_the_api(sim_server: SimServer) -> None:
+    client = client_of(sim_server)
+    limit = {"symbol": "LTCUSDT", "type": "LIMIT", "timeInForce": "GTC", "quantity": "1"}
+    order = client.futures_create_order(**limit, side="BUY", priceMatch="QUEUE_5", newOrderRespType="RESULT")
+    top = client.futures_orderbook_ticker(symbol="LTCUSDT")
+    assert order["priceMatch"] == "QUEUE_5" and order["status"] == "NEW"
+    # A buyer's queue is at or under the bid (0.1 % allows for the market moving between the two requests).
+    assert D(order["price"]) <= D(top["bidPrice"]) * D("1.001") and D(order["price"]) % D("0.01") == 0
+    post_only = {**limit, "timeInForce": "GTX"}
+    assert failure(client.futures_create_order, **post_only, side="SELL", priceMatch="OPPONENT").code == -5022
+    assert failure(client.futures_create_order, **limit, side="BUY", priceMatch="QUEUE", price="100").code == -1106
+    client.futures_cancel_all_open_orders(symbol="LTCUSDT")
 
 
 def test_test_order_validates_and_places_nothing(sim_server: SimServer) -> None:

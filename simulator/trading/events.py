@@ -47,7 +47,7 @@ def order_trade_update(order: Order, execution: str, now_ms: int, trade: Trade |
             "si": 0,
             "ss": 0,
             "V": "EXPIRE_MAKER",
-            "pm": "NONE",
+            "pm": order.price_match,
             "gtd": 0,
         },
     }
