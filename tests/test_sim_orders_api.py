@@ -179,9 +179,10 @@ def test_order_faults_and_the_request_view_count_what_was_placed(sim_server: Sim
     placed = requests_of(sim_server, clientOrderId="fault-503", result="placed")
     assert [(e["httpStatus"], e["fault"]) for e in placed] == [(503, "unknown_after_place"), (200, None)]
 
-    sim_server.admin("faults", {"order_faults": [{"kind": "timeout_after_place", "hang_s": 30}]})
-    client._requests_params = {"timeout": 2}
-    with pytest.raises(requests.exceptions.RequestException):
+    # The server holds the answer 1 s, then drops the connection: the client sees no answer, whatever its timeout.
+    sim_server.admin("faults", {"order_faults": [{"kind": "timeout_after_place", "hang_s": 1}]})
+    client._requests_params = {"timeout": 30}
+    with pytest.raises(requests.exceptions.ConnectionError):
         client.futures_create_order(**market, newClientOrderId="fault-timeout")
     client._requests_params = None
     assert client.futures_get_order(symbol="ETHUSDT", origClientOrderId="fault-timeout")["status"] == "FILLED"

@@ -11,8 +11,9 @@ from simulator.errors import BinanceError
 from simulator.routing import Endpoint, Request, Security
 from simulator.trading import margin as m
 from simulator.trading.book import depth_weight
-from simulator.trading.engine import Exchange, PositionView, Valuation
+from simulator.trading.engine import Exchange
 from simulator.trading.state import AccountState
+from simulator.trading.valuation import PositionView, Valuation
 
 fmt = m.fmt
 

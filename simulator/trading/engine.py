@@ -42,9 +42,9 @@ from simulator.trading.state import (
     Store,
     Trade,
 )
-from simulator.trading.valuation import PositionView, Valuation, order_margin, value
+from simulator.trading.valuation import Valuation, value
 
-__all__ = ["Exchange", "MarketModel", "PositionView", "Valuation", "order_margin"]
+__all__ = ["Exchange", "MarketModel"]
 
 
 class Exchange:

@@ -36,6 +36,9 @@ Publish = Callable[[str, dict], None]
 class MarketModel(Protocol):
     """What the engine needs from simulator.market.Market."""
 
+    @property
+    def instruments(self) -> Any: ...  # symbol -> Instrument, or the instruments themselves
+
     def instrument(self, symbol: str) -> Any: ...
     def mid_price(self, symbol: str, now_ms: int) -> Decimal: ...
     def mark_price(self, symbol: str, now_ms: int) -> Decimal: ...
