@@ -25,6 +25,7 @@ def snapshot(h: Harness) -> dict[str, list[str]]:
         *(t for ts in ex.trades.values() for t in ts),
         *(i for incomes in ex.income.values() for i in incomes),
         *ex.listen_keys.values(),
+        *ex.ledger.countdowns.values(),
         ex.counters,
     ]
     out: dict[str, list[str]] = {}
@@ -49,6 +50,7 @@ def trade_a_little(h: Harness) -> None:
     h.order(symbol="ETHUSDT", side="SELL", type="MARKET", quantity="2")
     h.limit("SELL", "0.2", "30500", newClientOrderId="tp-1")
     h.limit("BUY", "0.1", "29500")
+    h.ex.countdown_cancel_all("alpha", {"symbol": "ETHUSDT", "countdownTime": "600000"}, h.tick())
     h.fill_at("29400")  # the buy rests no more
     h.order("beta", symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.1")
     h.ex.new_listen_key("alpha", h.tick())
@@ -124,3 +126,18 @@ def test_failure_mid_change_leaves_no_half_order(tmp_path: Path, monkeypatch: py
     assert snapshot(h) == before  # memory rolled back to the last commit
     monkeypatch.undo()
     assert snapshot(restart(h, tmp_path)) == before  # and nothing half-written reached the disk
+
+
+def test_a_countdown_survives_a_restart(tmp_path: Path) -> None:
+    """The dead-man switch is stored: a simulator restarted while a client is gone still cancels its orders."""
+    h = Harness(tmp_path)
+    resting = h.limit("BUY", "0.1", "29000")
+    h.ex.countdown_cancel_all("alpha", {"symbol": "BTCUSDT", "countdownTime": "60000"}, h.tick())
+    again = restart(h, tmp_path)
+    again.ex.on_tick(again.tick(30_000))
+    assert [o["orderId"] for o in again.ex.open_orders("alpha", {"symbol": "BTCUSDT"}, again.now)] == [
+        resting["orderId"]
+    ]
+    again.ex.on_tick(again.tick(30_000))
+    assert again.ex.open_orders("alpha", {"symbol": "BTCUSDT"}, again.now) == []
+    assert restart(again, tmp_path).ex.ledger.countdowns == {}  # fired once, then gone

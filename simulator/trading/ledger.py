@@ -20,6 +20,7 @@ from simulator.trading.events import account_update
 from simulator.trading.rules import Rules
 from simulator.trading.state import (
     AccountState,
+    Countdown,
     Counters,
     Income,
     ListenKey,
@@ -86,6 +87,7 @@ class Ledger:
         self.trades: dict[str, list[Trade]] = {}
         self.income: dict[str, list[Income]] = {}
         self.listen_keys: dict[str, ListenKey] = {}
+        self.countdowns: dict[tuple[str, str], Countdown] = {}
         self.counters = Counters()
         for record in self.store.load():
             if isinstance(record, AccountState):
@@ -100,6 +102,8 @@ class Ledger:
                 self.income.setdefault(record.account_id, []).append(record)
             elif isinstance(record, ListenKey):
                 self.listen_keys[record.listen_key] = record
+            elif isinstance(record, Countdown):
+                self.countdowns[(record.account_id, record.symbol)] = record
             elif isinstance(record, Counters):
                 self.counters = record
         self.orders = dict(sorted(self.orders.items()))

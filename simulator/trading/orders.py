@@ -23,7 +23,7 @@ from simulator.trading.params import (
     parse_int,
 )
 from simulator.trading.rules import Rules, check_filters
-from simulator.trading.state import AccountState, Order
+from simulator.trading.state import AccountState, Countdown, Order
 from simulator.trading.valuation import margin_needed, value
 
 CatchUp = Callable[[str | None, int], AccountState]
@@ -35,9 +35,6 @@ class OrderDesk:
     def __init__(self, ledger: Ledger, caught_up: CatchUp) -> None:
         self.ledger = ledger
         self.caught_up = caught_up
-        # countdownCancelAll deadlines per (account, symbol), in server ms. Kept in memory: a restarted simulator
-        # has dropped every client's connection anyway, and the clients re-arm their switch with their next beat.
-        self._countdowns: dict[tuple[str, str], int] = {}
 
     def place(self, account_id: str, params: Mapping[str, str], now: int, *, test: bool = False) -> dict:
         """POST /fapi/v1/order: validate exactly as Binance, then fill, rest or expire. With `test`
@@ -258,17 +255,21 @@ class OrderDesk:
         if countdown < 0:
             raise BinanceError(-1130, "Data sent for parameter 'countdownTime' is not valid: must be >= 0 ms.")
         self.caught_up(account_id, now)
-        with self.ledger.lock:
-            if countdown == 0:
-                self._countdowns.pop((account_id, symbol), None)
-            else:
-                self._countdowns[(account_id, symbol)] = now + countdown
+        with self.ledger.change() as change:
+            armed = self.ledger.countdowns.pop((account_id, symbol), None)
+            if countdown:
+                armed = self.ledger.countdowns[(account_id, symbol)] = Countdown(account_id, symbol, now + countdown)
+                change.touch(armed)
+            elif armed is not None:
+                change.delete(armed)
         return {"symbol": symbol, "countdownTime": str(countdown)}
 
     def fire_countdowns(self, change: Change, account: AccountState, now: int) -> None:
-        due = [k for k, deadline in self._countdowns.items() if k[0] == account.account_id and deadline <= now]
+        """Cancel the open orders of every symbol whose countdown ended; stored, so a restart keeps the switch."""
+        countdowns = self.ledger.countdowns
+        due = [k for k, c in countdowns.items() if k[0] == account.account_id and c.deadline_ms <= now]
         for key in sorted(due):
-            del self._countdowns[key]
+            change.delete(countdowns.pop(key))
             for order in self.ledger.open_orders(account.account_id, key[1]):
                 finish(change, order, "CANCELED", now)
 

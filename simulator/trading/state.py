@@ -153,6 +153,20 @@ class ListenKey:
 
 
 @dataclass
+class Countdown:
+    """An armed countdownCancelAll: the symbol's open orders are cancelled at `deadline_ms` unless re-armed."""
+
+    kind: ClassVar[str] = "countdown"
+    account_id: str
+    symbol: str
+    deadline_ms: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.account_id}|{self.symbol}"
+
+
+@dataclass
 class Counters:
     kind: ClassVar[str] = "counters"
     next_order_id: int = 1_000_000_001
@@ -164,8 +178,10 @@ class Counters:
         return "counters"
 
 
-Record = AccountState | Position | Order | Trade | Income | ListenKey | Counters
-RECORD_TYPES: dict[str, type] = {t.kind: t for t in (AccountState, Position, Order, Trade, Income, ListenKey, Counters)}
+Record = AccountState | Position | Order | Trade | Income | ListenKey | Countdown | Counters
+RECORD_TYPES: dict[str, type] = {
+    t.kind: t for t in (AccountState, Position, Order, Trade, Income, ListenKey, Countdown, Counters)
+}
 
 
 def _encode(value: Any) -> Any:
