@@ -1,4 +1,4 @@
-"""`lsq factor list` and `lsq factor run NAME --at LABEL`: see and try factors without Dagster."""
+"""`lsq factor list` and `lsq factor run NAME --at WINDOW`: see and try factors without Dagster."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from factors.discovery import BUILTIN_DIR, discover
 from factors.engine import run_calculators
 from lsq.config import load_config
 from lsq.paths import DataPaths
-from lsq.timelabels import parse_label
+from lsq.timelabels import parse_window
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     one = actions.add_parser("run", help="run one calculator for a sealed window and print its weights and timing")
     one.add_argument("name", help="calculator name (see `lsq factor list`)")
-    one.add_argument("--at", required=True, metavar="LABEL", help="window label YYYY-MM-DD-HHH (001..288, UTC)")
+    one.add_argument(
+        "--at",
+        required=True,
+        metavar="WINDOW",
+        help="the sealed window, by any of its names: label YYYY-MM-DD-HHH (001..288, UTC), partition key "
+        "YYYY-MM-DD-HH:MM (its start) or positions stamp YYYYmmdd_HHMMSS (its end)",
+    )
     one.add_argument("--top", type=int, default=15, help="longs and shorts to print (default 15)")
     one.add_argument("--folder", action="append", type=Path, default=[], help=folder_help)
     one.set_defaults(func=run_one)
@@ -56,7 +62,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_one(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     try:
-        window_ms = parse_label(args.at)
+        window_ms = parse_window(args.at)
     except ValueError as exc:
         print(f"lsq factor run: {exc}", file=sys.stderr)
         return 2

@@ -28,11 +28,14 @@ import polars.selectors as cs
 import pyarrow as pa
 
 from lsq.paths import DataPaths
+from lsq.stores.panels import scan_panel
+from lsq.stores.universes import TRADED_VERSION, universe_symbols
 from lsq.symbols import to_exchange, to_strategy
-from lsq.timelabels import DAY_MS, PERIOD_MS, WINDOW_MS, label_of, parse_label
+from lsq.timelabels import DAY_MS, PERIOD_MS, WINDOW_MS, label_of, parse_label, parse_period
 
-TRADING_UNIVERSE = "v2"
-Mode = Literal["5min", "1h", "4h", "8h", "12h", "24h"]
+TRADING_UNIVERSE = TRADED_VERSION
+# Any spelling lsq.timelabels.parse_period accepts; these are the documented ones.
+Mode = Literal["5min", "5m", "1h", "4h", "8h", "12h", "24h"]
 PANELS = ("bars", "tran_stats", "premium_index", "funding")
 TIME_COLUMNS: dict[str, str] = {
     "bars": "open_time",
@@ -279,9 +282,6 @@ class AlphaDataView:
         `universe_version=None` takes every symbol with bars (research without a stored universe). A missing
         universe is an error otherwise: trading must never silently widen to every symbol.
         """
-        from lsq_pipeline.storage import scan_panel
-        from lsq_pipeline.universe import universe_symbols
-
         start, end = window_ms + WINDOW_MS - history_days * DAY_MS, window_ms + WINDOW_MS
         universe = None
         if universe_version is not None:
@@ -380,23 +380,19 @@ class AlphaDataView:
         return offsets
 
     def _between(self, kind: str, begin_label: str, end_label: str, mode: str) -> pl.DataFrame:
-        if mode not in PERIOD_MS:
-            raise ValueError(f"unknown mode {mode!r}; expected one of {list(PERIOD_MS)}")
+        period = parse_period(mode)
         begin, end = parse_label(begin_label), parse_label(end_label) + WINDOW_MS
         if end <= begin:
             raise ValueError(f"end label {end_label!r} is before begin label {begin_label!r}")
         rows = self._frames[kind].filter(pl.col("open_time").is_between(begin, end, closed="left"))
-        if mode == "5min":
-            return rows
-        return _rollup(kind, rows, PERIOD_MS[mode])
+        return rows if PERIOD_MS[period] == WINDOW_MS else _rollup(kind, rows, period)
 
 
-def _rollup(kind: str, rows: pl.DataFrame, period_ms: int) -> pl.DataFrame:
+def _rollup(kind: str, rows: pl.DataFrame, period: str) -> pl.DataFrame:
     """Longer-period rows from 5-minute rows with the aggregation package's rules, as floats like the panels."""
     from lsq.aggregation.rollups import rollup_bars, rollup_tran_stats
 
     if kind not in ("bars", "tran_stats"):
         raise ValueError(f"only bars and tran_stats roll up, not {kind!r}")
-    period = next(name for name, ms in PERIOD_MS.items() if ms == period_ms)
     rolled = rollup_bars(rows, period) if kind == "bars" else rollup_tran_stats(rows, period)
     return rolled.with_columns(cs.decimal().cast(pl.Float64))

@@ -1,4 +1,9 @@
-"""`lsq`: the operator's command. Each stage's package registers its own subcommands."""
+"""`lsq`: the operator's command, and the system's one composition root.
+
+Each stage's package registers its own subcommands; this module is the only place in the core that names stages
+(tests/test_architecture.py holds every other core module to that). Stage modules load by name so a package that is
+not installed (or not built yet) simply has no commands.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,26 @@ import importlib
 import logging
 import sys
 
+from lsq import run
 from lsq.config import ConfigError
 
-# Packages whose `cli.register(subparsers)` adds subcommands, in the order they appear in --help.
+# Packages whose `cli.register(subparsers)` adds subcommands, in the order they appear in --help (`lsq run` last).
 COMMAND_MODULES = (
     "simulator.cli",
     "collectors.cli",
     "collectors.history",
     "lsq_pipeline.cli",
     "factors.cli",
-    "lsq.run",
 )
+
+
+def prepare_dagster(env: dict[str, str]) -> dict[str, str]:
+    """`env` plus DAGSTER_HOME, with the instance's storage created: what `lsq run` gives Dagster's processes."""
+    from lsq_pipeline.cli import dagster_env, prepare_instance
+
+    prepared = {**env, **dagster_env()}
+    prepare_instance(prepared)
+    return prepared
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    run.register(sub, prepare_dagster)
     return parser
 
 

@@ -1,7 +1,9 @@
 """`lsq run`: the whole system on one machine: simulator, collector and `dagster dev`, stopped together.
 
 Each child runs in its own process group, so Ctrl-C (or SIGTERM) reaches every process they spawned
-(dagster dev starts a webserver, a daemon and code servers) and nothing is left behind.
+(dagster dev starts a webserver, a daemon and code servers) and nothing is left behind. The children are `lsq`
+commands and `dagster dev`; the Dagster instance is prepared by a function the composition root (lsq.cli) passes in,
+so this module uses no stage.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
 from lsq.config import PROJECT_ROOT, Settings, load_config
 
 STOP_GRACE_SECONDS = 15.0
+# env -> the variables `dagster dev` and the Dagster commands need (DAGSTER_HOME), its storage created.
+PrepareDagster = Callable[[dict[str, str]], dict[str, str]]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction, prepare_dagster: PrepareDagster) -> None:
     parser = sub.add_parser("run", help="start simulator + collector + dagster dev (the embedded default)")
     parser.add_argument("--no-dagster", action="store_true", help="only the simulator and the collector")
     parser.add_argument("--dagster-port", type=int, default=3000)
@@ -37,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="raise the simulator's advertised rate limits, so the first backfill of a day of history over REST "
         "takes minutes rather than an hour (default 20; 1 = Binance's own limits)",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=partial(run, prepare_dagster=prepare_dagster))
 
 
 @dataclass
@@ -106,7 +111,7 @@ def _lsq(*args: str) -> list[str]:
     return [sys.executable, "-m", "lsq.cli", *args]
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, prepare_dagster: PrepareDagster) -> int:
     settings: Settings = load_config(args.config)
     if settings.execution.mode != "mock":
         print("lsq run starts the embedded simulator; set execution.mode: mock (or run the pieces yourself)")
@@ -135,10 +140,7 @@ def run(args: argparse.Namespace) -> int:
             return 0 if stopping else 1
         sup.start("collector", _lsq("collect"), env)
         if not args.no_dagster:
-            from lsq_pipeline.cli import dagster_env, prepare_instance
-
-            dagster_env = {**env, **dagster_env()}
-            prepare_instance(dagster_env)
+            dagster_env = prepare_dagster(env)
             sup.start("recent backfill", _lsq("backfill", "--recent"), dagster_env, oneshot=True)
             dagster = [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1"]
             sup.start("dagster dev", [*dagster, "-p", str(args.dagster_port), "-w", "workspace.yaml"], dagster_env)

@@ -4,7 +4,9 @@
     bars = api.get_bar_between("2024-08-08-001", "2024-08-08-288", mode="1h")
     bars["btc-usdt"]  # pl.DataFrame sorted by open_time
 
-Labels are 'YYYY-MM-DD-HHH' (HHH = 001..288, the 5-minute window of the UTC day); both ends are inclusive. Modes
+Windows are named by any of their three names (lsq.timelabels.parse_window): a label 'YYYY-MM-DD-HHH' (HHH = 001..288,
+the 5-minute window of the UTC day), a partition key or a positions stamp; both ends are inclusive. A mode is any
+spelling of a period (lsq.timelabels.parse_period: '5min' or '5m', '1h', ..., '24h'). Modes
 longer than 5 minutes are rolled up from the stored 5-minute panels with lsq.aggregation's rollups, so a period that
 is still open (or whose rollup asset has not run yet) is returned as far as its windows exist, never missing.
 A mode period starts at its UTC-aligned boundary: mode='1h' from label ...-007 (00:30) returns the hour 00:00 built
@@ -18,28 +20,26 @@ from dataclasses import dataclass
 import polars as pl
 
 from lsq.aggregation.rollups import rollup_bars, rollup_tran_stats
+from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.config import Settings, load_config
 from lsq.paths import DataPaths
+from lsq.stores.panels import load_panel, scan_panel
+from lsq.stores.universes import TRADED_VERSION, check_version, read_universe, universe_day_for
 from lsq.symbols import to_strategy
-from lsq.timelabels import DAY_MS, PERIOD_MS, WINDOW_MS, day_start, now_ms, parse_label, window_start
-from lsq_pipeline.storage import load_panel, scan_panel
-from lsq_pipeline.universe import VERSIONS, read_universe, universe_day_for
-
-MODES = tuple(PERIOD_MS)
+from lsq.timelabels import DAY_MS, PERIOD_MS, WINDOW_MS, day_start, parse_period, parse_window, window_start
 
 
 def label_range(begin_label: str, end_label: str) -> tuple[int, int]:
-    """Inclusive labels -> [start_ms, end_ms); ValueError for a bad label or an inverted range."""
-    start, last = parse_label(begin_label), parse_label(end_label)
+    """Inclusive windows (any of their names) -> [start_ms, end_ms); ValueError for a bad name or an inverted range."""
+    start, last = parse_window(begin_label), parse_window(end_label)
     if last < start:
         raise ValueError(f"inverted range: end label {end_label!r} is before begin label {begin_label!r}")
     return start, last + WINDOW_MS
 
 
-def check_mode(mode: str) -> int:
-    if mode not in PERIOD_MS:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
-    return PERIOD_MS[mode]
+def check_mode(mode: str) -> str:
+    """The canonical period of `mode` (ValueError naming the accepted ones)."""
+    return parse_period(mode)
 
 
 def split_by_symbol(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:
@@ -74,10 +74,11 @@ class StrategyDataAPI:
     """Read-only access to the pipeline's stored data; every method returns {strategy symbol: frame}."""
 
     paths: DataPaths
+    clock: Clock = SYSTEM_CLOCK
 
     def _panel(self, kind: str, begin_label: str, end_label: str, mode: str) -> pl.DataFrame:
         """Rows in storage order (per symbol in time order), from the start of the first label's period."""
-        period_ms = check_mode(mode)
+        period_ms = PERIOD_MS[check_mode(mode)]
         start, end = label_range(begin_label, end_label)
         lf = scan_panel(self.paths, kind, window_start(start, period_ms), end)
         return pl.DataFrame() if lf is None else lf.collect()
@@ -85,15 +86,15 @@ class StrategyDataAPI:
     def get_bar_between(self, begin_label: str, end_label: str, mode: str = "5min") -> dict[str, pl.DataFrame]:
         """OHLCV bars (lsq.aggregation BAR_SCHEMA) per symbol for the labels' windows, in periods of `mode`."""
         frame = self._panel("bars", begin_label, end_label, mode)
-        if frame.height and mode != "5min":
-            frame = rollup_bars(frame, mode)
+        if frame.height and check_mode(mode) != "5m":
+            frame = rollup_bars(frame, check_mode(mode))
         return split_by_symbol(frame)
 
     def get_tran_stats_between(self, begin_label: str, end_label: str, mode: str = "5min") -> dict[str, pl.DataFrame]:
         """Taker buy/sell statistics by trade-size tier (lsq.aggregation TRAN_STATS_SCHEMA) per symbol."""
         frame = self._panel("tran_stats", begin_label, end_label, mode)
-        if frame.height and mode != "5min":
-            frame = rollup_tran_stats(frame, mode)
+        if frame.height and check_mode(mode) != "5m":
+            frame = rollup_tran_stats(frame, check_mode(mode))
         return split_by_symbol(frame)
 
     def get_premium_index_bar_between(
@@ -101,8 +102,8 @@ class StrategyDataAPI:
     ) -> dict[str, pl.DataFrame]:
         """Premium-index OHLC (floats: it is a ratio) per symbol."""
         frame = self._panel("premium_index", begin_label, end_label, mode)
-        if frame.height and mode != "5min":
-            frame = rollup_premium(frame, PERIOD_MS[mode])
+        if frame.height and check_mode(mode) != "5m":
+            frame = rollup_premium(frame, PERIOD_MS[check_mode(mode)])
         return split_by_symbol(frame)
 
     def get_funding_rate_between(self, begin_label: str, end_label: str) -> dict[str, pl.DataFrame]:
@@ -110,14 +111,13 @@ class StrategyDataAPI:
         start, end = label_range(begin_label, end_label)
         return split_by_symbol(load_panel("funding", start, end, paths=self.paths))
 
-    def get_last_universe(self, version: str = "v1") -> pl.DataFrame:
+    def get_last_universe(self, version: str = TRADED_VERSION) -> pl.DataFrame:
         """The universe in force today (UTC): today's file, else the latest earlier one; symbols as 'btc-usdt'.
 
-        FileNotFoundError when none is stored yet (run the `universe` asset, or `lsq backfill`).
+        The default is the traded universe (lsq.stores.universes.TRADED_VERSION); `version="v1"` gives every listed
+        perpetual. FileNotFoundError when none is stored yet (run the `universe` asset, or `lsq backfill`).
         """
-        if version not in VERSIONS:
-            raise ValueError(f"unknown universe version {version!r}; expected one of {VERSIONS}")
-        day = universe_day_for(self.paths, day_start(now_ms()) + DAY_MS - 1, version)
+        day = universe_day_for(self.paths, day_start(self.clock.now_ms()) + DAY_MS - 1, check_version(version))
         if day is None:
             raise FileNotFoundError(f"no {version} universe stored under {self.paths.root / 'universe'}")
         frame = read_universe(self.paths, day, version)

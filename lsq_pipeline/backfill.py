@@ -14,28 +14,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from tqdm import tqdm
 
 from collectors import history
+from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.config import Settings
 from lsq.paths import DataPaths
+from lsq.stores.universes import universe_symbols
 from lsq.timelabels import (
     DAY_MS,
     PERIOD_MS,
     WINDOW_MS,
     day_start,
     format_day,
-    from_datetime,
-    now_ms,
     to_datetime,
     window_start,
 )
-from lsq_pipeline.market.assets import funding_rates, premium_index_5m, window_stats_5m
-from lsq_pipeline.partitions import FIVE_MINUTE, FUNDING_DAYS, ROLLUPS, UNIVERSE_DAYS
+from lsq_pipeline.defs.market.assets import BARS_5M, FUNDING_RATES, PREMIUM_INDEX_5M, TRAN_STATS_5M
+from lsq_pipeline.defs.market.sensors import contiguous_runs, last_stored_window
+from lsq_pipeline.defs.universe.assets import UNIVERSE
+from lsq_pipeline.partitions import partitions_for
 from lsq_pipeline.resources import LsqResource
-from lsq_pipeline.sensors import contiguous_runs, last_stored_window
-from lsq_pipeline.universe import universe, universe_symbols
+from lsq_pipeline.tags import range_tags
 
 BACKFILL_TAG = "lsq/backfill"
 PLANNED_SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
@@ -80,11 +80,8 @@ def whole_periods(start_ms: int, end_ms: int, period_ms: int) -> tuple[int, int]
 
 
 def _range_tags(partitions: dg.TimeWindowPartitionsDefinition, first_ms: int, last_ms: int) -> dict[str, str]:
-    return {
-        ASSET_PARTITION_RANGE_START_TAG: to_datetime(first_ms).strftime(partitions.fmt),
-        ASSET_PARTITION_RANGE_END_TAG: to_datetime(last_ms).strftime(partitions.fmt),
-        BACKFILL_TAG: "true",
-    }
+    first, last = (to_datetime(ms).strftime(partitions.fmt) for ms in (first_ms, last_ms))
+    return {**range_tags(first, last), BACKFILL_TAG: "true"}
 
 
 def _run(
@@ -108,20 +105,22 @@ def run_backfill(
     *,
     import_trades: bool = True,
     progress: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> BackfillReport:
-    """Backfill [start_ms, end_ms) (clamped to closed windows); see the module docstring for the steps."""
+    """Backfill [start_ms, end_ms), clamped to the windows closed by `clock`; the module docstring lists the steps."""
     from lsq_pipeline.definitions import build_definitions
 
-    start, end = clamp_range(start_ms, end_ms, now_ms(), from_datetime(FIVE_MINUTE.start))
+    partitions = partitions_for(settings)
+    start, end = clamp_range(start_ms, end_ms, clock.now_ms(), partitions.first_window_ms)
     # One planned event per run instead of one per partition: a 2,016-window run records in ~18 s instead of ~31 s.
     os.environ.setdefault(PLANNED_SUBSET_ENV, "1")
     report = BackfillReport(start, end)
     lsq = LsqResource.for_settings(settings)
     resources: dict[str, object] = {"lsq": lsq}
-    job = build_definitions(resources).resolve_implicit_global_asset_job_def()
+    job = build_definitions(settings, resources, clock).resolve_implicit_global_asset_job_def()
     paths = DataPaths(settings.data_dir)
     days = list(range(day_start(start), end, DAY_MS))
-    stages = ["universe", "trades", "bars", *ROLLUPS, "funding"]
+    stages = ["universe", "trades", "bars", *partitions.rollups, "funding"]
     with tqdm(total=len(stages), unit="stage", desc="lsq backfill", disable=not progress) as bar:
 
         def stage(name: str) -> None:
@@ -135,9 +134,9 @@ def run_backfill(
         stage("universe")
         missing = [day for day in days if not paths.universe_file(format_day(day), "v1").exists()]
         for first, last in contiguous_runs(missing, DAY_MS):  # stored days stay as they were built (point in time)
-            tags = _range_tags(UNIVERSE_DAYS, first, last)
+            tags = _range_tags(partitions.universe_days, first, last)
             report.runs[f"universe {format_day(first)}..{format_day(last)}"] = _run(
-                job, instance, [universe.key], tags, resources
+                job, instance, [UNIVERSE], tags, resources
             )
         report.symbols = sorted({s for day in days for s in universe_symbols(paths, day)})
         done("universe")
@@ -149,21 +148,22 @@ def run_backfill(
         done("trades")
 
         stage("bars")
-        keys = [*window_stats_5m.keys, premium_index_5m.key]
-        report.runs["bars"] = _run(job, instance, keys, _range_tags(FIVE_MINUTE, start, end - WINDOW_MS), resources)
+        keys = [BARS_5M, TRAN_STATS_5M, PREMIUM_INDEX_5M]
+        bar_tags = _range_tags(partitions.five_minute, start, end - WINDOW_MS)
+        report.runs["bars"] = _run(job, instance, keys, bar_tags, resources)
         done("bars")
 
-        for period, partitions in ROLLUPS.items():
+        for period, rollup in partitions.rollups.items():
             stage(period)
             span = whole_periods(start, end, PERIOD_MS[period])
             if span is not None:
                 keys = [dg.AssetKey(f"bars_{period}"), dg.AssetKey(f"tran_stats_{period}")]
-                report.runs[period] = _run(job, instance, keys, _range_tags(partitions, *span), resources)
+                report.runs[period] = _run(job, instance, keys, _range_tags(rollup, *span), resources)
             done(period)
 
         stage("funding")
-        funding_tags = _range_tags(FUNDING_DAYS, days[0], days[-1])
-        report.runs["funding"] = _run(job, instance, [funding_rates.key], funding_tags, resources)
+        funding_tags = _range_tags(partitions.funding_days, days[0], days[-1])
+        report.runs["funding"] = _run(job, instance, [FUNDING_RATES], funding_tags, resources)
         done("funding")
     return report
 

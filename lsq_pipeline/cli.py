@@ -109,8 +109,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_trigger(args: argparse.Namespace) -> int:
-    from lsq_pipeline.claims import window_run_exists
-    from lsq_pipeline.trigger import MarkerTrigger, graphql_submit, watch
+    from lsq_pipeline.defs.market.claims import window_run_exists
+    from lsq_pipeline.defs.market.trigger import MarkerTrigger, graphql_submit, watch
 
     paths = DataPaths(load_config(args.config).data_dir)
     with _instance() as instance:

@@ -1,19 +1,21 @@
 """Partition definitions, all in UTC and all starting at `data.partitions_start` from the configuration.
 
 The 5-minute definition is the heart: one partition per sealed trade window, keys like 2024-08-08-23:55 (the same
-format as lsq.timelabels.partition_key). Rollups have their own definitions aligned to UTC midnight. The start is
-read when the code location loads, so moving `data.partitions_start` forward and reloading keeps the number of
-5-minute partitions small (Dagster advises < 100,000 per asset) without touching stored data.
+format as lsq.timelabels.partition_key). Rollups have their own definitions aligned to UTC midnight. They are built
+from the Settings the code location is built with (`partitions_for`), so moving `data.partitions_start` forward and
+reloading keeps the number of 5-minute partitions small (Dagster advises < 100,000 per asset) without touching
+stored data.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 import dagster as dg
 
-from lsq.config import load_config
-from lsq.timelabels import PARTITION_FMT, parse_day, to_datetime
+from lsq.config import Settings
+from lsq.timelabels import PARTITION_FMT, from_datetime, parse_day, to_datetime
 
 ROLLUP_CRONS: dict[str, str] = {
     "1h": "0 * * * *",
@@ -48,10 +50,27 @@ def daily(start: str, end_offset: int = 0) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=start, timezone="UTC", end_offset=end_offset)
 
 
-START = load_config().data.partitions_start
-FIVE_MINUTE = five_minute(START)
-ROLLUPS: dict[str, dg.TimeWindowPartitionsDefinition] = {p: rollup(p, START) for p in ROLLUP_CRONS}
-# The universe of day D is built on D-1 (schedule at 23:55 local), so tomorrow's partition must exist.
-UNIVERSE_DAYS = daily(START, end_offset=2)
-# Funding of the current UTC day can be fetched while it is still open and refreshed later.
-FUNDING_DAYS = daily(START, end_offset=1)
+@dataclass(frozen=True)
+class Partitions:
+    """Every partitions definition of the code location, from one `data.partitions_start`."""
+
+    five_minute: dg.TimeWindowPartitionsDefinition
+    rollups: dict[str, dg.TimeWindowPartitionsDefinition]
+    # The universe of day D is built on D-1 (schedule at 23:55 local), so tomorrow's partition must exist.
+    universe_days: dg.DailyPartitionsDefinition
+    # Funding of the current UTC day can be fetched while it is still open and refreshed later.
+    funding_days: dg.DailyPartitionsDefinition
+
+    @property
+    def first_window_ms(self) -> int:
+        return from_datetime(self.five_minute.start)
+
+
+def partitions_for(settings: Settings) -> Partitions:
+    start = settings.data.partitions_start
+    return Partitions(
+        five_minute=five_minute(start),
+        rollups={p: rollup(p, start) for p in ROLLUP_CRONS},
+        universe_days=daily(start, end_offset=2),
+        funding_days=daily(start, end_offset=1),
+    )

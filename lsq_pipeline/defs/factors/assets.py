@@ -2,8 +2,9 @@
 
 All three are on the 5-minute partitions and run in the same window job as the window's bars. Lineage declares the
 trailing `strategy.history_days` of bars_5m / tran_stats_5m / premium_index_5m and the window's day of funding_rates
-and universe, but the data are read straight from storage (lsq_pipeline.storage): loading thousands of upstream
-partitions through an IO manager is far too slow.
+and universe, but the data are read straight from storage (lsq.stores): loading thousands of upstream
+partitions through an IO manager is far too slow. `factor_assets(settings, five_minute)` discovers the enabled
+calculators and declares the lineage of the configured `strategy.history_days`.
 
 - `factors` (one step, `can_subset`): builds the view once and runs the selected calculators with the configured
   concurrency; each `factor_<name>` materialises with its status, timing and weights summary, and its check
@@ -36,13 +37,13 @@ from factors.engine import (
     run_calculators,
 )
 from factors.sizing import latest_prices, write_target_positions
-from lsq.config import load_config
+from lsq.config import Settings
+from lsq.stores.panels import load_panel
+from lsq.stores.universes import universe_symbols
 from lsq.timelabels import DAY_MS, WINDOW_MS, WINDOWS_PER_DAY, parse_partition_key
-from lsq_pipeline.market.assets import BARS_5M, TRAN_STATS_5M, funding_rates, premium_index_5m
-from lsq_pipeline.partitions import FIVE_MINUTE
+from lsq_pipeline.defs.market.assets import BARS_5M, FUNDING_RATES, PREMIUM_INDEX_5M, TRAN_STATS_5M
+from lsq_pipeline.defs.universe.assets import UNIVERSE
 from lsq_pipeline.resources import LsqResource
-from lsq_pipeline.storage import load_panel
-from lsq_pipeline.universe import universe, universe_symbols
 
 GROUP = "factors"
 TOP_WEIGHTS = 10
@@ -63,9 +64,9 @@ def factor_deps(history_days: int) -> list[dg.AssetDep]:
     return [
         dg.AssetDep(BARS_5M, partition_mapping=trailing),
         dg.AssetDep(TRAN_STATS_5M, partition_mapping=trailing),
-        dg.AssetDep(premium_index_5m, partition_mapping=trailing),
-        dg.AssetDep(funding_rates, partition_mapping=same_day),
-        dg.AssetDep(universe, partition_mapping=same_day),
+        dg.AssetDep(PREMIUM_INDEX_5M, partition_mapping=trailing),
+        dg.AssetDep(FUNDING_RATES, partition_mapping=same_day),
+        dg.AssetDep(UNIVERSE, partition_mapping=same_day),
     ]
 
 
@@ -106,7 +107,9 @@ def _describe(calc: AlphaCalculatorBase) -> str:
     return ((module.__doc__ if module else None) or type(calc).__doc__ or calc.name).strip()
 
 
-def _factors_asset(calculators: Sequence[AlphaCalculatorBase], history_days: int) -> dg.AssetsDefinition:
+def _factors_asset(
+    calculators: Sequence[AlphaCalculatorBase], history_days: int, five_minute: dg.TimeWindowPartitionsDefinition
+) -> dg.AssetsDefinition:
     by_key = {factor_key(c.name): c for c in calculators}
     deps = factor_deps(history_days)
 
@@ -126,7 +129,7 @@ def _factors_asset(calculators: Sequence[AlphaCalculatorBase], history_days: int
             dg.AssetCheckSpec("succeeded", asset=key, description="The calculator returned weights in time.")
             for key in by_key
         ],
-        partitions_def=FIVE_MINUTE,
+        partitions_def=five_minute,
         can_subset=True,
         description="Runs the selected calculators on one shared view of the trailing data.",
     )
@@ -177,11 +180,13 @@ def _alpha_metadata(result: AlphaResult, written: list[str]) -> dict[str, dg.Met
     }
 
 
-def _alpha_asset(names: Sequence[str], problems: Sequence[Problem]) -> dg.AssetsDefinition:
+def _alpha_asset(
+    names: Sequence[str], problems: Sequence[Problem], five_minute: dg.TimeWindowPartitionsDefinition
+) -> dg.AssetsDefinition:
     @dg.asset(
         name="alpha",
         deps=[factor_key(n) for n in names],
-        partitions_def=FIVE_MINUTE,
+        partitions_def=five_minute,
         group_name=GROUP,
         kinds={"polars", "parquet"},
         description="Weighted sum of the factor vectors (each scaled to Σ|w| = 1), normalised to Σ|w| = 1.",
@@ -215,54 +220,64 @@ def _alpha_asset(names: Sequence[str], problems: Sequence[Problem]) -> dg.Assets
     return alpha
 
 
-@dg.asset(
-    deps=["alpha", dg.AssetDep(universe, partition_mapping=dg.TimeWindowPartitionMapping())],
-    partitions_def=FIVE_MINUTE,
-    group_name=GROUP,
-    kinds={"json"},
-    description="Signed target quantities per account (data/positions/{account}_target_positions_{stamp}.json).",
-)
-def target_positions(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
-    window_ms = parse_partition_key(context.partition_key)
-    paths, settings = lsq.paths, lsq.settings
-    alpha = pl.read_parquet(alpha_file(paths, window_ms))
-    symbols = universe_symbols(paths, window_ms, TRADING_UNIVERSE)
-    if not symbols:
-        raise dg.Failure(description=f"no {TRADING_UNIVERSE} universe stored for {context.partition_key}")
-    bars = load_panel("bars", window_ms + WINDOW_MS - DAY_MS, window_ms + WINDOW_MS, paths=paths)
-    report = write_target_positions(settings, paths, window_ms, dict(alpha.iter_rows()), latest_prices(bars), symbols)
-    for account, reason in report.skipped.items():
-        context.log.warning(f"account {account} skipped: {reason}")
-    metadata: dict[str, dg.MetadataValue] = {
-        "files": dg.MetadataValue.json([str(t.path) for t in report.written]),
-        "gross_notional": dg.MetadataValue.json({t.account_id: float(t.gross_notional) for t in report.written}),
-        "capital": dg.MetadataValue.json({t.account_id: float(t.capital) for t in report.written}),
-        "positions": dg.MetadataValue.json(
-            {t.account_id: sum(p.target_position != 0 for p in t.positions) for t in report.written}
-        ),
-        "skipped_accounts": dg.MetadataValue.json(report.skipped),
-        "failed_accounts": dg.MetadataValue.json(report.failed),
-    }
-    if report.failed:
-        raise dg.Failure(description=f"sizing failed for accounts {sorted(report.failed)}", metadata=metadata)
-    return dg.MaterializeResult(metadata=metadata)
+def _target_positions_asset(five_minute: dg.TimeWindowPartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        deps=["alpha", dg.AssetDep(UNIVERSE, partition_mapping=dg.TimeWindowPartitionMapping())],
+        partitions_def=five_minute,
+        group_name=GROUP,
+        kinds={"json"},
+        description="Signed target quantities per account (data/positions/{account}_target_positions_{stamp}.json).",
+    )
+    def target_positions(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
+        window_ms = parse_partition_key(context.partition_key)
+        paths, settings = lsq.paths, lsq.settings
+        alpha = pl.read_parquet(alpha_file(paths, window_ms))
+        symbols = universe_symbols(paths, window_ms, TRADING_UNIVERSE)
+        if not symbols:
+            raise dg.Failure(description=f"no {TRADING_UNIVERSE} universe stored for {context.partition_key}")
+        bars = load_panel("bars", window_ms + WINDOW_MS - DAY_MS, window_ms + WINDOW_MS, paths=paths)
+        report = write_target_positions(
+            settings, paths, window_ms, dict(alpha.iter_rows()), latest_prices(bars), symbols
+        )
+        for account, reason in report.skipped.items():
+            context.log.warning(f"account {account} skipped: {reason}")
+        metadata: dict[str, dg.MetadataValue] = {
+            "files": dg.MetadataValue.json([str(t.path) for t in report.written]),
+            "gross_notional": dg.MetadataValue.json({t.account_id: float(t.gross_notional) for t in report.written}),
+            "capital": dg.MetadataValue.json({t.account_id: float(t.capital) for t in report.written}),
+            "positions": dg.MetadataValue.json(
+                {t.account_id: sum(p.target_position != 0 for p in t.positions) for t in report.written}
+            ),
+            "skipped_accounts": dg.MetadataValue.json(report.skipped),
+            "failed_accounts": dg.MetadataValue.json(report.failed),
+        }
+        if report.failed:
+            raise dg.Failure(description=f"sizing failed for accounts {sorted(report.failed)}", metadata=metadata)
+        return dg.MaterializeResult(metadata=metadata)
+
+    return target_positions
 
 
 def build_factor_assets(
-    calculators: Sequence[AlphaCalculatorBase], history_days: int, problems: Sequence[Problem] = ()
+    calculators: Sequence[AlphaCalculatorBase],
+    history_days: int,
+    five_minute: dg.TimeWindowPartitionsDefinition,
+    problems: Sequence[Problem] = (),
 ) -> list[dg.AssetsDefinition]:
     """The factor stage for `calculators` (tests pass calculators discovered from their own folder).
 
     `problems` (files that failed to load) are logged by every alpha run and listed in its metadata.
     """
-    factor_assets = [_factors_asset(calculators, history_days)] if calculators else []
-    return [*factor_assets, _alpha_asset([c.name for c in calculators], problems), target_positions]
+    factors = [_factors_asset(calculators, history_days, five_minute)] if calculators else []
+    return [
+        *factors,
+        _alpha_asset([c.name for c in calculators], problems, five_minute),
+        _target_positions_asset(five_minute),
+    ]
 
 
-def _discovered() -> tuple[list[AlphaCalculatorBase], list[Problem]]:
-    strategy = load_config().strategy
-    return discover(enabled=strategy.calculators.enabled)
-
-
-CALCULATORS, PROBLEMS = _discovered()
-ASSETS = build_factor_assets(CALCULATORS, load_config().strategy.history_days, PROBLEMS)
+def factor_assets(settings: Settings, five_minute: dg.TimeWindowPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The configured factor stage: the enabled calculators, with the configured history as lineage."""
+    strategy = settings.strategy
+    calculators, problems = discover(enabled=strategy.calculators.enabled)
+    return build_factor_assets(calculators, strategy.history_days, five_minute, problems)

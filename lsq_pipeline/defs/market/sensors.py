@@ -11,8 +11,9 @@ seconds) lists markers newer than its cursor (the last window it requested) and:
 Nothing is requested before its marker exists, so no run reads a window still being written.
 The sensor asks for a tick every 2 s; Dagster 1.13's sensor daemon loops at most every 5 s (MIN_INTERVAL_LOOP_TIME),
 so a marker waits 0-5 s for its tick. That is why live windows normally come from `lsq trigger`
-(lsq_pipeline.trigger) within a fraction of a second; the sensor then only reports the marker, and a claim file per
-window (lsq_pipeline.claims) guarantees that exactly one of the two launches it.
+(lsq_pipeline.defs.market.trigger) within a fraction of a second; the sensor then only reports the marker, and a claim
+file per window (lsq_pipeline.defs.market.claims) guarantees that exactly one of the two launches it.
+"Now" comes from an injected lsq.clock.Clock (SYSTEM_CLOCK in the code location, a FakeClock in tests).
 """
 
 import json
@@ -22,14 +23,22 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.paths import DataPaths
-from lsq.timelabels import WINDOW_MS, day_start, format_day, now_ms, parse_day, parse_partition_key, partition_key
-from lsq_pipeline.claims import SERIAL_TAG, TRIGGER_GRACE_MS, Claim, read_claim, try_claim, window_run_exists
+from lsq.stores.panels import day_file, stored_days
+from lsq.timelabels import WINDOW_MS, day_start, format_day, parse_day, parse_partition_key, partition_key
+from lsq_pipeline.defs.market.claims import (
+    SERIAL_TAG,
+    TRIGGER_GRACE_MS,
+    Claim,
+    read_claim,
+    try_claim,
+    window_run_exists,
+)
+from lsq_pipeline.defs.market.jobs import WINDOW_JOB
 from lsq_pipeline.resources import LsqResource
-from lsq_pipeline.storage import day_file, stored_days
+from lsq_pipeline.tags import range_tags
 
 MAX_CATCHUP_WINDOWS = 2 * 288  # a longer outage is a job for `lsq backfill`
 SENSOR_INTERVAL_SECONDS = 2
@@ -114,7 +123,7 @@ def plan_window_requests(windows: Sequence[int], market_keys: Sequence[dg.AssetK
                 dg.RunRequest(run_key=k0, partition_key=k0, asset_selection=list(market_keys), tags=SERIAL_TAG)
             )
         else:
-            tags = {ASSET_PARTITION_RANGE_START_TAG: k0, ASSET_PARTITION_RANGE_END_TAG: k1, **SERIAL_TAG}
+            tags = {**range_tags(k0, k1), **SERIAL_TAG}
             requests.append(dg.RunRequest(run_key=f"{k0}...{k1}", asset_selection=list(market_keys), tags=tags))
     newest = ordered[-1]
     fresh = now - (newest + WINDOW_MS) <= MAX_SIGNAL_AGE_MS
@@ -193,7 +202,7 @@ def evaluate_markers(
 def windows_to_launch(
     paths: DataPaths, windows: Sequence[int], now: int, has_run: Callable[[str], bool]
 ) -> tuple[list[int], list[int]]:
-    """(windows the sensor requests, windows it is done with), in order; see lsq_pipeline.claims.
+    """(windows the sensor requests, windows it is done with), in order; see lsq_pipeline.defs.market.claims.
 
     A window the trigger claimed is left to it once its run exists; a trigger claim with no run yet stops the tick
     there (the cursor stays before it) until the run appears or the claim is older than TRIGGER_GRACE_MS.
@@ -216,13 +225,13 @@ def windows_to_launch(
 
 
 def marker_sensor_for(
-    job: UnresolvedAssetJobDefinition, market_keys: Sequence[dg.AssetKey], first_window_ms: int
+    market_keys: Sequence[dg.AssetKey], first_window_ms: int, clock: Clock = SYSTEM_CLOCK
 ) -> dg.SensorDefinition:
-    """The sensor over sealed-window markers that drives `job` (the 5-minute window job)."""
+    """The sensor over sealed-window markers that drives the window job; `clock` says what "now" is."""
 
     @dg.sensor(
         name="sealed_window_sensor",
-        job=job,
+        job_name=WINDOW_JOB,
         minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Requests one run per sealed 5-minute window (run key = partition key), catching up in order.",
@@ -231,6 +240,17 @@ def marker_sensor_for(
         def has_run(key: str) -> bool:
             return window_run_exists(context.instance, key)
 
-        return evaluate_markers(lsq.paths, context.cursor, first_window_ms, now_ms(), market_keys, has_run)
+        return evaluate_markers(lsq.paths, context.cursor, first_window_ms, clock.now_ms(), market_keys, has_run)
 
     return sealed_window_sensor
+
+
+def rollup_automation(rollups: Sequence[dg.AssetsDefinition]) -> dg.AutomationConditionSensorDefinition:
+    """Dagster's automation sensor over the rollups (STOPPED by default in 1.13, so declared RUNNING here)."""
+    return dg.AutomationConditionSensorDefinition(
+        "rollup_automation",
+        target=dg.AssetSelection.assets(*rollups),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=SENSOR_INTERVAL_SECONDS * 5,
+        description="Materialises each rollup partition once all of its 5-minute windows are stored.",
+    )

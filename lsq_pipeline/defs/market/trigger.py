@@ -8,27 +8,26 @@ client), with the sensor's tags, so the run is queued, limited and shown exactly
 It takes only the live path: the window that just closed, while its signal is fresh, and only once the previous
 window's run exists (the sensor's or its own), so runs stay in window order. Catch-up after an outage, and
 everything while no trigger runs (a plain `dagster dev`), stays with the sensor. The two never launch the same window:
-see lsq_pipeline.claims.
+see lsq_pipeline.defs.market.claims.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from dagster._core.storage.tags import PARTITION_NAME_TAG
-
+from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.paths import DataPaths
-from lsq.timelabels import WINDOW_MS, now_ms, partition_key, window_start
-from lsq_pipeline.claims import SERIAL_TAG, read_claim, try_claim
-from lsq_pipeline.sensors import MAX_SIGNAL_AGE_MS
+from lsq.timelabels import WINDOW_MS, partition_key, window_start
+from lsq_pipeline.defs.market.claims import SERIAL_TAG, read_claim, try_claim
+from lsq_pipeline.defs.market.jobs import WINDOW_JOB
+from lsq_pipeline.defs.market.sensors import MAX_SIGNAL_AGE_MS
+from lsq_pipeline.tags import PARTITION_TAG
 
 log = logging.getLogger("lsq.trigger")
 
-WINDOW_JOB = "window_job"
 LOCATION = "lsq_pipeline"  # workspace.yaml's location_name
 TRIGGER_TAG = {"lsq/trigger": "marker"}
 POLL_SECONDS = 0.05
@@ -79,18 +78,18 @@ def graphql_submit(url: str, timeout_s: int = 10) -> Callable[[str], str]:
         if client is None:
             client = DagsterGraphQLClient(parsed.hostname or "127.0.0.1", port_number=parsed.port, timeout=timeout_s)
         return client.submit_job_execution(
-            WINDOW_JOB, repository_location_name=LOCATION, tags={PARTITION_NAME_TAG: key, **SERIAL_TAG, **TRIGGER_TAG}
+            WINDOW_JOB, repository_location_name=LOCATION, tags={PARTITION_TAG: key, **SERIAL_TAG, **TRIGGER_TAG}
         )
 
     return submit
 
 
-def watch(trigger: MarkerTrigger) -> None:
+def watch(trigger: MarkerTrigger, clock: Clock = SYSTEM_CLOCK) -> None:
     """Poll forever (until interrupted)."""
     log.info("watching %s for sealed windows", trigger.paths.markers)
     while True:
         try:
-            trigger.step(now_ms())
+            trigger.step(clock.now_ms())
         except Exception as exc:  # the claim stays: the sensor takes the window over after its grace period
             log.warning("could not launch a window run (the sensor will take it over): %s", exc)
-        time.sleep(POLL_SECONDS)
+        clock.sleep(POLL_SECONDS)

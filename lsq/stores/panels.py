@@ -1,4 +1,4 @@
-"""Where the pipeline's panels live and how they are read: one Parquet file per (kind, period, UTC day).
+"""Where the panels live and how they are read: one Parquet file per (kind, period, UTC day).
 
 data/{kind}/{period}/YYYY-MM-DD.parquet, kind in bars | tran_stats | premium_index, period in 5m | 1h | ... | 24h;
 data/funding/YYYY-MM-DD.parquet. Rows are (symbol, time) sorted, symbol a Binance name (BTCUSDT).
@@ -21,10 +21,9 @@ import polars as pl
 
 from lsq.config import load_config
 from lsq.paths import DataPaths, atomic_write_bytes
-from lsq.timelabels import DAY_MS, day_start, format_day
+from lsq.timelabels import DAY_MS, day_start, format_day, parse_period
 
 PANEL_KINDS = ("bars", "tran_stats", "premium_index")
-PERIODS = ("5m", "1h", "4h", "8h", "12h", "24h")
 KINDS = (*PANEL_KINDS, "funding")
 
 
@@ -38,9 +37,7 @@ def kind_dir(paths: DataPaths, kind: str, period: str = "5m") -> Path:
         return paths.funding
     if kind not in PANEL_KINDS:
         raise ValueError(f"unknown panel kind {kind!r}; expected one of {KINDS}")
-    if period not in PERIODS:
-        raise ValueError(f"unknown period {period!r}; expected one of {PERIODS}")
-    return paths.root / kind / period
+    return paths.root / kind / parse_period(period)
 
 
 def day_file(paths: DataPaths, kind: str, day_ms: int, period: str = "5m") -> Path:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import dagster as dg
-from dagster._core.storage.tags import PARTITION_NAME_TAG
 
 from lsq.paths import DataPaths, create_exclusive
+from lsq_pipeline.tags import PARTITION_TAG
 
 Claimant = Literal["trigger", "sensor"]
 TRIGGER_GRACE_MS = 30_000
@@ -52,5 +52,5 @@ def try_claim(paths: DataPaths, window_ms: int, by: Claimant, now_ms: int) -> bo
 
 def window_run_exists(instance: dg.DagsterInstance, key: str) -> bool:
     """Whether a window run (the trigger's or the sensor's, any status) exists for the partition."""
-    runs = dg.RunsFilter(tags={PARTITION_NAME_TAG: key, **SERIAL_TAG})
+    runs = dg.RunsFilter(tags={PARTITION_TAG: key, **SERIAL_TAG})
     return bool(instance.get_run_records(filters=runs, limit=1))

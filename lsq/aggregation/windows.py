@@ -14,10 +14,10 @@ from lsq.aggregation.bars import complete_bars
 from lsq.aggregation.tran_stats import aggregate_window_stats, complete_tran_stats
 from lsq.paths import DataPaths
 from lsq.schema import PRICE
+from lsq.stores.panels import scan_panel
+from lsq.stores.universes import universe_symbols
 from lsq.timelabels import DAY_MS, HOUR_MS, WINDOW_MS
 from lsq.tradestore import TradeStore
-from lsq_pipeline.storage import scan_panel
-from lsq_pipeline.universe import universe_symbols
 
 CLOSE_LOOKBACK_MS = DAY_MS
 

@@ -1,0 +1,223 @@
+"""Market-data assets on the 5-minute partitions, their rollups, and the exchange-only series.
+
+`market_assets(partitions)` builds them over the code location's partitions; the maths and storage are the core's
+(lsq.aggregation, lsq.stores), so each asset only reads its range, calls them and reports metadata.
+"""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import dagster as dg
+import polars as pl
+
+from lsq.aggregation.bars import NO_TRADE
+from lsq.aggregation.rollups import ROLLUP_PERIODS, rollup_bars, rollup_tran_stats
+from lsq.aggregation.schemas import validate_bars, validate_tran_stats
+from lsq.aggregation.windows import compute_window_stats, day_chunks
+from lsq.stores.panels import load_panel, write_panel
+from lsq.stores.universes import universe_symbols
+from lsq.timelabels import WINDOW_MS, from_datetime
+from lsq.universes import universe_v1
+from lsq_pipeline.defs.market.exchange_data import fetch_funding, fetch_premium_index
+from lsq_pipeline.defs.universe.assets import UNIVERSE
+from lsq_pipeline.partitions import Partitions
+from lsq_pipeline.resources import LsqResource
+
+if TYPE_CHECKING:
+    from binance import Client
+
+SINGLE_RUN = dg.BackfillPolicy.single_run()
+# Eager, but looking back two days instead of only the latest period: hours and days that passed during an outage
+# are rolled up too once the catch-up stores their 5-minute windows.
+ROLLUP_AUTOMATION = dg.AutomationCondition.eager().replace(
+    "in_latest_time_window", dg.AutomationCondition.in_latest_time_window(timedelta(days=2))
+)
+SAME_DAY_UNIVERSE = dg.AssetDep(UNIVERSE, partition_mapping=dg.TimeWindowPartitionMapping())
+
+
+def time_range(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[int, int]:
+    """[start, end) ms of the run's partition or partition range."""
+    window = context.partition_time_window
+    return from_datetime(window.start), from_datetime(window.end)
+
+
+def exchange_symbols(lsq: LsqResource, day_ms: int) -> list[str]:
+    """The v1 universe in force on the day, else (none stored yet) every USDT perpetual the exchange lists now."""
+    return universe_symbols(lsq.paths, day_ms) or universe_v1(lsq.rest().futures_exchange_info())["symbol"].to_list()
+
+
+def _per_day(
+    lsq: LsqResource, fetch: "Callable[[Client, list[str], int, int], pl.DataFrame]", start_ms: int, end_ms: int
+) -> pl.DataFrame:
+    """`fetch` day by day, each day with its own universe (a multi-day backfill must not use the first day's)."""
+    client = lsq.rest()
+    return pl.concat(
+        [fetch(client, exchange_symbols(lsq, lo), lo, hi) for lo, hi in day_chunks(start_ms, end_ms)],
+        how="vertical_relaxed",
+    )
+
+
+def _last_closes(bars: pl.DataFrame) -> pl.DataFrame:
+    return bars.sort("open_time").group_by("symbol").agg(pl.col("close").last())
+
+
+def _panel_metadata(frame: pl.DataFrame, start_ms: int, end_ms: int) -> dict[str, dg.MetadataValue]:
+    return {
+        "rows": dg.MetadataValue.int(frame.height),
+        "symbols": dg.MetadataValue.int(frame["symbol"].n_unique() if frame.height else 0),
+        "windows": dg.MetadataValue.int((end_ms - start_ms) // WINDOW_MS),
+    }
+
+
+AGG_TRADES = dg.AssetKey("agg_trades")
+BARS_5M = dg.AssetKey("bars_5m")
+TRAN_STATS_5M = dg.AssetKey("tran_stats_5m")
+PREMIUM_INDEX_5M = dg.AssetKey("premium_index_5m")
+FUNDING_RATES = dg.AssetKey("funding_rates")
+WINDOW_GROUP = "bars_5m"
+
+
+ROLLUP_FUNCTIONS = {"bars": rollup_bars, "tran_stats": rollup_tran_stats}
+ROLLUP_VALIDATORS = {"bars": validate_bars, "tran_stats": validate_tran_stats}
+SOURCE_KEYS = {"bars": BARS_5M, "tran_stats": TRAN_STATS_5M}
+
+
+def rollup_asset(kind: str, period: str, partitions: dg.TimeWindowPartitionsDefinition) -> dg.AssetsDefinition:
+    """`{kind}_{period}` from the stored 5-minute panel, materialised as soon as all its 5-minute windows exist."""
+    roll = ROLLUP_FUNCTIONS[kind]
+
+    @dg.asset(
+        name=f"{kind}_{period}",
+        partitions_def=partitions,
+        group_name="rollups",
+        kinds={"polars", "parquet"},
+        deps=[dg.AssetDep(SOURCE_KEYS[kind], partition_mapping=dg.TimeWindowPartitionMapping())],
+        automation_condition=ROLLUP_AUTOMATION,
+        backfill_policy=SINGLE_RUN,
+        description=f"{period} {kind} rolled up from {SOURCE_KEYS[kind].path[0]} (lsq.aggregation.rollups).",
+    )
+    def _rollup(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
+        start_ms, end_ms = time_range(context)
+        five = load_panel(kind, start_ms, end_ms, paths=lsq.paths)
+        if five.width == 0:
+            raise ValueError(f"no stored 5-minute {kind} in [{start_ms}, {end_ms}): materialise them first")
+        frame = ROLLUP_VALIDATORS[kind](roll(five, period))
+        write_panel(lsq.paths, kind, frame, start_ms, end_ms, period=period)
+        return dg.MaterializeResult(metadata=_panel_metadata(frame, start_ms, end_ms))
+
+    return _rollup
+
+
+@dataclass(frozen=True)
+class MarketAssets:
+    """The market domain's assets over one set of partitions."""
+
+    agg_trades: dg.AssetSpec
+    window_stats_5m: dg.AssetsDefinition
+    premium_index_5m: dg.AssetsDefinition
+    funding_rates: dg.AssetsDefinition
+    rollups: list[dg.AssetsDefinition]
+
+    @property
+    def window_assets(self) -> list[dg.AssetsDefinition]:
+        """What the window job runs for every sealed window (besides the factor stage)."""
+        return [self.window_stats_5m, self.premium_index_5m]
+
+    @property
+    def all(self) -> list[dg.AssetSpec | dg.AssetsDefinition]:
+        return [self.agg_trades, self.window_stats_5m, self.premium_index_5m, *self.rollups, self.funding_rates]
+
+
+def market_assets(partitions: Partitions) -> MarketAssets:
+    agg_trades = dg.AssetSpec(
+        AGG_TRADES,
+        partitions_def=partitions.five_minute,
+        group_name="trades",
+        kinds={"parquet"},
+        description="aggTrades stored by the collector; a partition materialises when its window's marker is sealed.",
+    )
+
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                BARS_5M,
+                deps=[AGG_TRADES, SAME_DAY_UNIVERSE],
+                kinds={"polars", "parquet"},
+                description="5-minute OHLCV bars of every universe symbol and every symbol that traded; quiet windows "
+                "carry the previous close. Pandera-validated; stored per UTC day (lsq.stores.panels).",
+            ),
+            dg.AssetSpec(
+                TRAN_STATS_5M,
+                deps=[AGG_TRADES, SAME_DAY_UNIVERSE],
+                kinds={"polars", "parquet"},
+                description="5-minute taker buy/sell volume, notional and counts by trade-size tier, same rows as "
+                "bars_5m.",
+            ),
+        ],
+        name="bars_and_tran_stats_5m",  # sorts before premium_index_5m: the in-process executor runs it first
+        group_name=WINDOW_GROUP,
+        partitions_def=partitions.five_minute,
+        backfill_policy=SINGLE_RUN,
+    )
+    def window_stats_5m(context: dg.AssetExecutionContext, lsq: LsqResource) -> Iterator[dg.MaterializeResult]:
+        """Both panels from one read of the trades: each trade is read once per window."""
+        start_ms, end_ms = time_range(context)
+        thresholds = lsq.settings.data.tran_stats.thresholds_usd
+        written: dict[str, list[pl.DataFrame]] = {"bars": [], "tran_stats": []}
+        prev = None
+        for lo, hi in day_chunks(start_ms, end_ms):
+            bars, stats = compute_window_stats(lsq.paths, lo, hi, thresholds, prev_close=prev)
+            bars, stats = validate_bars(bars), validate_tran_stats(stats)
+            write_panel(lsq.paths, "bars", bars, lo, hi)
+            write_panel(lsq.paths, "tran_stats", stats, lo, hi)
+            closes = _last_closes(bars)
+            prev = closes if prev is None else pl.concat([prev, closes]).unique("symbol", keep="last")
+            written["bars"].append(bars.select("symbol", "span_status"))
+            written["tran_stats"].append(stats.select("symbol"))
+        bars_meta = pl.concat(written["bars"])
+        context.log.info(f"bars_5m: {bars_meta.height} rows for [{start_ms}, {end_ms})")
+        yield dg.MaterializeResult(
+            asset_key=BARS_5M,
+            metadata={
+                **_panel_metadata(bars_meta, start_ms, end_ms),
+                "no_trade_bars": bars_meta.filter(pl.col("span_status") == NO_TRADE).height,
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key=TRAN_STATS_5M, metadata=_panel_metadata(pl.concat(written["tran_stats"]), start_ms, end_ms)
+        )
+
+    @dg.asset(
+        partitions_def=partitions.five_minute,
+        group_name=WINDOW_GROUP,
+        kinds={"parquet"},
+        deps=[SAME_DAY_UNIVERSE],
+        backfill_policy=SINGLE_RUN,
+        description="5-minute premium-index klines of the day's universe, from the exchange.",
+    )
+    def premium_index_5m(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
+        start_ms, end_ms = time_range(context)
+        frame = _per_day(lsq, fetch_premium_index, start_ms, end_ms)
+        write_panel(lsq.paths, "premium_index", frame, start_ms, end_ms)
+        return dg.MaterializeResult(metadata=_panel_metadata(frame, start_ms, end_ms))
+
+    @dg.asset(
+        partitions_def=partitions.funding_days,
+        group_name="reference",
+        kinds={"parquet"},
+        deps=[SAME_DAY_UNIVERSE],
+        backfill_policy=SINGLE_RUN,
+        description="Funding-rate history of every universe symbol for a UTC day, whatever its funding interval.",
+    )
+    def funding_rates(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
+        start_ms, end_ms = time_range(context)
+        frame = _per_day(lsq, fetch_funding, start_ms, end_ms)
+        write_panel(lsq.paths, "funding", frame, start_ms, end_ms)
+        return dg.MaterializeResult(metadata={"rows": frame.height, "symbols": frame["symbol"].n_unique()})
+
+    rollups = [
+        rollup_asset(kind, period, partitions.rollups[period]) for kind in ROLLUP_FUNCTIONS for period in ROLLUP_PERIODS
+    ]
+    return MarketAssets(agg_trades, window_stats_5m, premium_index_5m, funding_rates, rollups)

@@ -1,0 +1,17 @@
+"""Universe domain: which symbols exist and which are traded, per UTC day."""
+
+import dagster as dg
+
+from lsq.config import Settings
+from lsq_pipeline.defs.universe.assets import universe_asset, universe_job, universe_schedule_for
+from lsq_pipeline.partitions import partitions_for
+
+
+def defs(settings: Settings) -> dg.Definitions:
+    data = settings.data
+    partitions = partitions_for(settings)
+    return dg.Definitions(
+        assets=[universe_asset(partitions.universe_days)],
+        jobs=[universe_job],
+        schedules=[universe_schedule_for(data.universe_refresh_time, data.timezone)],
+    )

@@ -1,0 +1,11 @@
+"""Dagster's run tags we read and write, as the literal strings Dagster documents (its constants live in private
+modules, which product code does not import)."""
+
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def range_tags(first_key: str, last_key: str) -> dict[str, str]:
+    """Tags of one run over the partition range [first_key, last_key] (both inclusive)."""
+    return {RANGE_START_TAG: first_key, RANGE_END_TAG: last_key}
