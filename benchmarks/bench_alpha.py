@@ -25,7 +25,7 @@ from factors.synthetic import make_panels
 from lsq.config import AlphaSettings, StrategySettings
 from lsq.paths import DataPaths
 from lsq.timelabels import DAY_MS, WINDOW_MS, parse_label
-from lsq_pipeline.storage import load_panel, write_panel
+from lsq.stores.panels import load_panel, write_panel
 
 
 def twenty_calculators() -> list[AlphaCalculatorBase]:

@@ -44,7 +44,7 @@ from lsq.timelabels import (
     window_start,
 )
 from lsq_pipeline.api import StrategyDataAPI
-from lsq_pipeline.storage import kind_dir, load_panel, write_panel
+from lsq.stores.panels import kind_dir, load_panel, write_panel
 
 
 def synthetic_panel(schema: dict[str, pl.DataType], symbols: int, start: int, end: int) -> pl.DataFrame:

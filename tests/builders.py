@@ -1,8 +1,14 @@
 """Builders shared by the pipeline's tests."""
 
+import dagster as dg
 import polars as pl
 
-from lsq_pipeline.universe import UNIVERSE_SCHEMA
+from lsq.config import Settings, load_config
+from lsq.stores.universes import UNIVERSE_SCHEMA
+from lsq_pipeline.defs.market.assets import MarketAssets, market_assets
+from lsq_pipeline.defs.market.checks import bar_checks
+from lsq_pipeline.defs.universe.assets import universe_asset
+from lsq_pipeline.partitions import partitions_for
 
 
 def universe_frame(symbols: list[str]) -> pl.DataFrame:
@@ -20,3 +26,17 @@ def universe_frame(symbols: list[str]) -> pl.DataFrame:
         "onboard_date": [0] * n,
     }
     return pl.DataFrame(raw).select(pl.col(c).cast(t) for c, t in UNIVERSE_SCHEMA.items())
+
+
+def market(settings: Settings | None = None) -> MarketAssets:
+    """The market domain's assets over the partitions of `settings` (default: the project's configuration)."""
+    return market_assets(partitions_for(settings or load_config()))
+
+
+def bar_check_defs(settings: Settings | None = None) -> list[dg.AssetChecksDefinition]:
+    return bar_checks(partitions_for(settings or load_config()).five_minute)
+
+
+def universe_def(settings: Settings | None = None) -> dg.AssetsDefinition:
+    """The `universe` asset over the universe days of `settings` (default: the project's configuration)."""
+    return universe_asset(partitions_for(settings or load_config()).universe_days)

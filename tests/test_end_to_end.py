@@ -11,21 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from builders import universe_def
 
 from collectors import history
 from collectors.daemon import Collector, CollectorOptions
 from lsq.exchange import rest_client
 from lsq.paths import DataPaths
+from lsq.stores.universes import universe_symbols
 from lsq.symbols import to_strategy
 from lsq.timelabels import MINUTE_MS, WINDOW_MS, format_day, label_of, now_ms, partition_key, window_start
 from lsq_pipeline.api import StrategyDataAPI
 from lsq_pipeline.definitions import build_definitions
 from lsq_pipeline.resources import LsqResource
-from lsq_pipeline.universe import universe, universe_symbols
 from simulator.ratelimit import RateLimits
 
 SEAL_LAG_S = 1.0
-TIMEOUT_S = 40.0
+TIMEOUT_S = 90.0  # generous: a loaded CI machine may take long; the loop ends as soon as both windows are in
 
 
 def start_collector(settings: Any) -> tuple[threading.Thread, Callable[[], None]]:
@@ -65,13 +66,13 @@ def test_collector_markers_drive_the_pipeline_to_exact_bars(
     settings = sim.settings.model_copy(update={"data": data})
 
     lsq = LsqResource.for_settings(settings)
-    defs = build_definitions({"lsq": lsq})
+    defs = build_definitions(settings, {"lsq": lsq})
     sensor = defs.get_sensor_def("sealed_window_sensor")
     job = defs.get_job_def("window_job")
     windows = [current - WINDOW_MS, current]
     with dg.instance_for_test() as instance:
         for day in sorted({format_day(w) for w in windows}):
-            dg.materialize([universe], instance=instance, partition_key=day, resources={"lsq": lsq})
+            dg.materialize([universe_def(settings)], instance=instance, partition_key=day, resources={"lsq": lsq})
         # As `lsq run` does on a start: recent history first (here the half hour before), then the live collector.
         symbols = sorted(set(universe_symbols(paths, windows[0])))
         asyncio.run(history.backfill(settings, symbols, windows[0] - 30 * MINUTE_MS, windows[0]))

@@ -10,19 +10,24 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
+from builders import market, universe_def
 
 from factors.discovery import discover
 from factors.engine import alpha_file, factor_dir
+from lsq.config import load_config
 from lsq.exchange import rest_client
 from lsq.paths import DataPaths
 from lsq.symbols import to_exchange
 from lsq.timelabels import WINDOW_MS, format_day, now_ms, partition_key, window_start
 from lsq.tradestore import TradeStore
-from lsq_pipeline.factor_assets import build_factor_assets, factor_key
-from lsq_pipeline.market.assets import BARS_5M, TRAN_STATS_5M, funding_rates, premium_index_5m, window_stats_5m
-from lsq_pipeline.partitions import FIVE_MINUTE
+from lsq_pipeline.defs.factors.assets import build_factor_assets, factor_key
+from lsq_pipeline.defs.market.assets import BARS_5M, FUNDING_RATES, PREMIUM_INDEX_5M, TRAN_STATS_5M
+from lsq_pipeline.defs.universe.assets import UNIVERSE
+from lsq_pipeline.partitions import partitions_for
 from lsq_pipeline.resources import LsqResource
-from lsq_pipeline.universe import universe
+
+FIVE_MINUTE = partitions_for(load_config()).five_minute
+MARKET = market()
 
 BROKEN = """
 from factors.calculator import AlphaCalculatorBase
@@ -93,12 +98,14 @@ def test_window_run_writes_factors_alpha_and_positions_matching_metadata(
     client = rest_client(settings)
     prices = {t["symbol"]: float(t["lastPrice"]) for t in client.futures_ticker()}
     write_trades(paths, prices, window)
-    assets = build_factor_assets(calculators, settings.strategy.history_days)
+    assets = build_factor_assets(calculators, settings.strategy.history_days, FIVE_MINUTE)
     with dg.instance_for_test() as instance:
-        day = dg.materialize([universe], instance=instance, partition_key=format_day(window), resources={"lsq": lsq})
+        day = dg.materialize(
+            [universe_def()], instance=instance, partition_key=format_day(window), resources={"lsq": lsq}
+        )
         assert day.success
         run = dg.materialize(
-            [window_stats_5m, premium_index_5m, *assets],
+            [MARKET.window_stats_5m, MARKET.premium_index_5m, *assets],
             instance=instance,
             partition_key=partition_key(window),
             resources={"lsq": lsq},
@@ -157,7 +164,7 @@ def test_window_run_writes_factors_alpha_and_positions_matching_metadata(
     before = sorted(paths.positions.iterdir())
     with dg.instance_for_test() as instance:
         failed = dg.materialize(
-            build_factor_assets(broken, settings.strategy.history_days),
+            build_factor_assets(broken, settings.strategy.history_days, FIVE_MINUTE),
             instance=instance,
             partition_key=partition_key(window),
             resources={"lsq": lsq},
@@ -172,7 +179,7 @@ def test_window_run_writes_factors_alpha_and_positions_matching_metadata(
 
 
 def test_lineage_declares_the_trailing_history(calculators: list) -> None:
-    factors_def = build_factor_assets(calculators, history_days=2)[0]
+    factors_def = build_factor_assets(calculators, 2, FIVE_MINUTE)[0]
     key = factor_key(calculators[0].name)
     deps = {d.asset_key: d.partition_mapping for d in factors_def.specs_by_key[key].deps}
     window = partition_key(window_start(now_ms()) - WINDOW_MS)
@@ -181,4 +188,4 @@ def test_lineage_declares_the_trailing_history(calculators: list) -> None:
     )
     keys = upstream.partitions_subset.get_partition_keys()
     assert len(keys) == 2 * 288 and keys[-1] == window
-    assert {BARS_5M, TRAN_STATS_5M, premium_index_5m.key, funding_rates.key, universe.key} == set(deps)
+    assert {BARS_5M, TRAN_STATS_5M, PREMIUM_INDEX_5M, FUNDING_RATES, UNIVERSE} == set(deps)

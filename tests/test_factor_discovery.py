@@ -13,9 +13,9 @@ from factors.discovery import BUILTIN_DIR, discover
 from factors.synthetic import make_panels
 from lsq.cli import main
 from lsq.paths import DataPaths
+from lsq.stores.panels import write_panel
 from lsq.symbols import to_exchange
 from lsq.timelabels import DAY_MS, WINDOW_MS, day_start, format_day, label_of, parse_label
-from lsq_pipeline.storage import write_panel
 
 GOOD = """
 from factors.calculator import AlphaCalculatorBase

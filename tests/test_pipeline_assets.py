@@ -7,19 +7,18 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
-from builders import universe_frame
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from builders import bar_check_defs, market, universe_frame
 
 from lsq.paths import DataPaths
+from lsq.stores.panels import day_file, load_panel
+from lsq.stores.universes import write_universe
 from lsq.timelabels import HOUR_MS, WINDOW_MS, parse_partition_key, partition_key, to_datetime
 from lsq.tradestore import TradeStore
-from lsq_pipeline import checks
-from lsq_pipeline.market.assets import ROLLUP_ASSETS, window_stats_5m
 from lsq_pipeline.resources import LsqResource
-from lsq_pipeline.storage import day_file, load_panel
-from lsq_pipeline.universe import write_universe
+from lsq_pipeline.tags import RANGE_END_TAG, RANGE_START_TAG
 
 T0 = parse_partition_key("2026-11-20-10:00")
+MARKET = market()
 UNIVERSE = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]  # SOLUSDT never trades: exempt until its first trade
 QUIET = {("ETHUSDT", 3), ("ETHUSDT", 4), ("BTCUSDT", 7)}  # (symbol, window index) without trades
 
@@ -57,7 +56,8 @@ def paths(tmp_path: Path) -> DataPaths:
         trades = synthetic_trades(symbol, T0, 24, seed=i)
         store.write_part(symbol, trades)
         raw.append(trades.with_columns(pl.lit(symbol).alias("symbol")))
-    write_universe(paths, "2026-11-20", "v1", universe_frame(UNIVERSE))
+    for version in ("v1", "v2"):  # v2 (traded) is what the coverage check validates
+        write_universe(paths, "2026-11-20", version, universe_frame(UNIVERSE))
     pl.concat(raw).write_parquet(paths.root / "raw.parquet")
     return paths
 
@@ -70,9 +70,9 @@ def instance() -> dg.DagsterInstance:
 
 def run_windows(paths: DataPaths, instance: dg.DagsterInstance, first: int, last: int) -> dg.ExecuteInProcessResult:
     """One run over the partition range [first, last] (window starts), as the sensor's catch-up or a backfill does."""
-    tags = {ASSET_PARTITION_RANGE_START_TAG: partition_key(first), ASSET_PARTITION_RANGE_END_TAG: partition_key(last)}
+    tags = {RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last)}
     return dg.materialize(
-        [window_stats_5m], instance=instance, resources={"lsq": LsqResource(data_dir=str(paths.root))}, tags=tags
+        [MARKET.window_stats_5m], instance=instance, resources={"lsq": LsqResource(data_dir=str(paths.root))}, tags=tags
     )
 
 
@@ -97,7 +97,7 @@ def expected_bars(paths: DataPaths) -> pl.DataFrame:
 
 def test_one_window_materialises_bars_and_tran_stats(paths: DataPaths, instance: dg.DagsterInstance) -> None:
     result = dg.materialize(
-        [window_stats_5m],
+        [MARKET.window_stats_5m],
         instance=instance,
         partition_key="2026-11-20-10:00",
         resources={"lsq": LsqResource(data_dir=str(paths.root))},
@@ -135,7 +135,7 @@ def test_range_run_fills_quiet_windows_and_equals_window_by_window(
     for i in range(12):
         key = partition_key(T0 + i * WINDOW_MS)
         dg.materialize(
-            [window_stats_5m],
+            [MARKET.window_stats_5m],
             instance=instance,
             partition_key=key,
             resources={"lsq": LsqResource(data_dir=str(other.root))},
@@ -144,10 +144,10 @@ def test_range_run_fills_quiet_windows_and_equals_window_by_window(
 
 
 def run_checks(paths: DataPaths, instance: dg.DagsterInstance, first: int, last: int) -> dict[str, bool]:
-    local = [c for c in checks.BAR_CHECKS if c is not checks.bars_match_exchange_klines]
-    tags = {ASSET_PARTITION_RANGE_START_TAG: partition_key(first), ASSET_PARTITION_RANGE_END_TAG: partition_key(last)}
+    local = [c for c in bar_check_defs() if next(iter(c.check_keys)).name != "bars_match_exchange_klines"]
+    tags = {RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last)}
     result = dg.materialize(
-        [window_stats_5m, *local],
+        [MARKET.window_stats_5m, *local],
         instance=instance,
         resources={"lsq": LsqResource(data_dir=str(paths.root))},
         tags=tags,
@@ -210,7 +210,7 @@ def test_rollups_materialise_once_all_their_windows_exist(paths: DataPaths, inst
     """AutomationCondition.eager(): an hour's rollups are requested only when its 12 windows are stored."""
     with dg.instance_for_test() as fresh:
         defs = dg.Definitions(
-            assets=[window_stats_5m, *ROLLUP_ASSETS], resources={"lsq": LsqResource(data_dir=str(paths.root))}
+            assets=[MARKET.window_stats_5m, *MARKET.rollups], resources={"lsq": LsqResource(data_dir=str(paths.root))}
         )
         after_hour = to_datetime(T0 + HOUR_MS) + timedelta(minutes=1)
         run_windows(paths, fresh, T0, T0 + 10 * WINDOW_MS)
@@ -225,7 +225,7 @@ def test_rollups_materialise_once_all_their_windows_exist(paths: DataPaths, inst
         assert full.get_requested_partitions(dg.AssetKey("tran_stats_1h")) == {"2026-11-20-10:00"}
         assert full.get_requested_partitions(dg.AssetKey("bars_4h")) == set()  # 08:00-12:00 is incomplete
 
-        hourly = [a for a in ROLLUP_ASSETS if a.key.path[0] in ("bars_1h", "tran_stats_1h")]
+        hourly = [a for a in MARKET.rollups if a.key.path[0] in ("bars_1h", "tran_stats_1h")]
         dg.materialize(
             [*hourly],
             instance=fresh,

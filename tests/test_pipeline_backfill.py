@@ -6,15 +6,15 @@ import dagster as dg
 import polars as pl
 import pytest
 import yaml
+from lsq_pipeline.universe import read_universe
 
 from lsq.cli import main
 from lsq.config import Settings
 from lsq.paths import DataPaths
+from lsq.stores.panels import load_panel, write_panel
 from lsq.timelabels import DAY_MS, HOUR_MS, WINDOW_MS, day_start, format_day, now_ms, to_datetime, window_start
 from lsq_pipeline.backfill import clamp_range, recent_range, run_backfill, whole_periods
 from lsq_pipeline.cli import dagster_env
-from lsq_pipeline.storage import load_panel, write_panel
-from lsq_pipeline.universe import read_universe
 
 
 def local_settings(settings: Settings, data_dir: Path) -> Settings:

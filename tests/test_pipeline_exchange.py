@@ -7,17 +7,20 @@ import dagster as dg
 import polars as pl
 import pytest
 import yaml
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from builders import bar_check_defs, market, universe_def
 
 from collectors import history
 from lsq.config import Settings
 from lsq.exchange import rest_client
+from lsq.stores.panels import day_file, load_panel
+from lsq.stores.universes import read_universe, universe_days
 from lsq.timelabels import DAY_MS, WINDOW_MS, day_start, format_day, now_ms, parse_day, partition_key
-from lsq_pipeline import checks
-from lsq_pipeline.market.assets import funding_rates, premium_index_5m, window_stats_5m
+from lsq_pipeline.defs.market import checks
 from lsq_pipeline.resources import LsqResource
-from lsq_pipeline.storage import day_file, load_panel
-from lsq_pipeline.universe import read_universe, universe, universe_days
+from lsq_pipeline.tags import RANGE_END_TAG, RANGE_START_TAG
+
+MARKET = market()
+universe_asset = universe_def()
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def resource_for(settings: Settings, data_dir: Path, tmp_path: Path, **universe_
 def test_universe_versions_from_exchange_info(settings: Settings, tmp_path: Path, instance) -> None:
     lsq = resource_for(settings, tmp_path / "data", tmp_path)
     day = format_day(now_ms())
-    dg.materialize([universe], instance=instance, partition_key=day, resources={"lsq": lsq})
+    dg.materialize([universe_asset], instance=instance, partition_key=day, resources={"lsq": lsq})
     v1, v2 = read_universe(lsq.paths, day, "v1"), read_universe(lsq.paths, day, "v2")
     info = {s["symbol"]: s for s in rest_client(settings).futures_exchange_info()["symbols"]}
     assert v1.height > 0
@@ -62,7 +65,7 @@ def test_universe_versions_from_exchange_info(settings: Settings, tmp_path: Path
     # A later day with a stricter listing age: v2 empties, the older day stays readable unchanged.
     strict = resource_for(settings, tmp_path / "data", tmp_path, min_listing_days=100_000)
     next_day = format_day(now_ms() + DAY_MS)
-    dg.materialize([universe], instance=instance, partition_key=next_day, resources={"lsq": strict})
+    dg.materialize([universe_asset], instance=instance, partition_key=next_day, resources={"lsq": strict})
     assert read_universe(strict.paths, next_day, "v2").height == 0
     assert read_universe(strict.paths, day, "v2").equals(v2)
     assert universe_days(strict.paths, "v2") == [day, next_day]
@@ -73,13 +76,13 @@ def test_a_range_of_universe_days_is_one_run_equal_to_day_by_day(settings: Setti
     days = [format_day(day_start(now_ms()) - k * DAY_MS) for k in (3, 2, 1)]
     ranged = resource_for(settings, tmp_path / "ranged", tmp_path)
     single = resource_for(settings, tmp_path / "single", tmp_path)
-    tags = {ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[-1]}
+    tags = {RANGE_START_TAG: days[0], RANGE_END_TAG: days[-1]}
     with dg.instance_for_test() as instance:
-        result = dg.materialize([universe], instance=instance, tags=tags, resources={"lsq": ranged})
+        result = dg.materialize([universe_asset], instance=instance, tags=tags, resources={"lsq": ranged})
         assert result.success and len(instance.get_runs()) == 1
-        assert sorted(instance.get_materialized_partitions(universe.key)) == days
+        assert sorted(instance.get_materialized_partitions(universe_asset.key)) == days
         for day in days:
-            dg.materialize([universe], instance=instance, partition_key=day, resources={"lsq": single})
+            dg.materialize([universe_asset], instance=instance, partition_key=day, resources={"lsq": single})
             for version in ("v1", "v2"):
                 assert read_universe(ranged.paths, day, version).equals(read_universe(single.paths, day, version))
 
@@ -87,10 +90,12 @@ def test_a_range_of_universe_days_is_one_run_equal_to_day_by_day(settings: Setti
 def test_premium_index_and_funding(settings: Settings, tmp_path: Path, instance) -> None:
     lsq = resource_for(settings, tmp_path / "data", tmp_path)
     today = format_day(now_ms())
-    dg.materialize([universe], instance=instance, partition_key=today, resources={"lsq": lsq})
+    dg.materialize([universe_asset], instance=instance, partition_key=today, resources={"lsq": lsq})
     symbols = read_universe(lsq.paths, today)["symbol"].to_list()
     window = day_start(now_ms()) + 0  # the first window of today: closed and complete
-    dg.materialize([premium_index_5m], instance=instance, partition_key=partition_key(window), resources={"lsq": lsq})
+    dg.materialize(
+        [MARKET.premium_index_5m], instance=instance, partition_key=partition_key(window), resources={"lsq": lsq}
+    )
     stored = load_panel("premium_index", window, window + WINDOW_MS, paths=lsq.paths)
     assert sorted(stored["symbol"]) == sorted(symbols)
     btc = rest_client(settings).futures_premium_index_klines(
@@ -100,8 +105,8 @@ def test_premium_index_and_funding(settings: Settings, tmp_path: Path, instance)
     assert (row["open_time"], row["close"]) == (btc[0][0], float(btc[0][4]))
 
     yesterday = format_day(now_ms() - DAY_MS)
-    dg.materialize([universe], instance=instance, partition_key=yesterday, resources={"lsq": lsq})
-    dg.materialize([funding_rates], instance=instance, partition_key=yesterday, resources={"lsq": lsq})
+    dg.materialize([universe_asset], instance=instance, partition_key=yesterday, resources={"lsq": lsq})
+    dg.materialize([MARKET.funding_rates], instance=instance, partition_key=yesterday, resources={"lsq": lsq})
     funding = load_panel("funding", day_start(now_ms()) - DAY_MS, day_start(now_ms()), paths=lsq.paths)
     for symbol in symbols:
         events = funding.filter(pl.col("symbol") == symbol)
@@ -115,16 +120,16 @@ def test_premium_index_and_funding(settings: Settings, tmp_path: Path, instance)
 def test_parity_check_against_exchange_klines(settings: Settings, tmp_path: Path, instance) -> None:
     lsq = resource_for(settings, tmp_path / "data", tmp_path)
     today = format_day(now_ms())
-    dg.materialize([universe], instance=instance, partition_key=today, resources={"lsq": lsq})
+    dg.materialize([universe_asset], instance=instance, partition_key=today, resources={"lsq": lsq})
     symbols = read_universe(lsq.paths, today)["symbol"].to_list()
     window = day_start(now_ms())
     asyncio.run(history.backfill(lsq.settings, symbols, window - WINDOW_MS, window + 2 * WINDOW_MS))
-    parity = [checks.bars_match_exchange_klines]
+    parity = [c for c in bar_check_defs() if next(iter(c.check_keys)).name == "bars_match_exchange_klines"]
     resources = {"lsq": lsq}
 
     def run() -> bool:
         result = dg.materialize(
-            [window_stats_5m, *parity],
+            [MARKET.window_stats_5m, *parity],
             instance=instance,
             partition_key=partition_key(window + WINDOW_MS),
             resources=resources,
@@ -144,9 +149,9 @@ def test_parity_check_against_exchange_klines(settings: Settings, tmp_path: Path
     ).write_parquet(path)
     key = partition_key(window + WINDOW_MS)
     check_only = dg.materialize(
-        [window_stats_5m, *parity],
+        [MARKET.window_stats_5m, *parity],
         instance=instance,
-        tags={ASSET_PARTITION_RANGE_START_TAG: key, ASSET_PARTITION_RANGE_END_TAG: key},
+        tags={RANGE_START_TAG: key, RANGE_END_TAG: key},
         resources=resources,
         selection=dg.AssetSelection.checks(*parity),
         raise_on_error=False,
@@ -159,7 +164,9 @@ def test_without_a_stored_universe_every_usdt_perpetual_is_fetched(
 ) -> None:
     lsq = resource_for(settings, tmp_path / "data", tmp_path)
     window = day_start(now_ms())
-    dg.materialize([premium_index_5m], instance=instance, partition_key=partition_key(window), resources={"lsq": lsq})
+    dg.materialize(
+        [MARKET.premium_index_5m], instance=instance, partition_key=partition_key(window), resources={"lsq": lsq}
+    )
     stored = load_panel("premium_index", window, window + WINDOW_MS, paths=lsq.paths)
     info = rest_client(settings).futures_exchange_info()["symbols"]
     perpetuals = {

@@ -1,4 +1,6 @@
-"""The sealed-window sensor and the schedules, evaluated with Dagster's test contexts on a real instance."""
+"""The sealed-window sensor and the schedules, evaluated with Dagster's test contexts on a real instance.
+
+The sensor's "now" is a FakeClock: which windows are closed, and which are fresh, never depends on when this runs."""
 
 import json
 from datetime import UTC, datetime
@@ -6,15 +8,18 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from lsq.clock import FakeClock
+from lsq.config import load_config
 from lsq.paths import DataPaths, atomic_write_text
-from lsq.timelabels import WINDOW_MS, now_ms, parse_partition_key, partition_key, window_start
+from lsq.timelabels import HOUR_MS, WINDOW_MS, parse_partition_key, partition_key, window_start
 from lsq_pipeline.definitions import build_definitions
+from lsq_pipeline.defs.market.sensors import contiguous_runs, read_marker
 from lsq_pipeline.resources import LsqResource
-from lsq_pipeline.sensors import contiguous_runs, read_marker
+from lsq_pipeline.tags import RANGE_END_TAG, RANGE_START_TAG
 
 T0 = parse_partition_key("2026-11-20-10:00")
+NOW = T0 + HOUR_MS + 30_000  # the sensor's clock: an hour after T0, half a minute into a window
 
 
 def write_marker(paths: DataPaths, window_ms: int, rows: int = 10) -> Path:
@@ -38,9 +43,16 @@ def instance() -> dg.DagsterInstance:
 
 
 @pytest.fixture
-def env(tmp_path: Path, instance: dg.DagsterInstance) -> tuple[DataPaths, dg.Definitions, dg.DagsterInstance]:
+def clock() -> FakeClock:
+    return FakeClock(NOW)
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path, instance: dg.DagsterInstance, clock: FakeClock
+) -> tuple[DataPaths, dg.Definitions, dg.DagsterInstance]:
     paths = DataPaths(tmp_path / "data")
-    defs = build_definitions({"lsq": LsqResource(data_dir=str(paths.root))})
+    defs = build_definitions(load_config(), {"lsq": LsqResource(data_dir=str(paths.root))}, clock)
     return paths, defs, instance
 
 
@@ -81,8 +93,8 @@ def test_catch_up_after_outage_is_one_range_run_then_the_newest_window(env) -> N
         write_marker(paths, T0 + i * WINDOW_MS)
     result = tick(defs, instance, cursor=partition_key(T0 - WINDOW_MS))
     catch_up, newest = result.run_requests
-    assert catch_up.tags[ASSET_PARTITION_RANGE_START_TAG] == "2026-11-20-10:00"
-    assert catch_up.tags[ASSET_PARTITION_RANGE_END_TAG] == "2026-11-20-10:20"
+    assert catch_up.tags[RANGE_START_TAG] == "2026-11-20-10:00"
+    assert catch_up.tags[RANGE_END_TAG] == "2026-11-20-10:20"
     assert catch_up.run_key == "2026-11-20-10:00...2026-11-20-10:20"
     assert set(catch_up.asset_selection) == {
         dg.AssetKey("bars_5m"),
@@ -100,7 +112,7 @@ def test_catch_up_after_outage_is_one_range_run_then_the_newest_window(env) -> N
 
 def test_a_fresh_window_gets_the_whole_job_factors_included(env) -> None:
     paths, defs, instance = env
-    newest = window_start(now_ms()) - WINDOW_MS  # the last closed window
+    newest = window_start(NOW) - WINDOW_MS  # the last closed window
     for w in (newest - WINDOW_MS, newest):
         write_marker(paths, w)
     result = tick(defs, instance, cursor=partition_key(newest - 2 * WINDOW_MS))
@@ -137,16 +149,35 @@ def test_unreadable_marker_stops_the_tick_there(env) -> None:
         read_marker(bad)
 
 
-def test_window_not_yet_closed_by_the_local_clock_waits(env) -> None:
-    """A marker written by a collector whose server clock runs ahead is not a Dagster partition yet."""
+def test_window_not_yet_closed_by_the_local_clock_waits(env, clock: FakeClock) -> None:
+    """A marker written by a collector whose server clock runs ahead is not a Dagster partition yet; it is requested
+    at the first tick after the window closes by this machine's clock."""
     paths, defs, instance = env
-    now = now_ms()
-    open_window = window_start(now)
+    open_window = window_start(NOW)
     write_marker(paths, open_window - WINDOW_MS)
     write_marker(paths, open_window)
     result = tick(defs, instance, cursor=partition_key(open_window - 2 * WINDOW_MS))
     assert [r.run_key for r in result.run_requests] == [partition_key(open_window - WINDOW_MS)]
     assert result.cursor == partition_key(open_window - WINDOW_MS)
+    clock.set_ms(open_window + WINDOW_MS)
+    closed = tick(defs, instance, cursor=result.cursor)
+    assert [r.run_key for r in closed.run_requests] == [partition_key(open_window)]
+
+
+@pytest.mark.parametrize(
+    ("second", "fresh"), [(0, True), (1, True), (59, True), (299, True), (600, True), (601, False)]
+)
+def test_the_newest_window_is_fresh_until_two_windows_after_its_end(
+    env, clock: FakeClock, second: int, fresh: bool
+) -> None:
+    """Freshness (the whole job, factors included) is decided by the injected clock, whatever the second."""
+    paths, defs, instance = env
+    window = window_start(NOW)
+    write_marker(paths, window)
+    clock.set_ms(window + WINDOW_MS + second * 1000)
+    (request,) = tick(defs, instance, cursor=partition_key(window - WINDOW_MS)).run_requests
+    assert request.run_key == partition_key(window)
+    assert (request.asset_selection is None) is fresh
 
 
 def test_contiguous_runs() -> None:

@@ -7,8 +7,8 @@ import polars as pl
 import pytest
 
 from lsq.paths import DataPaths
+from lsq.stores.panels import day_file, load_panel, stored_days, write_panel
 from lsq.timelabels import DAY_MS, WINDOW_MS
-from lsq_pipeline.storage import day_file, load_panel, stored_days, write_panel
 
 DAY = 20_000 * DAY_MS
 

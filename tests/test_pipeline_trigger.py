@@ -13,21 +13,24 @@ import pytest
 from dagster._core.test_utils import create_run_for_test
 from test_pipeline_sensors import tick, write_marker
 
+from lsq.clock import FakeClock
+from lsq.config import load_config
 from lsq.paths import DataPaths
-from lsq.timelabels import WINDOW_MS, now_ms, parse_partition_key, partition_key, window_start
-from lsq_pipeline.claims import TRIGGER_GRACE_MS, read_claim, try_claim
+from lsq.timelabels import HOUR_MS, WINDOW_MS, now_ms, parse_partition_key, partition_key, window_start
 from lsq_pipeline.cli import dagster_env
 from lsq_pipeline.definitions import build_definitions
+from lsq_pipeline.defs.market.claims import TRIGGER_GRACE_MS, read_claim, try_claim
+from lsq_pipeline.defs.market.trigger import MarkerTrigger, graphql_submit
 from lsq_pipeline.resources import LsqResource
-from lsq_pipeline.trigger import MarkerTrigger, graphql_submit
 
 T1 = parse_partition_key("2026-11-21-08:00")
+NOW = T1 + HOUR_MS  # the sensor's clock
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> tuple[DataPaths, dg.Definitions, dg.DagsterInstance]:
     paths = DataPaths(tmp_path / "data")
-    defs = build_definitions({"lsq": LsqResource(data_dir=str(paths.root))})
+    defs = build_definitions(load_config(), {"lsq": LsqResource(data_dir=str(paths.root))}, FakeClock(NOW))
     with dg.instance_for_test() as instance:
         yield paths, defs, instance
 
@@ -50,7 +53,7 @@ def test_sensor_leaves_a_launched_trigger_window_alone(env) -> None:
     paths, defs, instance = env
     write_marker(paths, T1)
     write_marker(paths, T1 + WINDOW_MS)
-    try_claim(paths, T1 + WINDOW_MS, "trigger", now_ms())
+    try_claim(paths, T1 + WINDOW_MS, "trigger", NOW)
     record_run(instance, T1 + WINDOW_MS)
     result = tick(defs, instance, cursor=partition_key(T1 - WINDOW_MS))
     assert [r.run_key for r in result.run_requests] == [partition_key(T1)]
@@ -65,13 +68,13 @@ def test_sensor_waits_for_a_trigger_claim_without_a_run_then_takes_it_over(env) 
     write_marker(paths, T1)
     write_marker(paths, T1 + WINDOW_MS)
     claim_path = paths.marker_claim(T1 + WINDOW_MS)
-    try_claim(paths, T1 + WINDOW_MS, "trigger", now_ms())
+    try_claim(paths, T1 + WINDOW_MS, "trigger", NOW)
     waiting = tick(defs, instance, cursor=partition_key(T1 - WINDOW_MS))
     assert [r.run_key for r in waiting.run_requests] == [partition_key(T1)]
     assert waiting.cursor == partition_key(T1)  # not past the window the trigger may still be launching
 
     claim_path.unlink()
-    try_claim(paths, T1 + WINDOW_MS, "trigger", now_ms() - TRIGGER_GRACE_MS - 1)
+    try_claim(paths, T1 + WINDOW_MS, "trigger", NOW - TRIGGER_GRACE_MS - 1)
     taken = tick(defs, instance, cursor=waiting.cursor)
     assert [r.run_key for r in taken.run_requests] == [partition_key(T1 + WINDOW_MS)]
     assert taken.cursor == partition_key(T1 + WINDOW_MS)

@@ -6,11 +6,13 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
-from builders import universe_frame
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from builders import market, universe_frame
 
+from lsq.clock import FakeClock
 from lsq.config import load_config
 from lsq.paths import DataPaths
+from lsq.stores.panels import load_panel, write_panel
+from lsq.stores.universes import TRADED_VERSION, write_universe
 from lsq.timelabels import (
     DAY_MS,
     HOUR_MS,
@@ -18,20 +20,19 @@ from lsq.timelabels import (
     day_start,
     format_day,
     label_of,
-    now_ms,
+    parse_day,
     parse_partition_key,
     partition_key,
 )
 from lsq.tradestore import TradeStore
 from lsq_pipeline.api import StrategyDataAPI, get_strategy_api
-from lsq_pipeline.market.assets import ROLLUP_ASSETS, window_stats_5m
 from lsq_pipeline.resources import LsqResource
-from lsq_pipeline.storage import load_panel, write_panel
-from lsq_pipeline.universe import write_universe
+from lsq_pipeline.tags import RANGE_END_TAG, RANGE_START_TAG
 
 START = parse_partition_key("2026-11-20-22:00")  # two hours on each side of a UTC midnight
 END = START + 4 * HOUR_MS
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+MARKET = market()
 
 
 def trades(start_ms: int, end_ms: int, seed: int) -> pl.DataFrame:
@@ -63,11 +64,11 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> StrategyDataAPI:
         write_universe(paths, day, "v1", universe_frame(SYMBOLS))
     resources = {"lsq": LsqResource(data_dir=str(paths.root))}
     last = END - WINDOW_MS
-    tags = {ASSET_PARTITION_RANGE_START_TAG: "2026-11-20-22:00", ASSET_PARTITION_RANGE_END_TAG: partition_key(last)}
+    tags = {RANGE_START_TAG: "2026-11-20-22:00", RANGE_END_TAG: partition_key(last)}
     instance = dg.DagsterInstance.ephemeral()
-    assert dg.materialize([window_stats_5m], instance=instance, tags=tags, resources=resources).success
-    hourly = [a for a in ROLLUP_ASSETS if a.key.path[0] in ("bars_1h", "tran_stats_1h")]
-    tags = {ASSET_PARTITION_RANGE_START_TAG: "2026-11-20-22:00", ASSET_PARTITION_RANGE_END_TAG: "2026-11-21-01:00"}
+    assert dg.materialize([MARKET.window_stats_5m], instance=instance, tags=tags, resources=resources).success
+    hourly = [a for a in MARKET.rollups if a.key.path[0] in ("bars_1h", "tran_stats_1h")]
+    tags = {RANGE_START_TAG: "2026-11-20-22:00", RANGE_END_TAG: "2026-11-21-01:00"}
     assert dg.materialize(hourly, instance=instance, tags=tags, resources=resources).success
     minutes = pl.int_range(START, END, WINDOW_MS, dtype=pl.Int64, eager=True)
     premium = pl.DataFrame({"symbol": "BTCUSDT", "open_time": minutes}).with_columns(
@@ -152,7 +153,7 @@ def test_premium_index_and_funding(api: StrategyDataAPI) -> None:
 def test_bad_requests_raise_clear_errors(api: StrategyDataAPI) -> None:
     with pytest.raises(ValueError, match="bad label '2026-11-20-289'"):
         api.get_bar_between("2026-11-20-289", "2026-11-21-001")
-    with pytest.raises(ValueError, match="bad label 'yesterday'"):
+    with pytest.raises(ValueError, match="bad window 'yesterday': expected a partition key"):
         api.get_tran_stats_between("yesterday", "2026-11-21-001")
     with pytest.raises(ValueError, match="inverted range"):
         api.get_bar_between("2026-11-21-002", "2026-11-21-001")
@@ -161,14 +162,28 @@ def test_bad_requests_raise_clear_errors(api: StrategyDataAPI) -> None:
     assert api.get_bar_between("2026-10-01-001", "2026-10-01-288") == {}
 
 
-def test_last_universe(api: StrategyDataAPI, tmp_path: Path) -> None:
+def test_windows_by_any_name_and_periods_by_any_spelling(api: StrategyDataAPI) -> None:
+    """A window named by its label, its partition key (start) or its positions stamp (end) is the same window;
+    '5min' and '5m', '1h' and '60min' are the same period."""
+    by_label = api.get_bar_between("2026-11-20-265", "2026-11-20-276", mode="5min")
+    assert api.get_bar_between("2026-11-20-22:00", "2026-11-20-22:55", mode="5m").keys() == by_label.keys()
+    for name, frame in api.get_bar_between("20261120_220500", "_20261120_230000").items():
+        assert frame.equals(by_label[name])
+    hourly = api.get_bar_between("2026-11-20-265", "2026-11-20-276", mode="1h")
+    for name, frame in api.get_bar_between("2026-11-20-265", "2026-11-20-276", mode="60min").items():
+        assert frame.equals(hourly[name])
+
+
+def test_last_universe_defaults_to_the_traded_version(tmp_path: Path) -> None:
     paths = DataPaths(tmp_path / "data")
-    fresh = StrategyDataAPI(paths)
-    with pytest.raises(FileNotFoundError, match="no v1 universe"):
+    today = parse_day("2026-11-20") + 9 * HOUR_MS
+    fresh = StrategyDataAPI(paths, FakeClock(today))
+    with pytest.raises(FileNotFoundError, match=f"no {TRADED_VERSION} universe"):
         fresh.get_last_universe()
-    today = now_ms()
-    write_universe(paths, format_day(today - DAY_MS), "v1", universe_frame(["BTCUSDT"]))
+    write_universe(paths, format_day(today - DAY_MS), "v1", universe_frame(["BTCUSDT", "ETHUSDT"]))
+    write_universe(paths, format_day(today - DAY_MS), "v2", universe_frame(["BTCUSDT"]))
     assert fresh.get_last_universe()["symbol"].to_list() == ["btc-usdt"]
+    assert fresh.get_last_universe("v1")["symbol"].to_list() == ["btc-usdt", "eth-usdt"]
     write_universe(paths, format_day(today), "v1", universe_frame(["ETHUSDT", "SOLUSDT"]))
     write_universe(paths, format_day(today + DAY_MS), "v1", universe_frame(["XRPUSDT"]))  # tomorrow's: not in force
     assert fresh.get_last_universe("v1")["symbol"].to_list() == ["eth-usdt", "sol-usdt"]
