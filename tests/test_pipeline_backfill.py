@@ -6,13 +6,24 @@ import dagster as dg
 import polars as pl
 import pytest
 import yaml
-from lsq_pipeline.universe import read_universe
 
 from lsq.cli import main
+from lsq.clock import FakeClock
 from lsq.config import Settings
 from lsq.paths import DataPaths
 from lsq.stores.panels import load_panel, write_panel
-from lsq.timelabels import DAY_MS, HOUR_MS, WINDOW_MS, day_start, format_day, now_ms, to_datetime, window_start
+from lsq.stores.universes import read_universe
+from lsq.timelabels import (
+    DAY_MS,
+    HOUR_MS,
+    MINUTE_MS,
+    WINDOW_MS,
+    day_start,
+    format_day,
+    now_ms,
+    to_datetime,
+    window_start,
+)
 from lsq_pipeline.backfill import clamp_range, recent_range, run_backfill, whole_periods
 from lsq_pipeline.cli import dagster_env
 
@@ -21,15 +32,21 @@ def local_settings(settings: Settings, data_dir: Path) -> Settings:
     return settings.model_copy(update={"data": settings.data.model_copy(update={"data_dir": data_dir})})
 
 
-def test_backfill_materialises_every_window_and_is_idempotent(settings: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("minute", [1, 5])  # either side of the window's close; every minute: the test below
+def test_backfill_materialises_every_window_and_is_idempotent(settings: Settings, tmp_path: Path, minute: int) -> None:
+    """The range asks for the window after a whole hour; whether it is closed yet is decided by the backfill's
+    clock, here a FakeClock at `minute` past that hour (well in the past, so the simulator has its trades)."""
     local = local_settings(settings, tmp_path / "data")
     paths = DataPaths(local.data_dir)
-    hour = window_start(now_ms(), HOUR_MS) - HOUR_MS  # the last whole hour, plus the first window after it
+    hour = window_start(now_ms(), HOUR_MS) - 2 * HOUR_MS  # a whole hour, two before the current one
     start, end = hour - 2 * WINDOW_MS, hour + HOUR_MS + WINDOW_MS
+    clock = FakeClock(hour + HOUR_MS + minute * MINUTE_MS + 30_000)
+    closed_end = min(end, window_start(clock.now_ms()))  # the window after the hour is closed from minute 5 on
     with dg.instance_for_test() as instance:
-        report = run_backfill(local, start, end, instance, progress=False)
+        report = run_backfill(local, start, end, instance, progress=False, clock=clock)
         assert report.success, report.runs
-        assert report.windows == (end - start) // WINDOW_MS and report.trades_written > 0
+        assert report.windows == (closed_end - start) // WINDOW_MS == (14 if minute < 5 else 15)
+        assert report.trades_written > 0
         symbols = read_universe(paths, format_day(start))["symbol"].to_list()
         assert report.symbols == sorted(symbols)
 
@@ -50,9 +67,19 @@ def test_backfill_materialises_every_window_and_is_idempotent(settings: Settings
         bar_runs = [r for r in instance.get_runs() if "bars_5m" in str(r.asset_selection)]
         assert len(bar_runs) == 1
 
-        again = run_backfill(local, start, end, instance, progress=False)
+        again = run_backfill(local, start, end, instance, progress=False, clock=clock)
         assert again.success and again.trades_written == 0
         assert load_panel("bars", start, end, paths=paths).equals(bars)
+
+
+@pytest.mark.parametrize("minute", range(60))
+def test_the_range_ends_at_the_last_window_closed_by_the_clock_at_every_minute(minute: int) -> None:
+    hour = 20_000 * DAY_MS + 9 * HOUR_MS
+    start, end = hour - 2 * WINDOW_MS, hour + HOUR_MS + WINDOW_MS
+    for second in (0, 30, 59):
+        now = hour + HOUR_MS + minute * MINUTE_MS + second * 1000
+        clamped = clamp_range(start, end, now, first_window_ms=0)
+        assert clamped == (start, hour + HOUR_MS + (WINDOW_MS if minute >= 5 else 0))
 
 
 def test_range_rules() -> None:
