@@ -24,8 +24,8 @@ from factors.engine import run_alpha
 from factors.synthetic import make_panels
 from lsq.config import AlphaSettings, StrategySettings
 from lsq.paths import DataPaths
-from lsq.timelabels import DAY_MS, WINDOW_MS, parse_label
 from lsq.stores.panels import load_panel, write_panel
+from lsq.timelabels import DAY_MS, WINDOW_MS, parse_label
 
 
 def twenty_calculators() -> list[AlphaCalculatorBase]:
@@ -78,7 +78,7 @@ def main() -> None:
     view_s = time.perf_counter() - t
     print(
         f"view from parquet day files (AlphaDataView.from_storage): median {statistics.median(load_times):.3f} s; "
-        f"for comparison lsq_pipeline.storage.load_panel (sorted) {load_panel_s:.3f} s + view build {view_s:.3f} s"
+        f"for comparison lsq.stores.panels.load_panel (sorted) {load_panel_s:.3f} s + view build {view_s:.3f} s"
     )
 
     calculators = twenty_calculators()

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_pipeline.py [--symbols 122] [--days 30] [--backfill-hours 6]
 
 1. Storage layout: 30 days x N symbols of 5-minute bars written as one file per 5-minute partition (8,640 files)
-   vs one file per UTC day (30 files, what lsq_pipeline.storage does); time to load the whole panel back.
+   vs one file per UTC day (30 files, what lsq.stores.panels does); time to load the whole panel back.
 2. Strategy API on the day files: get_bar_between over 30 days in 5min and 1h mode, get_tran_stats_between (5min).
 3. Marker -> bars stored: a real simulator, the real collector, and the sealed-window sensor + window job on a
    persistent sqlite instance (in this process, ticking every second as the daemon's minimum interval allows).
@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from lsq.aggregation.bars import BAR_SCHEMA, TRADED
 from lsq.aggregation.tran_stats import TRAN_STATS_SCHEMA
 from lsq.paths import DataPaths
+from lsq.stores.panels import kind_dir, load_panel, write_panel
 from lsq.timelabels import (
     DAY_MS,
     HOUR_MS,
@@ -44,7 +45,6 @@ from lsq.timelabels import (
     window_start,
 )
 from lsq_pipeline.api import StrategyDataAPI
-from lsq.stores.panels import kind_dir, load_panel, write_panel
 
 
 def synthetic_panel(schema: dict[str, pl.DataType], symbols: int, start: int, end: int) -> pl.DataFrame:
@@ -147,8 +147,9 @@ def bench_latency(windows: int) -> None:
 
     from collectors.daemon import Collector, CollectorOptions
     from lsq_pipeline.definitions import build_definitions
+    from lsq_pipeline.defs.universe.assets import universe_asset
+    from lsq_pipeline.partitions import partitions_for
     from lsq_pipeline.resources import LsqResource
-    from lsq_pipeline.universe import universe
     from simulator.ratelimit import RateLimits
 
     root = Path(tempfile.mkdtemp(prefix="lsq-bench-lat-"))
@@ -163,7 +164,8 @@ def bench_latency(windows: int) -> None:
         paths.marker_file(fake).parent.mkdir(parents=True, exist_ok=True)
         paths.marker_file(fake).write_text(json.dumps({"window_start": fake, "window_end": first}))
         lsq = LsqResource.for_settings(settings)
-        defs = build_definitions({"lsq": lsq})
+        defs = build_definitions(settings, {"lsq": lsq})
+        universe = universe_asset(partitions_for(settings).universe_days)
         sensor, job = defs.get_sensor_def("sealed_window_sensor"), defs.get_job_def("window_job")
         keys = [k for k in job.asset_layer.executable_asset_keys if k != dg.AssetKey("target_positions")]
         home = root / "dagster_home"

@@ -170,6 +170,12 @@ def test_cli_runs_one_factor_and_prints_weights_and_timing(
     assert "no calculator named 'nope'" in capsys.readouterr().err
     assert main(["factor", "run", "testnet_volume_rank", "--at", "2026-11-20-300"]) == 2
     assert "bad label" in capsys.readouterr().err
+    # the same window by its partition key (start) and its positions stamp (end): the same weights
+    by_label = [line for line in out.out.splitlines() if "-usdt" in line]
+    for name in ("2026-11-20-08:15", "20261120_082000"):
+        assert main(["factor", "run", "testnet_volume_rank", "--at", name, "--top", "2"]) == 0
+        again = capsys.readouterr().out
+        assert f"at {stored}:" in again and [line for line in again.splitlines() if "-usdt" in line] == by_label
 
 
 def test_cli_reports_a_failing_factor(stored: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

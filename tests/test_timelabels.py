@@ -54,3 +54,36 @@ def test_symbol_conversion() -> None:
     assert symbols.to_exchange("ETHUSDT") == "ETHUSDT"
     with pytest.raises(ValueError, match="quote asset"):
         symbols.to_strategy("BTCEUR")
+
+
+def test_a_window_has_three_names_and_each_parses_to_its_start() -> None:
+    """Partition key = start, label = index in the UTC day, positions stamp = end: one window, one parser."""
+    start = ms(2026, 12, 1, 9, 5)
+    assert tl.partition_key(start) == "2026-12-01-09:05"
+    assert tl.label_of(start) == "2026-12-01-110"
+    assert tl.positions_stamp(start) == "20261201_091000"
+    for name in ("2026-12-01-09:05", "2026-12-01-110", "20261201_091000", "_20261201_091000", " 2026-12-01-110 "):
+        assert tl.parse_window(name) == start, name
+    assert tl.parse_window("20261202_000000") == ms(2026, 12, 1, 23, 55)  # the stamp of the day's last window
+    for bad in ("2026-12-01", "2026-12-01-09:07", "20261201_091100", "2026-12-01-289", "yesterday", ""):
+        with pytest.raises(ValueError, match="bad "):
+            tl.parse_window(bad)
+
+
+def test_periods_have_one_canonical_spelling() -> None:
+    assert tl.PERIODS == ("5m", "1h", "4h", "8h", "12h", "24h")
+    spellings = {
+        "5m": "5m",
+        "5min": "5m",
+        "5M": "5m",
+        "60min": "1h",
+        "1H": "1h",
+        "240m": "4h",
+        "1d": "24h",
+        "24h": "24h",
+    }
+    assert {text: tl.parse_period(text) for text in spellings} == spellings
+    assert tl.period_ms("5min") == tl.WINDOW_MS and tl.period_ms("1d") == tl.DAY_MS
+    for bad in ("2h", "1m", "5", "hourly", ""):
+        with pytest.raises(ValueError, match="unknown period"):
+            tl.parse_period(bad)
