@@ -17,7 +17,7 @@ from lsq.paths import DataPaths
 from lsq.timelabels import parse_window
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("factor", help="alpha factors: list them, or run one alone on stored data")
     actions = parser.add_subparsers(dest="factor_command", required=True, metavar="ACTION")
     folder_help = "also load calculators from this folder (repeatable); default: factors/calculators/ only"

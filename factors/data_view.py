@@ -299,7 +299,15 @@ class AlphaDataView:
             kind: None if lf is None else (lf if members is None else lf.filter(members)).collect()
             for kind, lf in scans.items()
         }
-        return cls(window_ms, **panels, universe=universe, history_days=history_days)
+        return cls(
+            window_ms,
+            panels["bars"],
+            panels["tran_stats"],
+            panels["premium_index"],
+            panels["funding"],
+            universe=universe,
+            history_days=history_days,
+        )
 
     # Copies and transport
 

@@ -29,7 +29,7 @@ STOP_GRACE_SECONDS = 15.0
 PrepareDagster = Callable[[dict[str, str]], dict[str, str]]
 
 
-def register(sub: argparse._SubParsersAction, prepare_dagster: PrepareDagster) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], prepare_dagster: PrepareDagster) -> None:
     parser = sub.add_parser("run", help="start simulator + collector + dagster dev (the embedded default)")
     parser.add_argument("--no-dagster", action="store_true", help="only the simulator and the collector")
     parser.add_argument("--dagster-port", type=int, default=3000)
@@ -101,7 +101,7 @@ def wait_for_http(url: str, timeout: float, alive: Callable[[], bool]) -> bool:
     while time.monotonic() < deadline and alive():
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
-                return response.status == 200
+                return bool(response.status == 200)
         except OSError:
             time.sleep(0.2)
     return False

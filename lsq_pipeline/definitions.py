@@ -17,7 +17,7 @@ def build_definitions(
     settings: Settings, resources: dict[str, object] | None = None, clock: Clock = SYSTEM_CLOCK
 ) -> dg.Definitions:
     """Every domain's definitions over `settings`; `resources` replace the default `lsq` resource (tests point it
-    at a temporary data directory and a simulator), `clock` is the sensors' notion of "now"."""
+    at a temporary data directory and a simulator), `clock` is the sensors' and the universe's notion of "now"."""
     shared = dg.Definitions(
         resources=resources or {"lsq": LsqResource.for_settings(settings)},
         # Every run in process: a step subprocess costs ~1.7 s on this machine (dagster-notes), more than most steps.
@@ -25,7 +25,7 @@ def build_definitions(
     )
     return dg.Definitions.merge(
         market.defs(settings, clock),
-        universe.defs(settings),
+        universe.defs(settings, clock),
         factors.defs(settings),
         shared,
     )

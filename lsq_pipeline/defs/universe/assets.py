@@ -4,14 +4,16 @@ from datetime import UTC, timedelta
 
 import dagster as dg
 
-from lsq.clock import SYSTEM_CLOCK
+from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.universes import build_universe
 from lsq_pipeline.resources import LsqResource
 
 UNIVERSE = dg.AssetKey("universe")
 
 
-def universe_asset(universe_days: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+def universe_asset(universe_days: dg.DailyPartitionsDefinition, clock: Clock = SYSTEM_CLOCK) -> dg.AssetsDefinition:
+    """`clock` tells a day still ahead (ranked by live tickers) from a past one (ranked by that day's volume)."""
+
     @dg.asset(
         name=UNIVERSE.path[0],
         partitions_def=universe_days,
@@ -23,7 +25,7 @@ def universe_asset(universe_days: dg.DailyPartitionsDefinition) -> dg.AssetsDefi
     def universe(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
         """One day, or every day of a backfill's range in one run (metadata then describes the last day)."""
         days = context.partition_keys
-        client, rules, now = lsq.rest(), lsq.settings.data.universe, SYSTEM_CLOCK.now_ms()
+        client, rules, now = lsq.rest(), lsq.settings.data.universe, clock.now_ms()
         built = {day: build_universe(client, lsq.paths, rules, day, now) for day in days}
         last = built[days[-1]]
         return dg.MaterializeResult(
