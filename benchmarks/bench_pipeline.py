@@ -32,6 +32,7 @@ from lsq.aggregation.bars import BAR_SCHEMA, TRADED
 from lsq.aggregation.tran_stats import TRAN_STATS_SCHEMA
 from lsq.paths import DataPaths
 from lsq.stores.panels import kind_dir, load_panel, write_panel
+from lsq.strategy_api import StrategyDataAPI
 from lsq.timelabels import (
     DAY_MS,
     HOUR_MS,
@@ -44,7 +45,6 @@ from lsq.timelabels import (
     partition_key,
     window_start,
 )
-from lsq_pipeline.api import StrategyDataAPI
 
 
 def synthetic_panel(schema: dict[str, pl.DataType], symbols: int, start: int, end: int) -> pl.DataFrame:

@@ -51,7 +51,7 @@ class DataPaths:
         return self.markers / dt.strftime("%Y-%m-%d") / dt.strftime("%H%M.json")
 
     def marker_claim(self, window_ms: int) -> Path:
-        """Who launched the window's run (lsq_pipeline.claims)."""
+        """Who launched the window's run (lsq_pipeline.defs.market.claims)."""
         return self.marker_file(window_ms).with_suffix(".claim")
 
     @property

@@ -18,9 +18,9 @@ from collectors.daemon import Collector, CollectorOptions
 from lsq.exchange import rest_client
 from lsq.paths import DataPaths
 from lsq.stores.universes import universe_symbols
+from lsq.strategy_api import StrategyDataAPI
 from lsq.symbols import to_strategy
 from lsq.timelabels import MINUTE_MS, WINDOW_MS, format_day, label_of, now_ms, partition_key, window_start
-from lsq_pipeline.api import StrategyDataAPI
 from lsq_pipeline.definitions import build_definitions
 from lsq_pipeline.resources import LsqResource
 from simulator.ratelimit import RateLimits

@@ -13,6 +13,7 @@ from lsq.config import load_config
 from lsq.paths import DataPaths
 from lsq.stores.panels import load_panel, write_panel
 from lsq.stores.universes import TRADED_VERSION, write_universe
+from lsq.strategy_api import StrategyDataAPI, get_strategy_api
 from lsq.timelabels import (
     DAY_MS,
     HOUR_MS,
@@ -25,7 +26,6 @@ from lsq.timelabels import (
     partition_key,
 )
 from lsq.tradestore import TradeStore
-from lsq_pipeline.api import StrategyDataAPI, get_strategy_api
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.tags import RANGE_END_TAG, RANGE_START_TAG
 
