@@ -388,7 +388,7 @@ class AlphaDataView:
         return offsets
 
     def _between(self, kind: str, begin_label: str, end_label: str, mode: str) -> pl.DataFrame:
-        period = parse_period(mode)
+        period = parse_period(mode, "mode")
         begin, end = parse_label(begin_label), parse_label(end_label) + WINDOW_MS
         if end <= begin:
             raise ValueError(f"end label {end_label!r} is before begin label {begin_label!r}")

@@ -39,10 +39,7 @@ def label_range(begin_label: str, end_label: str) -> tuple[int, int]:
 
 def check_mode(mode: str) -> str:
     """The canonical period of `mode` (ValueError naming the accepted ones)."""
-    try:
-        return parse_period(mode)
-    except ValueError as exc:
-        raise ValueError(f"unknown mode {mode!r}: {exc}") from None
+    return parse_period(mode, "mode")
 
 
 def split_by_symbol(frame: pl.DataFrame) -> dict[str, pl.DataFrame]:

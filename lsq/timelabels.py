@@ -116,15 +116,16 @@ def parse_partition_key(key: str) -> int:
     return ms
 
 
-def parse_period(text: str) -> str:
-    """Any spelling of a supported period ('5min', '5m', '60min', '1H', '1d') -> its canonical name in PERIODS."""
+def parse_period(text: str, what: str = "period") -> str:
+    """Any spelling of a supported period ('5min', '5m', '60min', '1H', '1d') -> its canonical name in PERIODS.
+    `what` names the argument in the error (the strategy API calls it a mode)."""
     m = _PERIOD_RE.match(text.strip().lower()) if isinstance(text, str) else None
     if m:
         ms = int(m.group(1)) * _UNIT_MS[m.group(2)[0]]
         for name, period_ms in PERIOD_MS.items():
             if period_ms == ms:
                 return name
-    raise ValueError(f"unknown period {text!r}; expected one of {', '.join(PERIODS)} (or '5min')")
+    raise ValueError(f"unknown {what} {text!r}; expected one of {', '.join(PERIODS)} (or '5min')")
 
 
 def period_ms(text: str) -> int:

@@ -28,6 +28,14 @@ from lsq_pipeline.resources import LsqResource
 if TYPE_CHECKING:
     from binance import Client
 
+AGG_TRADES = dg.AssetKey("agg_trades")
+BARS_5M = dg.AssetKey("bars_5m")
+TRAN_STATS_5M = dg.AssetKey("tran_stats_5m")
+PREMIUM_INDEX_5M = dg.AssetKey("premium_index_5m")
+FUNDING_RATES = dg.AssetKey("funding_rates")
+# The group of the market assets computed for every sealed window (lsq_pipeline.defs.market.jobs.window_job).
+WINDOW_GROUP = "bars_5m"
+
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 # Eager, but looking back two days instead of only the latest period: hours and days that passed during an outage
 # are rolled up too once the catch-up stores their 5-minute windows.
@@ -69,14 +77,6 @@ def _panel_metadata(frame: pl.DataFrame, start_ms: int, end_ms: int) -> dict[str
         "symbols": dg.MetadataValue.int(frame["symbol"].n_unique() if frame.height else 0),
         "windows": dg.MetadataValue.int((end_ms - start_ms) // WINDOW_MS),
     }
-
-
-AGG_TRADES = dg.AssetKey("agg_trades")
-BARS_5M = dg.AssetKey("bars_5m")
-TRAN_STATS_5M = dg.AssetKey("tran_stats_5m")
-PREMIUM_INDEX_5M = dg.AssetKey("premium_index_5m")
-FUNDING_RATES = dg.AssetKey("funding_rates")
-WINDOW_GROUP = "bars_5m"
 
 
 ROLLUP_FUNCTIONS = {"bars": rollup_bars, "tran_stats": rollup_tran_stats}

@@ -7,7 +7,7 @@ blocking: a window whose bars disagree with Binance does not flow into alphas an
 """
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import dagster as dg
@@ -156,85 +156,94 @@ def _stored_bars(paths: DataPaths, start_ms: int, end_ms: int) -> pl.DataFrame:
     return bars
 
 
+_BAR_CHECKS: list[tuple[Callable[..., dg.AssetCheckResult], dict[str, Any]]] = []
+
+
+def _bar_check(**options: Any) -> Callable[[Callable[..., dg.AssetCheckResult]], Callable[..., dg.AssetCheckResult]]:
+    """Register a check of bars_5m; `bar_checks` turns each into an asset check on the code location's partitions."""
+
+    def register(fn: Callable[..., dg.AssetCheckResult]) -> Callable[..., dg.AssetCheckResult]:
+        _BAR_CHECKS.append((fn, options))
+        return fn
+
+    return register
+
+
+@_bar_check(description="Each universe symbol exactly once per window (never-traded symbols exempt).")
+def bars_universe_coverage(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
+    start_ms, end_ms = time_range(context)
+    bars = _stored_bars(lsq.paths, start_ms, end_ms)
+    store = TradeStore(lsq.paths)
+    found = [duplicate_rows(bars).with_columns(pl.lit("duplicate").alias("problem"))]
+    universe: list[str] = []
+    for lo, hi in day_chunks(start_ms, end_ms):  # each day against its own universe
+        universe = universe_symbols(lsq.paths, lo, TRADED_VERSION)
+        never = [s for s in universe if not [h for h in store.hours(s) if h < hi]]
+        day_bars = bars.filter(pl.col("open_time").is_between(lo, hi, closed="left"))
+        missing = missing_universe_rows(day_bars, universe, lo, hi, never)
+        found.append(missing.with_columns(pl.lit("missing").alias("problem")))
+    offenders = pl.concat(found)
+    return _result(offenders, "duplicate or missing (symbol, window) rows", universe_symbols=len(universe))
+
+
+@_bar_check(description="Prices positive; high ≥ max(open, close); low ≤ min(open, close).")
+def bars_ohlc_sane(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
+    return _result(insane_ohlc(_stored_bars(lsq.paths, *time_range(context))), "bars with inconsistent OHLC")
+
+
+@_bar_check(description="Volumes, notionals and trade counts are non-negative.")
+def bars_volumes_non_negative(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
+    return _result(negative_volumes(_stored_bars(lsq.paths, *time_range(context))), "bars with negative volumes")
+
+
+@_bar_check(description="Taker buy + taker sell = total, for volume, notional and trade count.")
+def bars_buy_sell_sum(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
+    return _result(side_mismatches(_stored_bars(lsq.paths, *time_range(context))), "bars where buy + sell != total")
+
+
+@_bar_check(description="Windows without trades are flat at the previous close with zero volume.")
+def bars_no_trade_fill(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
+    start_ms, end_ms = time_range(context)
+    bars = _stored_bars(lsq.paths, start_ms, end_ms)
+    # the previous close as the bars themselves look it up (a day back, then the trade store), not just one window
+    prev = previous_closes(lsq.paths, TradeStore(lsq.paths), bars["symbol"].unique().to_list(), start_ms)
+    return _result(bad_no_trade_fills(bars, prev), "no-trade bars not carrying the previous close")
+
+
+@_bar_check(description="aggTrade ids in the trade store are contiguous over the window, per symbol.")
+def trades_contiguous(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
+    start_ms, end_ms = time_range(context)
+    store = TradeStore(lsq.paths)
+    rows = [
+        {"symbol": s, "first_missing": a, "last_missing": b}
+        for s in store.symbols()
+        for a, b in store.id_gaps(s, start_ms, end_ms)
+    ]
+    gaps = pl.DataFrame(rows, schema={"symbol": pl.String, "first_missing": pl.Int64, "last_missing": pl.Int64})
+    return _result(gaps, "gaps in aggTrade ids")
+
+
+@_bar_check(
+    blocking=True,
+    description=f"Stored bars equal the exchange's own 5-minute klines for a sample of {PARITY_SAMPLE} symbols.",
+)
+def bars_match_exchange_klines(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
+    start_ms, end_ms = time_range(context)
+    bars = _stored_bars(lsq.paths, start_ms, end_ms)
+    sample = sample_symbols(bars["symbol"].unique().to_list(), seed=start_ms)
+    client = lsq.rest()
+    klines = pl.concat(
+        [
+            kline_frame(s, client.futures_klines(symbol=s, interval="5m", startTime=lo, endTime=hi, limit=limit))
+            for s in sample
+            for lo, hi, limit in kline_pages(start_ms, end_ms)
+        ]
+        or [kline_frame("", [])]
+    ).filter(pl.col("open_time").is_between(start_ms, end_ms, closed="left"))
+    mismatches = parity_mismatches(bars.filter(pl.col("symbol").is_in(sample)), klines)
+    return _result(mismatches, "bars differing from exchange klines", sampled=", ".join(sample))
+
+
 def bar_checks(five_minute: dg.TimeWindowPartitionsDefinition) -> list[dg.AssetChecksDefinition]:
     """The checks of bars_5m on `five_minute` (the partitions of the asset they check)."""
-    _CHECK = {"asset": BARS_5M, "partitions_def": five_minute}
-
-    @dg.asset_check(**_CHECK, description="Each universe symbol exactly once per window (never-traded symbols exempt).")
-    def bars_universe_coverage(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-        start_ms, end_ms = time_range(context)
-        bars = _stored_bars(lsq.paths, start_ms, end_ms)
-        store = TradeStore(lsq.paths)
-        found = [duplicate_rows(bars).with_columns(pl.lit("duplicate").alias("problem"))]
-        universe: list[str] = []
-        for lo, hi in day_chunks(start_ms, end_ms):  # each day against its own universe
-            universe = universe_symbols(lsq.paths, lo, TRADED_VERSION)
-            never = [s for s in universe if not [h for h in store.hours(s) if h < hi]]
-            day_bars = bars.filter(pl.col("open_time").is_between(lo, hi, closed="left"))
-            missing = missing_universe_rows(day_bars, universe, lo, hi, never)
-            found.append(missing.with_columns(pl.lit("missing").alias("problem")))
-        offenders = pl.concat(found)
-        return _result(offenders, "duplicate or missing (symbol, window) rows", universe_symbols=len(universe))
-
-    @dg.asset_check(**_CHECK, description="Prices positive; high ≥ max(open, close); low ≤ min(open, close).")
-    def bars_ohlc_sane(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-        return _result(insane_ohlc(_stored_bars(lsq.paths, *time_range(context))), "bars with inconsistent OHLC")
-
-    @dg.asset_check(**_CHECK, description="Volumes, notionals and trade counts are non-negative.")
-    def bars_volumes_non_negative(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-        return _result(negative_volumes(_stored_bars(lsq.paths, *time_range(context))), "bars with negative volumes")
-
-    @dg.asset_check(**_CHECK, description="Taker buy + taker sell = total, for volume, notional and trade count.")
-    def bars_buy_sell_sum(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-        return _result(side_mismatches(_stored_bars(lsq.paths, *time_range(context))), "bars where buy + sell != total")
-
-    @dg.asset_check(**_CHECK, description="Windows without trades are flat at the previous close with zero volume.")
-    def bars_no_trade_fill(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-        start_ms, end_ms = time_range(context)
-        bars = _stored_bars(lsq.paths, start_ms, end_ms)
-        # the previous close as the bars themselves look it up (a day back, then the trade store), not just one window
-        prev = previous_closes(lsq.paths, TradeStore(lsq.paths), bars["symbol"].unique().to_list(), start_ms)
-        return _result(bad_no_trade_fills(bars, prev), "no-trade bars not carrying the previous close")
-
-    @dg.asset_check(**_CHECK, description="aggTrade ids in the trade store are contiguous over the window, per symbol.")
-    def trades_contiguous(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-        start_ms, end_ms = time_range(context)
-        store = TradeStore(lsq.paths)
-        rows = [
-            {"symbol": s, "first_missing": a, "last_missing": b}
-            for s in store.symbols()
-            for a, b in store.id_gaps(s, start_ms, end_ms)
-        ]
-        gaps = pl.DataFrame(rows, schema={"symbol": pl.String, "first_missing": pl.Int64, "last_missing": pl.Int64})
-        return _result(gaps, "gaps in aggTrade ids")
-
-    @dg.asset_check(
-        **_CHECK,
-        blocking=True,
-        description=f"Stored bars equal the exchange's own 5-minute klines for a sample of {PARITY_SAMPLE} symbols.",
-    )
-    def bars_match_exchange_klines(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-        start_ms, end_ms = time_range(context)
-        bars = _stored_bars(lsq.paths, start_ms, end_ms)
-        sample = sample_symbols(bars["symbol"].unique().to_list(), seed=start_ms)
-        client = lsq.rest()
-        klines = pl.concat(
-            [
-                kline_frame(s, client.futures_klines(symbol=s, interval="5m", startTime=lo, endTime=hi, limit=limit))
-                for s in sample
-                for lo, hi, limit in kline_pages(start_ms, end_ms)
-            ]
-            or [kline_frame("", [])]
-        ).filter(pl.col("open_time").is_between(start_ms, end_ms, closed="left"))
-        mismatches = parity_mismatches(bars.filter(pl.col("symbol").is_in(sample)), klines)
-        return _result(mismatches, "bars differing from exchange klines", sampled=", ".join(sample))
-
-    return [
-        bars_universe_coverage,
-        bars_ohlc_sane,
-        bars_volumes_non_negative,
-        bars_buy_sell_sum,
-        bars_no_trade_fill,
-        trades_contiguous,
-        bars_match_exchange_klines,
-    ]
+    return [dg.asset_check(asset=BARS_5M, partitions_def=five_minute, **options)(fn) for fn, options in _BAR_CHECKS]
