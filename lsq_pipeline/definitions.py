@@ -17,7 +17,10 @@ def build_definitions(
     settings: Settings, resources: dict[str, object] | None = None, clock: Clock = SYSTEM_CLOCK
 ) -> dg.Definitions:
     """Every domain's definitions over `settings`; `resources` replace the default `lsq` resource (tests point it
-    at a temporary data directory and a simulator), `clock` is the sensors' and the universe's notion of "now"."""
+    at a temporary data directory and a simulator), `clock` is the sensors' and the universe's notion of "now".
+    An unset `data.partitions_start` is fixed here, once, so that every domain's partitions start on the same day."""
+    start = settings.first_partition_day(clock.now_ms())
+    settings = settings.model_copy(update={"data": settings.data.model_copy(update={"partitions_start": start})})
     shared = dg.Definitions(
         resources=resources or {"lsq": LsqResource.for_settings(settings)},
         # Every run in process: a step subprocess costs ~1.7 s on this machine (dagster-notes), more than most steps.

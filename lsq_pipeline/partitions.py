@@ -14,6 +14,7 @@ from datetime import datetime
 
 import dagster as dg
 
+from lsq.clock import SYSTEM_CLOCK
 from lsq.config import Settings
 from lsq.timelabels import PARTITION_FMT, from_datetime, parse_day, to_datetime
 
@@ -67,7 +68,9 @@ class Partitions:
 
 
 def partitions_for(settings: Settings) -> Partitions:
-    start = settings.data.partitions_start
+    """The partitions of `settings`; an unset `data.partitions_start` (a Settings not from load_config, which fills
+    it) follows Settings.first_partition_day today."""
+    start = settings.data.partitions_start or settings.first_partition_day(SYSTEM_CLOCK.now_ms())
     return Partitions(
         five_minute=five_minute(start),
         rollups={p: rollup(p, start) for p in ROLLUP_CRONS},

@@ -28,15 +28,22 @@ def universe_frame(symbols: list[str]) -> pl.DataFrame:
     return pl.DataFrame(raw).select(pl.col(c).cast(t) for c, t in UNIVERSE_SCHEMA.items())
 
 
+def pinned_settings(partitions_start: str = "2026-11-01") -> Settings:
+    """The project's configuration with a fixed first partition: tests on fixed dates stay inside the partitions
+    whatever today is (unset, the start follows today)."""
+    base = load_config()
+    return base.model_copy(update={"data": base.data.model_copy(update={"partitions_start": partitions_start})})
+
+
 def market(settings: Settings | None = None) -> MarketAssets:
-    """The market domain's assets over the partitions of `settings` (default: the project's configuration)."""
-    return market_assets(partitions_for(settings or load_config()))
+    """The market domain's assets over the partitions of `settings` (default: pinned_settings())."""
+    return market_assets(partitions_for(settings or pinned_settings()))
 
 
 def bar_check_defs(settings: Settings | None = None) -> list[dg.AssetChecksDefinition]:
-    return bar_checks(partitions_for(settings or load_config()).five_minute)
+    return bar_checks(partitions_for(settings or pinned_settings()).five_minute)
 
 
 def universe_def(settings: Settings | None = None) -> dg.AssetsDefinition:
-    """The `universe` asset over the universe days of `settings` (default: the project's configuration)."""
-    return universe_asset(partitions_for(settings or load_config()).universe_days)
+    """The `universe` asset over the universe days of `settings` (default: pinned_settings())."""
+    return universe_asset(partitions_for(settings or pinned_settings()).universe_days)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from builders import pinned_settings
 
 from lsq.clock import FakeClock
-from lsq.config import load_config
 from lsq.paths import DataPaths, atomic_write_text
 from lsq.timelabels import HOUR_MS, WINDOW_MS, parse_partition_key, partition_key, window_start
 from lsq_pipeline.definitions import build_definitions
@@ -52,7 +52,7 @@ def env(
     tmp_path: Path, instance: dg.DagsterInstance, clock: FakeClock
 ) -> tuple[DataPaths, dg.Definitions, dg.DagsterInstance]:
     paths = DataPaths(tmp_path / "data")
-    defs = build_definitions(load_config(), {"lsq": LsqResource(data_dir=str(paths.root))}, clock)
+    defs = build_definitions(pinned_settings(), {"lsq": LsqResource(data_dir=str(paths.root))}, clock)
     return paths, defs, instance
 
 

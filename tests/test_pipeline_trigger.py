@@ -10,11 +10,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from builders import pinned_settings
 from dagster._core.test_utils import create_run_for_test
 from test_pipeline_sensors import tick, write_marker
 
 from lsq.clock import FakeClock
-from lsq.config import load_config
 from lsq.paths import DataPaths
 from lsq.timelabels import HOUR_MS, WINDOW_MS, now_ms, parse_partition_key, partition_key, window_start
 from lsq_pipeline.cli import dagster_env
@@ -30,7 +30,7 @@ NOW = T1 + HOUR_MS  # the sensor's clock
 @pytest.fixture
 def env(tmp_path: Path) -> tuple[DataPaths, dg.Definitions, dg.DagsterInstance]:
     paths = DataPaths(tmp_path / "data")
-    defs = build_definitions(load_config(), {"lsq": LsqResource(data_dir=str(paths.root))}, FakeClock(NOW))
+    defs = build_definitions(pinned_settings(), {"lsq": LsqResource(data_dir=str(paths.root))}, FakeClock(NOW))
     with dg.instance_for_test() as instance:
         yield paths, defs, instance
 
