@@ -10,11 +10,10 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
-from builders import market, universe_def
+from builders import market, pinned_settings, universe_def
 
 from factors.discovery import discover
 from factors.engine import alpha_file, factor_dir
-from lsq.config import load_config
 from lsq.exchange import rest_client
 from lsq.paths import DataPaths
 from lsq.symbols import to_exchange
@@ -26,7 +25,7 @@ from lsq_pipeline.defs.universe.assets import UNIVERSE
 from lsq_pipeline.partitions import partitions_for
 from lsq_pipeline.resources import LsqResource
 
-FIVE_MINUTE = partitions_for(load_config()).five_minute
+FIVE_MINUTE = partitions_for(pinned_settings()).five_minute
 MARKET = market()
 
 BROKEN = """
