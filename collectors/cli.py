@@ -1,4 +1,8 @@
-"""`lsq collect` (the aggTrade collector daemon) and `lsq status` (its heartbeat, readable)."""
+"""`lsq collect` (the aggTrade collector daemon) and `lsq status` (its heartbeat, readable).
+
+Only light modules are imported here: `lsq status` must answer in a fraction of a second, so the daemon (aiohttp,
+websockets, polars) is imported by `lsq collect` when it runs.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import logging
 import signal
 import sys
 
-from collectors.daemon import Collector, CollectorOptions
+from collectors.options import CollectorOptions
 from collectors.status import format_status, liveness, read_status
 from lsq.config import load_config
 from lsq.paths import DataPaths
@@ -68,6 +72,10 @@ def run_collect(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lsq collect: {exc}", file=sys.stderr)
         return 2
+    from collectors.daemon import Collector
+    from collectors.flushing import DataDirUnwritable
+    from collectors.rest_backfill import RestFetchError
+
     collector = Collector(settings, options)
 
     async def main() -> None:
@@ -78,7 +86,13 @@ def run_collect(args: argparse.Namespace) -> int:
         await collector.run(stop)
 
     log.info("collecting into %s (mode %s)", settings.data_dir, settings.execution.mode)
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (DataDirUnwritable, RestFetchError) as exc:
+        # Fail fast at start: a wrong URL or directory is a setup error an operator must see at once (a supervisor
+        # restarting the daemon retries). Once running, outages are ridden out: streams reconnect, REST retries.
+        print(f"lsq collect: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

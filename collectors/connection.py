@@ -17,16 +17,17 @@ import contextlib
 import itertools
 import logging
 import random
-import time
 from typing import Protocol
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from collectors.options import MAX_STREAMS
+from lsq.clock import SYSTEM_CLOCK, Clock
+
 log = logging.getLogger(__name__)
 
 MARK_PRICE_STREAM = "!markPrice@arr@1s"
-MAX_STREAMS = 1024
 _STABLE_S = 10.0  # a socket that lived this long resets the backoff; quicker deaths make it grow
 
 
@@ -63,8 +64,10 @@ class StreamConnection:
         subscribe_per_s: float = 4.0,
         response_timeout_s: float = 10.0,
         backoff_cap_s: float = 30.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.name = name
+        self.clock = clock
         self.url = ws_url.rstrip("/") + "/market/stream?streams=" + MARK_PRICE_STREAM
         self.listener = listener
         self.max_age_s = max_age_s
@@ -77,7 +80,7 @@ class StreamConnection:
         self.live: set[str] = set()
         self.up = False
         self.heartbeat_ms: int | None = None
-        self.last_message = time.monotonic()
+        self.last_message = self.clock.monotonic()
         self.reconnects = 0
         self.recycled = 0
         self.rotations = 0
@@ -105,7 +108,7 @@ class StreamConnection:
             try:
                 ws, reader, live = await self._open()
                 self._socket = (ws, reader)
-                up_since = time.monotonic()
+                up_since = self.clock.monotonic()
                 self.live, self.up = live, True
                 self.listener.on_subscribed(self, sorted(live))
                 await self._serve(stop)
@@ -121,7 +124,7 @@ class StreamConnection:
                     self._socket = None
             if stop.is_set():
                 break
-            stable = up_since is not None and time.monotonic() - up_since >= _STABLE_S
+            stable = up_since is not None and self.clock.monotonic() - up_since >= _STABLE_S
             failures = 1 if stable else failures + 1
             self.reconnects += 1
             delay = backoff_delay(failures, cap_s=self.backoff_cap_s)
@@ -141,12 +144,12 @@ class StreamConnection:
         except BaseException:
             await self._close(ws, reader)
             raise
-        self.last_message = time.monotonic()
+        self.last_message = self.clock.monotonic()
         return ws, reader, wanted | {MARK_PRICE_STREAM}
 
     async def _read(self, ws: ClientConnection) -> None:
         async for raw in ws:
-            self.last_message = time.monotonic()
+            self.last_message = self.clock.monotonic()
             self.listener.on_frame(self, raw)
 
     async def _request(self, ws: ClientConnection, method: str, streams: list[str]) -> None:
@@ -181,7 +184,7 @@ class StreamConnection:
 
     async def _serve(self, stop: asyncio.Event) -> None:
         """Watch the current socket until `stop`; raise when it fails, falls silent, or cannot be replaced."""
-        opened = time.monotonic()
+        opened = self.clock.monotonic()
         while not stop.is_set() and self._socket is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.25)
@@ -189,13 +192,13 @@ class StreamConnection:
             if reader.done():
                 exc = reader.exception()
                 raise exc if exc else websockets.ConnectionClosedOK(None, None)
-            now = time.monotonic()
+            now = self.clock.monotonic()
             if now - self.last_message > self.silence_s:
                 self.recycled += 1
                 raise TimeoutError(f"no message for {now - self.last_message:.1f} s: recycling the connection")
             if now - opened > self.max_age_s:
                 await self._rotate()
-                opened = time.monotonic()
+                opened = self.clock.monotonic()
                 continue
             await self._sync(ws)
 

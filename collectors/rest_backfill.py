@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ import aiohttp
 import polars as pl
 
 from collectors.bulk import DECIMAL_PATTERN
+from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.schema import TRADE_SCHEMA
 from lsq.timelabels import MINUTE_MS
 
@@ -55,10 +55,11 @@ class WeightPacer:
     used: int = 0
     minute: int = -1
     waited_s: float = 0.0
+    clock: Clock = field(default=SYSTEM_CLOCK, repr=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def server_ms(self) -> int:
-        return time.time_ns() // 1_000_000 + self.clock_offset_ms
+        return self.clock.now_ms() + self.clock_offset_ms
 
     async def acquire(self, weight: int) -> None:
         """Wait until `weight` more fits under headroom x limit in the exchange's current minute."""
@@ -92,7 +93,7 @@ class WeightPacer:
         seconds = max(0.0, ms / 1000)
         self.waited_s += seconds
         log.info("request weight: pausing %.1f s", seconds)
-        await asyncio.sleep(seconds)
+        await self.clock.asleep(seconds)
 
 
 @dataclass
@@ -103,6 +104,10 @@ class RestSource:
     rest_url: str
     pacer: WeightPacer = field(default_factory=WeightPacer)
     requests: int = 0
+    clock: Clock = field(default=SYSTEM_CLOCK, repr=False)
+
+    def __post_init__(self) -> None:
+        self.pacer.clock = self.clock
 
     def url(self, path: str) -> str:
         return self.rest_url.rstrip("/") + path
@@ -130,7 +135,7 @@ class RestSource:
             except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 # a dropped connection, a body cut short or a 200 that is not JSON: retried like a 5xx
                 log.warning("GET %s: %s (attempt %d)", path, exc, attempt + 1)
-            await asyncio.sleep(delay)
+            await self.clock.asleep(delay)
             delay = min(delay * 2, 30.0)
         raise RestFetchError(f"GET {path} {params}: still failing after {MAX_RETRIES} attempts")
 
@@ -139,14 +144,14 @@ class RestSource:
 
         An exchange that cannot be reached at all fails at once (no retries), with its URL in the message.
         """
-        before = time.time_ns() // 1_000_000
+        before = self.clock.now_ms()
         try:
             async with self.session.get(self.url("/fapi/v1/ping")) as response:
                 await response.read()
         except aiohttp.ClientConnectionError as exc:
             raise RestFetchError(f"cannot reach the exchange at {self.rest_url}: {exc}") from None
         server = await self.get("/fapi/v1/time", {}, 1)
-        after = time.time_ns() // 1_000_000
+        after = self.clock.now_ms()
         self.pacer.clock_offset_ms = int(server["serverTime"]) - (before + after) // 2
         info = await self.get("/fapi/v1/exchangeInfo", {}, 1)
         self.pacer.limit = weight_limit_per_minute(info.get("rateLimits", []))
@@ -249,7 +254,7 @@ async def fetch_agg_trades_from_id(
                     f"asked {hole_retries} times)"
                 )
             batch = batch.head(contiguous)
-            await asyncio.sleep(0.2 * hole_retries)
+            await source.clock.asleep(0.2 * hole_retries)
         else:
             hole_retries = 0
         done = False

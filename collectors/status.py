@@ -21,6 +21,16 @@ def write_status(path: Path, status: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(status, indent=1, sort_keys=True))
 
 
+def overwrite_status(path: Path, status: dict[str, Any]) -> None:
+    """Rewrite the existing file's bytes in place, compactly: the fallback when the disk is too full for the atomic
+    write (a new file needs new blocks; the old file's do not). A reader may rarely catch it half-written and is told
+    the file is not JSON; the next write repairs it."""
+    data = json.dumps(status, sort_keys=True, separators=(",", ":")).encode()
+    with path.open("r+b") as fh:
+        fh.write(data)
+        fh.truncate()
+
+
 def read_status(path: Path) -> dict[str, Any] | None:
     """The last status written, or None if there is none; ValueError if the file is not a status object."""
     try:
@@ -66,6 +76,18 @@ def _when(ms: object) -> str:
     return to_datetime(ms).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _storage(storage: object) -> str:
+    if not isinstance(storage, dict) or storage.get("state", "ok") == "ok":
+        return "ok"
+    line = (
+        f"CANNOT WRITE {storage.get('path')}: {storage.get('state')} since {_when(storage.get('since'))}; "
+        f"{storage.get('buffered_rows', 0)} rows held in memory (bound {storage.get('max_buffered_rows')})"
+    )
+    if storage.get("refusing_new_trades"):
+        line += ", new trades left for REST repair"
+    return line
+
+
 def format_status(status: dict[str, Any], at_ms: int | None = None) -> str:
     """A few aligned lines an operator can read at a glance."""
     at_ms = now_ms() if at_ms is None else at_ms
@@ -95,5 +117,6 @@ def format_status(status: dict[str, Any], at_ms: int | None = None) -> str:
         ("duplicates", f"{status.get('duplicates_dropped', 0)} dropped"),
         ("malformed", f"{status.get('malformed_frames', 0)} frames"),
         ("last flush", _when(status.get("last_flush"))),
+        ("storage", _storage(status.get("storage"))),
     ]
     return "\n".join(f"{k:<12} {v}" for k, v in lines)

@@ -24,6 +24,10 @@ COMMAND_MODULES = (
     "factors.cli",
 )
 
+# Commands served by one light module: `lsq status` must answer in well under a second, so it does not import every
+# stage (Dagster, polars, python-binance) just to build the full parser.
+LIGHT_COMMANDS = {"status": "collectors.cli"}
+
 
 def prepare_dagster(env: dict[str, str]) -> dict[str, str]:
     """`env` plus DAGSTER_HOME, with the instance's storage created: what `lsq run` gives Dagster's processes."""
@@ -34,12 +38,21 @@ def prepare_dagster(env: dict[str, str]) -> dict[str, str]:
     return prepared
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_modules(argv: list[str]) -> tuple[str, ...]:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    pre.add_argument("-v", "--verbose", action="store_true")
+    _, rest = pre.parse_known_args(argv)
+    command = rest[0] if rest else None
+    return (LIGHT_COMMANDS[command],) if command in LIGHT_COMMANDS else COMMAND_MODULES
+
+
+def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lsq", description="LSQ long-short quant system for Binance USDⓈ-M")
     parser.add_argument("--config", help="configuration file (default: $LSQ_CONFIG or config/default.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -52,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command_modules(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -35,7 +35,7 @@ from simulator.streams import mark_price_update
 LSQ = str(Path(sys.executable).with_name("lsq"))
 
 
-async def settled(collector: Collector, proven_ms: int, timeout_s: float = 20.0) -> int:
+async def settled(collector: Collector, proven_ms: int, timeout_s: float = 60.0) -> int:
     """Wait until the collector has nothing left to repair and proves every symbol complete before `proven_ms`.
 
     Returns the time before which the collector then claims completeness for all symbols (its sealing evidence):
@@ -44,7 +44,7 @@ async def settled(collector: Collector, proven_ms: int, timeout_s: float = 20.0)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         books = list(collector.books.values())
-        calm = all(c.up for c in collector.connections) and not collector._to_verify
+        calm = all(c.up for c in collector.connections) and not collector.repair.to_verify
         if books and calm and all(b.verified and not b.gaps for b in books):
             proven = min(b.seal.complete_before for b in books)
             if proven >= proven_ms:
@@ -108,36 +108,56 @@ def test_two_minutes_of_drops_duplicates_and_rest_errors_across_a_window_end(
 def test_withheld_ranges_come_from_rest_and_delays_are_tolerated(
     make_sim_server: Callable[..., Any], tmp_path: Path
 ) -> None:
+    """Trades the stream never delivers (withheld) can only come from REST: each is stored exactly once, the window
+    holding them is sealed with the exchange's row count, and a uniform stream delay costs nothing.
+
+    Whether the collector meets the withheld ids as a stream gap or inside its start-up REST catch-up depends on how
+    fast it starts (CI load), so the test asserts what was stored and sealed, not which repair counter moved.
+    """
     sim = make_sim_server(symbols=4, limits=FAST_LIMITS, firehose=4.0)
-    now = sim.clock.now_ms()
-    # the simulated market is deterministic: withhold trades 3-4 s ahead, after the collector has settled
-    future = {s: sim.market.trades(s, now + 3_000, now + 4_000).agg_id for s in sim.market.instruments}
+    local = time.time_ns() // 1_000_000
+    boundary = window_start(local) + 2 * WINDOW_MS
+    server_time_to(sim, boundary - 6_000)
+    window = boundary - WINDOW_MS
+    # the simulated market is deterministic: withhold trades 3-4 s ahead, inside the window that is about to end
+    future = {s: sim.market.trades(s, boundary - 3_000, boundary - 2_000).agg_id for s in sim.market.instruments}
     a, b = sorted(future, key=lambda s: -len(future[s]))[:2]
+    assert len(future[b]) >= 2, "the simulated market has too few trades for the test"
     withheld = {a: (int(future[a][0]), int(future[a][-1])), b: (int(future[b][1]), int(future[b][1]))}
-    delay_ms = 1_500
     sim.call(
         lambda: sim.faults.update(
             {
-                "stream_delay_ms": delay_ms,
+                "stream_delay_ms": 1_500,
                 "withhold": [{"symbol": s, "from_id": lo, "to_id": hi} for s, (lo, hi) in withheld.items()],
             }
         )
     )
+    paths = DataPaths(tmp_path)
+    # an earlier run sealed the window before: the collector resumes at `window` however long it takes to start
+    previous = window - WINDOW_MS
+    paths.marker_file(previous).parent.mkdir(parents=True)
+    paths.marker_file(previous).write_text(json.dumps({"window_start": previous, "window_end": window}))
     calm_at: list[int] = []
 
     async def wait(collector: Collector) -> None:
-        # the collector must claim completeness past the withheld trades, which it can only do after repairing them
-        calm_at.append(await settled(collector, now + 4_000))
+        # the collector must claim completeness past the withheld trades, which it can only do after fetching them
+        calm_at.append(await settled(collector, boundary, timeout_s=60.0))
+        deadline = time.monotonic() + 60.0
+        while not paths.marker_file(window).exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
-    collector = run_collector(collector_settings(sim, tmp_path), CollectorOptions(), 0.5, during=wait)
+    run_collector(collector_settings(sim, tmp_path), CollectorOptions(), 0.5, during=wait)
     end = calm_at[0]
-    store = TradeStore(DataPaths(tmp_path))
+    store = TradeStore(paths)
     for symbol, (lo, hi) in withheld.items():
-        ids = store.scan(symbol, first_window(collector), end).collect()["agg_trade_id"]
-        assert ids.is_in(list(range(lo, hi + 1))).sum() == hi - lo + 1, f"{symbol}: withheld ids missing"
-    assert collector.gaps_repaired >= 2
+        ids = store.scan(symbol, window, end).collect()["agg_trade_id"]
+        held = ids.filter(ids.is_between(lo, hi))
+        assert held.sort().to_list() == list(range(lo, hi + 1)), f"{symbol}: withheld ids missing or duplicated"
     symbols = sorted(sim.market.instruments)
-    assert_store_matches_exchange(tmp_path, sim.market, symbols, first_window(collector), end)
+    marker = json.loads(paths.marker_file(window).read_text())
+    assert marker["symbols"] == symbols
+    assert marker["rows"] == sum(len(sim.market.trades(s, window, boundary)) for s in symbols)
+    assert_store_matches_exchange(tmp_path, sim.market, symbols, window, end)
 
 
 def _wait_for_status(path: Path, predicate: Callable[[dict[str, Any]], bool], timeout_s: float) -> dict[str, Any]:
