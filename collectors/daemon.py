@@ -174,7 +174,7 @@ class Collector:
         a = t.agg_trade_id
         last = book.last_id
         if last is None or a > last:
-            if self.flusher.refusing:  # memory is full while the disk is: REST fetches it once space returns
+            if not self.flusher.hold():  # memory is full while the disk is: REST fetches it once space returns
                 book.open_gap(a if last is None else last + 1, a)
                 book.last_id, book.last_l = a, t.last_trade_id
                 return
@@ -185,9 +185,12 @@ class Collector:
             book.last_id = a
             book.last_l = t.last_trade_id
             book.add(t)
-        elif self.flusher.refusing:
+        elif book.gaps and self.flusher.refusing:
             return
         elif book.gaps and book.fill(a):
+            if not self.flusher.hold():  # give the id back to its gap: there is no room to keep the trade
+                book.open_gap(a, a)
+                return
             book.add(t)
         else:
             self.duplicates += 1

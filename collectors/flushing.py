@@ -165,19 +165,32 @@ class Flusher:
             )
         self._update_trouble(books)
 
+    def hold(self) -> bool:
+        """While writes fail, count one more trade into memory; False once the bound is reached (do not buffer it)."""
+        trouble = self.trouble
+        if trouble is None:
+            return True
+        if trouble.buffered_rows < self.max_buffered_rows:
+            trouble.buffered_rows += 1
+            return True
+        if not trouble.over_bound:
+            trouble.over_bound = True
+            log.error(
+                "%d rows in memory reach the bound: new trades are left as id gaps (and mark prices dropped), "
+                "fetched by REST once %s is writable again",
+                trouble.buffered_rows,
+                trouble.path,
+            )
+        return False
+
     def _update_trouble(self, books: list[SymbolBook]) -> None:
         trouble = self.trouble
         assert trouble is not None
         trouble.buffered_rows = sum(b.buffered for b in books) + len(self.mark_rows)
-        over = trouble.buffered_rows >= self.max_buffered_rows
-        if over and not trouble.over_bound:
-            log.error(
-                "%d rows in memory reach the bound: new trades are left as id gaps, fetched by REST once %s is "
-                "writable again",
-                trouble.buffered_rows,
-                trouble.path,
-            )
-        trouble.over_bound = over
+        if trouble.buffered_rows < self.max_buffered_rows:
+            trouble.over_bound = False
+        else:
+            self.hold()
 
     def _recovered(self) -> None:
         if self.trouble is not None:

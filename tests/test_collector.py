@@ -39,13 +39,28 @@ def collector_settings(sim: Any, data_dir: Path, seal_lag_s: float = 1.0) -> Set
     return sim.settings.model_copy(update={"data": data})
 
 
+async def until(predicate: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Wait for a condition, with a deadline generous enough for a loaded CI machine."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout_s:.0f} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def settled_books(collector: Collector, symbols: list[str]) -> bool:
+    """Every one of `symbols` is collected, anchored, verified and has nothing left to repair."""
+    books = [collector.books.get(s) for s in symbols]
+    return all(b is not None and b.anchored and b.verified and not b.gaps and not b.tail for b in books)
+
+
 def run_collector(
     settings: Settings,
     options: CollectorOptions,
     seconds: float,
     during: Callable[[Collector], Awaitable[None]] | None = None,
 ) -> Collector:
-    """Run a collector in this process for `seconds` (after `during`, if given), then stop it cleanly."""
+    """Run a collector in this process until `during` (if given) returns, `seconds` more, then stop it cleanly."""
 
     async def main() -> Collector:
         collector = Collector(settings, options)
@@ -195,7 +210,12 @@ def test_collects_exactly_and_seals_windows_in_order(make_sim_server: Callable[.
     paths.marker_file(previous).parent.mkdir(parents=True)
     paths.marker_file(previous).write_text(json.dumps({"window_start": previous, "window_end": previous + WINDOW_MS}))
 
-    collector = run_collector(collector_settings(sim, tmp_path), CollectorOptions(streams_per_connection=3), 7.0)
+    async def sealed_both(collector: Collector) -> None:
+        windows = (current - WINDOW_MS, current)
+        await until(lambda: all(paths.marker_file(w).exists() for w in windows), "both windows sealed")
+
+    options = CollectorOptions(streams_per_connection=3)
+    collector = run_collector(collector_settings(sim, tmp_path), options, 0.5, during=sealed_both)
 
     symbols = sorted(sim.market.instruments)
     assert sorted(collector.books) == symbols
@@ -234,13 +254,18 @@ def test_universe_change_resubscribes_without_reconnecting(sim_server: Any, tmp_
     changed_at: list[int] = []
 
     async def change(collector: Collector) -> None:
-        await asyncio.sleep(3.0)
+        # the first universe is complete and has been collected for a while before it changes
+        await until(lambda: settled_books(collector, first), "the first universe settled")
         assert sorted(collector.books) == first
+        await until(lambda: sim_server.clock.now_ms() >= first_window(collector) + 2_500, "2.5 s into the window")
         changed_at.append(sim_server.clock.now_ms())
         universe.write_text("symbol\n" + "\n".join(second) + "\n")
+        await until(
+            lambda: sorted(collector.books) == second and settled_books(collector, second), "the new universe settled"
+        )
 
     options = CollectorOptions(universe_refresh_s=0.5)
-    collector = run_collector(collector_settings(sim_server, tmp_path), options, 4.0, during=change)
+    collector = run_collector(collector_settings(sim_server, tmp_path), options, 0.5, during=change)
 
     assert sorted(collector.books) == second
     assert collector.rejected == {"NOPEUSDT"}
@@ -261,9 +286,19 @@ def test_universe_change_resubscribes_without_reconnecting(sim_server: Any, tmp_
 
 def test_parts_are_merged_into_hour_files_while_collecting(sim_server: Any, tmp_path: Path) -> None:
     """A window run must not read an hour of 2-second flushes: the collector merges parts on a short cadence."""
-    options = CollectorOptions(compact_every_s=2.0)
-    collector = run_collector(collector_settings(sim_server, tmp_path), options, 9.0)
     paths = DataPaths(tmp_path)
+
+    async def merged(collector: Collector) -> None:
+        def every_symbol_has_an_hour_file() -> bool:
+            store = TradeStore(paths)
+            return bool(collector.books) and all(
+                any(paths.trade_hour_file(s, h).exists() for h in store.hours(s)) for s in collector.books
+            )
+
+        await until(every_symbol_has_an_hour_file, "an hour file for every symbol")
+
+    options = CollectorOptions(compact_every_s=2.0)
+    collector = run_collector(collector_settings(sim_server, tmp_path), options, 0.5, during=merged)
     store = TradeStore(paths)
     symbols = sorted(collector.books)
     hours = {h for s in symbols for h in store.hours(s)}
@@ -279,16 +314,20 @@ def test_connections_are_replaced_before_their_lifetime_without_a_hole(sim_serve
     started = sim_server.clock.now_ms()
     settled: list[int] = []
 
-    async def settle(collector: Collector) -> None:
-        while not collector.books or any(b.gaps or not b.verified for b in collector.books.values()):
-            await asyncio.sleep(0.05)
+    symbols = sorted(sim_server.market.instruments)
+
+    async def rotate(collector: Collector) -> None:
+        await until(lambda: settled_books(collector, symbols), "every symbol settled")
         settled.append(collector.gaps_opened)
+        rotations = collector.connections[0].rotations
+        await until(lambda: collector.connections[0].rotations >= rotations + 2, "two connection replacements")
+        await until(lambda: settled_books(collector, symbols), "every symbol settled after the replacements")
 
     options = CollectorOptions(max_connection_age_s=1.5)
-    collector = run_collector(collector_settings(sim_server, tmp_path), options, 6.0, during=settle)
+    collector = run_collector(collector_settings(sim_server, tmp_path), options, 0.5, during=rotate)
     (conn,) = collector.connections
     assert conn.rotations >= 2 and conn.reconnects == 0
     assert collector.gaps_opened == settled[0]  # the old socket streamed until the new one did: nothing to repair
-    symbols = sorted(sim_server.market.instruments)
     assert first_window(collector) in (window_start(started), window_start(started + 2_000))
-    assert_store_matches_exchange(tmp_path, sim_server.market, symbols, first_window(collector), started + 5_000)
+    end = proven_end(collector, symbols, sim_server.clock.now_ms())
+    assert_store_matches_exchange(tmp_path, sim_server.market, symbols, first_window(collector), end)
