@@ -7,10 +7,8 @@ websockets, polars) is imported by `lsq collect` when it runs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
-import signal
 import sys
 
 from collectors.options import CollectorOptions
@@ -72,6 +70,9 @@ def run_collect(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"lsq collect: {exc}", file=sys.stderr)
         return 2
+    import asyncio
+    import signal
+
     from collectors.daemon import Collector
     from collectors.flushing import DataDirUnwritable
     from collectors.rest_backfill import RestFetchError

@@ -306,6 +306,8 @@ def test_garbage_frames_and_a_silent_server_never_stop_it(sim_server: Any, tmp_p
             await until(
                 lambda: (
                     collector.stream_trades == len(sent_trades) > 0
+                    and symbol in collector.books
+                    and (collector.books[symbol].last_id or 0) >= max(sent_trades)  # anchored and accepted
                     and bool(collector.connections)
                     and collector.connections[0].recycled >= 1
                     and len(connections) >= 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -165,30 +166,41 @@ def test_bad_symbol_is_refused(store: TradeStore) -> None:
 
 
 def test_reader_never_sees_a_hole_during_concurrent_compaction(store: TradeStore) -> None:
-    """A reader racing compactions always sees every trade written so far, exactly once."""
-    stop = threading.Event()
+    """A reader racing compactions always sees every trade written so far, exactly once.
+
+    The writer waits for a read between its rounds, so the reader provably runs during the writing, however the
+    machine schedules the threads; what the reads overlap (a write, a compaction) is left to the race.
+    """
+    rounds, per_round = 60, 50
     written = [0]
+    reads = [0]
 
     def writer() -> None:
-        next_id = 1
-        while not stop.is_set() and next_id < 3000:
-            store.write_part("BTCUSDT", trades(range(next_id, next_id + 50), t0=H0 + next_id * 1000))
-            written[0] = next_id + 49
-            next_id += 50
+        for i in range(rounds):
+            seen = reads[0]
+            first = i * per_round + 1
+            store.write_part("BTCUSDT", trades(range(first, first + per_round), t0=H0 + first * 1000))
+            written[0] = first + per_round - 1
             store.compact_hour("BTCUSDT", H0)
+            deadline = time.monotonic() + 30
+            while reads[0] == seen and time.monotonic() < deadline:
+                time.sleep(0.001)
 
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        for _ in range(60):
+        while thread.is_alive():
             before = written[0]
             ids = store.scan("BTCUSDT", H0, H0 + HOUR).collect()["agg_trade_id"]
-            assert ids.n_unique() == ids.len()
-            assert ids.len() >= before
-            assert ids.len() == 0 or ids.to_list() == list(range(1, ids.len() + 1))
+            assert ids.n_unique() == ids.len(), "a trade was read twice"
+            assert ids.len() >= before, f"a scan saw {ids.len()} of {before} trades"
+            assert ids.to_list() == list(range(1, ids.len() + 1)), "a scan saw a hole"
+            reads[0] += 1
     finally:
-        stop.set()
         thread.join()
+    assert reads[0] >= rounds
+    final = store.scan("BTCUSDT", H0, H0 + HOUR).collect()["agg_trade_id"]
+    assert final.to_list() == list(range(1, rounds * per_round + 1))
 
 
 def test_id_gaps_of() -> None:
