@@ -173,8 +173,10 @@ class Collector:
         """Id bookkeeping of one trade from the stream or REST: new, a gap filled, or a duplicate."""
         a = t.agg_trade_id
         last = book.last_id
+        flusher = self.flusher
         if last is None or a > last:
-            if not self.flusher.hold():  # memory is full while the disk is: REST fetches it once space returns
+            if flusher.trouble is not None and not flusher.hold():
+                # memory is full while the disk is: REST fetches the trade once space returns
                 book.open_gap(a if last is None else last + 1, a)
                 book.last_id, book.last_l = a, t.last_trade_id
                 return
@@ -185,10 +187,11 @@ class Collector:
             book.last_id = a
             book.last_l = t.last_trade_id
             book.add(t)
-        elif book.gaps and self.flusher.refusing:
+        elif book.gaps and flusher.refusing:
             return
         elif book.gaps and book.fill(a):
-            if not self.flusher.hold():  # give the id back to its gap: there is no room to keep the trade
+            if flusher.trouble is not None and not flusher.hold():
+                # give the id back to its gap: there is no room to keep the trade
                 book.open_gap(a, a)
                 return
             book.add(t)
