@@ -62,7 +62,7 @@ class SymbolBook:
         """The unflushed trades as columns (now in flight), or None."""
         if not self.ids:
             return None
-        cols = {
+        cols: dict[str, list[Any]] = {
             "agg_trade_id": self.ids,
             "price": self.prices,
             "quantity": self.qtys,

@@ -29,7 +29,7 @@ def _positive(text: str) -> float:
     return value
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     defaults = CollectorOptions()
     p = subparsers.add_parser("collect", help="run the aggTrade collector daemon (Ctrl-C / SIGTERM to stop)")
     p.add_argument(

@@ -45,7 +45,7 @@ class StreamListener(Protocol):
 
 def backoff_delay(failures: int, base_s: float = 0.5, cap_s: float = 30.0) -> float:
     """Jittered exponential backoff: a random delay in [half, all] of min(cap, base * 2^(failures-1))."""
-    ceiling = min(cap_s, base_s * 2 ** max(0, failures - 1))
+    ceiling: float = min(cap_s, base_s * 2.0 ** max(0, failures - 1))
     return ceiling * random.uniform(0.5, 1.0)
 
 

@@ -130,8 +130,8 @@ class TradeStore:
         written: list[Path] = []
         for (hour_ms,), chunk in df.with_columns(_hour=hour).partition_by("_hour", as_dict=True).items():
             chunk = chunk.drop("_hour")
-            ids = chunk["agg_trade_id"]
-            name = f"{ids.min()}-{ids.max()}-{secrets.token_hex(4)}.parquet"
+            ids = chunk["agg_trade_id"]  # sorted: the first and last ids are the part's range
+            name = f"{int(ids[0])}-{int(ids[-1])}-{secrets.token_hex(4)}.parquet"
             path = self.paths.trade_parts_dir(symbol, int(hour_ms)) / name
             data = _to_parquet_bytes(chunk)
             for attempt in range(_READ_RETRIES):
