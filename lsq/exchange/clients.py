@@ -1,9 +1,14 @@
 """Clients for the exchange. The same python-binance code serves mock (the simulator), testnet and live:
 only the base URLs differ, taken from the configuration's `binance.<mode>` section.
+
+`account_client` keeps one signed client per (mode, endpoints, account) for the life of the process, so the
+server-clock offset is measured once and every stage reuses the same HTTP session; `resync_clock` re-measures it
+after a -1021 answer.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -27,6 +32,14 @@ def _point(client: Client | AsyncClient, endpoints: Endpoints) -> None:
     client.FUTURES_DATA_URL = f"{base}/futures/data"
 
 
+def resync_clock(client: Client) -> int:
+    """Measure the server-clock offset again (midpoint of the round trip) and sign with it from now on."""
+    sent = time.time() * 1000
+    server_ms = client.futures_time()["serverTime"]
+    client.timestamp_offset = int(server_ms - (sent + time.time() * 1000) / 2)
+    return int(client.timestamp_offset)
+
+
 def rest_client(settings: Settings, account: Account | None = None, mode: Mode | None = None) -> Client:
     """A synchronous python-binance Client pointed at the configured exchange (no ping to spot on creation).
 
@@ -39,10 +52,36 @@ def rest_client(settings: Settings, account: Account | None = None, mode: Mode |
     client = Client(key, secret, ping=False)
     _point(client, settings.endpoints(mode))
     if key:
-        sent = time.time() * 1000
-        server_ms = client.futures_time()["serverTime"]
-        client.timestamp_offset = int(server_ms - (sent + time.time() * 1000) / 2)
+        resync_clock(client)
     return client
+
+
+_CACHE: dict[tuple[str, str, str], Client] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def find_account(settings: Settings, account_id: str, mode: Mode | None = None) -> Account:
+    """The configured account of the mode, or a ValueError naming the accounts that exist."""
+    accounts = settings.execution.accounts_for(mode)
+    for account in accounts:
+        if account.account_id == account_id:
+            return account
+    known = ", ".join(a.account_id for a in accounts) or "none"
+    raise ValueError(f"no account {account_id!r} in execution.{mode or settings.execution.mode} (configured: {known})")
+
+
+def account_client(settings: Settings, account_id: str, mode: Mode | None = None) -> Client:
+    """The process-wide signed client of one account (created, and its clock offset measured, on first use)."""
+    mode = mode or settings.execution.mode
+    account = find_account(settings, account_id, mode)
+    if not account.has_credentials:
+        raise ValueError(f"account {account_id!r} has no credentials in execution.{mode}")
+    key = (mode, settings.endpoints(mode).rest_url, account_id)
+    with _CACHE_LOCK:
+        client = _CACHE.get(key)
+        if client is None:
+            client = _CACHE[key] = rest_client(settings, account, mode)
+        return client
 
 
 async def async_rest_client(
