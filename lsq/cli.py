@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "collectors.history",
     "lsq_pipeline.cli",
     "factors.cli",
+    "executors.cli",
 )
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from lsq.clock import Clock
 from lsq.config import Account, Endpoints, Mode, Settings
 
 if TYPE_CHECKING:  # python-binance takes 0.4 s to import (dateparser): only where a client is made
@@ -116,3 +118,62 @@ def socket_manager(client: AsyncClient, settings: Settings, mode: Mode | None = 
     manager.FSTREAM_URL = base
     manager.FSTREAM_TESTNET_URL = base
     return manager
+
+
+class RetryingClient:
+    """A python-binance client whose calls are retried on answers that say "try again": network errors, 5xx,
+    429/418 (after Retry-After) and -1021 (after re-measuring the clock offset).
+
+    Only for calls that are safe to repeat: reads, cancels (a repeated cancel answers -2011, which callers resolve)
+    and settings. Order placement is never retried here: `futures_create_order` is the raw method, for the order
+    router, which resolves doubt by querying instead.
+    """
+
+    NOT_RETRIED = frozenset({"futures_create_order", "futures_place_batch_order"})
+
+    def __init__(self, client: Client, clock: Clock, attempts: int = 6, max_wait_s: float = 30.0) -> None:
+        object.__setattr__(self, "_client", client)
+        object.__setattr__(self, "_clock", clock)
+        object.__setattr__(self, "_attempts", attempts)
+        object.__setattr__(self, "_max_wait_s", max_wait_s)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        setattr(self._client, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr) or name in self.NOT_RETRIED or not name.startswith("futures_"):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._retry(attr, *args, **kwargs)
+
+        return call
+
+    def _retry(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        from binance.exceptions import BinanceAPIException, BinanceRequestException
+        from requests import RequestException
+
+        delay = 0.5
+        for attempt in range(self._attempts):
+            last = attempt == self._attempts - 1
+            try:
+                return fn(*args, **kwargs)
+            except BinanceAPIException as exc:
+                status = int(exc.status_code)
+                if last or not (status >= 500 or status in (429, 418) or exc.code == -1021):
+                    raise
+                if exc.code == -1021:
+                    resync_clock(self._client)
+                    continue
+                headers = getattr(exc.response, "headers", None) or {}
+                wait = float(headers.get("Retry-After", delay)) if status in (429, 418) else delay
+                if wait > self._max_wait_s:
+                    raise
+                self._clock.sleep(wait)
+            except (RequestException, BinanceRequestException):
+                if last:
+                    raise
+                self._clock.sleep(delay)
+            delay = min(delay * 2, 8.0)
+        raise AssertionError("unreachable")

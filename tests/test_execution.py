@@ -1,0 +1,459 @@
+"""Execution against the real simulator through python-binance: every algorithm converges to the targets (within
+one step per symbol) in one-way and hedge mode, with flips, closes of symbols leaving the universe and dust; the
+schedules' slices are checked with a FakeClock, so no slice waits for real time; faults, dry runs, live refusal
+and the kill switch."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from executors import planner as p
+from executors.journal import Journal, journal_path
+from executors.router import client_order_id, parse_rate_limits, throttle_delay
+from executors.run import run_account
+from executors.safety import LiveNotConfirmed, read_halt, set_halt
+from executors.schedules import interval_weight, twap_schedule, volume_profiles, vwap_schedule
+from lsq.clock import FakeClock
+from lsq.config import Account, ContractSettings, ModeAccounts, Settings
+from lsq.exchange import account_client
+from lsq.exchange.rules import RulesProvider, SymbolRules
+from lsq.exchange.views import net_positions, parse_positions
+from lsq.paths import DataPaths
+from lsq.targets import TargetPosition, read_targets, write_targets
+from lsq.timelabels import DAY_MS, HOUR_MS, WINDOW_MS
+
+D = Decimal
+RULES = {
+    "BTCUSDT": SymbolRules(
+        "BTCUSDT", D("0.001"), D("0.001"), D("5"), market_step_size=D("0.01"), market_min_qty=D("0.01")
+    ),
+    "LTCUSDT": SymbolRules("LTCUSDT", D("0.001"), D("0.001"), D("5")),
+    "OLDUSDT": SymbolRules("OLDUSDT", D("0.1"), D("0.1"), D("5"), status="SETTLING"),
+}
+PRICES = {"BTCUSDT": D("30000"), "LTCUSDT": D("80"), "OLDUSDT": D("2")}
+
+
+# ----- pure: planner ---------------------------------------------------------------------------------------------
+
+
+def test_one_way_flip_is_a_reduce_only_close_then_an_open() -> None:
+    orders, _ = p.plan_moves({("BTCUSDT", "BOTH"): D("0.5")}, {("BTCUSDT", "BOTH"): D("-0.3")}, RULES, PRICES)
+    assert [(o.leg, o.side, o.quantity, o.reduce_only) for o in orders] == [
+        ("R", "SELL", D("0.5"), True),
+        ("O", "SELL", D("0.3"), False),
+    ]
+
+
+def test_reductions_come_before_opens_across_symbols() -> None:
+    current = {("BTCUSDT", "BOTH"): D("0"), ("LTCUSDT", "BOTH"): D("10")}
+    desired = {("BTCUSDT", "BOTH"): D("0.2"), ("LTCUSDT", "BOTH"): D("2")}
+    orders, _ = p.plan_moves(current, desired, RULES, PRICES)
+    assert [(o.symbol, o.leg) for o in orders] == [("LTCUSDT", "R"), ("BTCUSDT", "O")]
+
+
+def test_closes_round_up_so_dust_off_the_market_grid_closes() -> None:
+    # 0.013 BTC with a market step of 0.01: a close of 0.02 reduce-only (trimmed by the exchange to 0.013)
+    orders, _ = p.plan_moves({("BTCUSDT", "BOTH"): D("0.013")}, {}, RULES, PRICES)
+    assert [(o.quantity, o.reduce_only) for o in orders] == [(D("0.02"), True)]
+    # dust under MIN_NOTIONAL still closes (reduce-only is exempt); an open that small is refused
+    dust, _ = p.plan_moves({("LTCUSDT", "BOTH"): D("0.001")}, {("LTCUSDT", "BOTH"): D("0")}, RULES, PRICES)
+    assert [(o.quantity, o.reduce_only) for o in dust] == [(D("0.001"), True)]
+    small, why = p.plan_moves({}, {("LTCUSDT", "BOTH"): D("0.05")}, RULES, PRICES)
+    assert small == [] and "MIN_NOTIONAL" in why["LTCUSDT"]
+
+
+def test_market_orders_use_the_market_grid_and_limits_the_lot_grid() -> None:
+    move = ({}, {("BTCUSDT", "BOTH"): D("0.157")})
+    assert p.plan_moves(*move, RULES, PRICES)[0][0].quantity == D("0.15")
+    assert p.plan_moves(*move, RULES, PRICES, market=False)[0][0].quantity == D("0.157")
+
+
+def test_universe_and_trading_status_send_targets_to_zero() -> None:
+    targets, notes = p.universe_targets({"BTCUSDT": D("1"), "OLDUSDT": D("5")}, {"LTCUSDT", "GONEUSDT"}, RULES)
+    assert targets == {"BTCUSDT": D("1"), "LTCUSDT": D("0"), "OLDUSDT": D("0")}
+    assert "SETTLING" in notes["OLDUSDT"] and "exchangeInfo" in notes["GONEUSDT"]
+
+
+def test_band_skips_small_moves_but_never_a_close() -> None:
+    current = {("BTCUSDT", "BOTH"): D("0.100"), ("LTCUSDT", "BOTH"): D("0.05")}
+    desired = {("BTCUSDT", "BOTH"): D("0.1003"), ("LTCUSDT", "BOTH"): D("0")}
+    out, skipped = p.banded(desired, current, PRICES, D("10"))
+    assert out == {("BTCUSDT", "BOTH"): D("0.100"), ("LTCUSDT", "BOTH"): D("0")} and skipped == ["BTCUSDT"]
+
+
+def test_limits_clip_per_symbol_and_scale_the_gross_book() -> None:
+    limits = p.Limits(max_gross_leverage=D("1"), max_symbol_share=D("0.5"))
+    out = p.apply_limits({"BTCUSDT": D("1"), "LTCUSDT": D("-50")}, {}, PRICES, D("10000"), RULES, {}, limits)
+    # BTC 30000 > 5000 cap -> 0.166; LTC 4000 fits; gross 8980 <= 10000 needs no scaling
+    assert out.targets == {"BTCUSDT": D("0.166"), "LTCUSDT": D("-50")}
+    scaled = p.apply_limits({"BTCUSDT": D("0.3"), "LTCUSDT": D("-100")}, {}, PRICES, D("10000"), RULES, {},
+                            p.Limits(max_gross_leverage=D("1")))  # fmt: skip
+    gross = sum(abs(q) * PRICES[s] for s, q in scaled.targets.items())
+    assert gross <= D("10000") and scaled.targets["BTCUSDT"] < D("0.3") and "*" in scaled.notes
+
+
+def test_hedge_mode_targets_split_into_long_and_short_legs() -> None:
+    legs = p.leg_targets({"BTCUSDT": D("-0.2")}, dual_side=True)
+    assert legs == {("BTCUSDT", "LONG"): D("0"), ("BTCUSDT", "SHORT"): D("-0.2")}
+    orders, _ = p.plan_moves({("BTCUSDT", "LONG"): D("0.1")}, legs, RULES, PRICES)
+    assert [(o.position_side, o.side, o.leg) for o in orders] == [("LONG", "SELL", "R"), ("SHORT", "SELL", "O")]
+
+
+def test_split_respects_max_order_notional() -> None:
+    order = p.ChildOrder("LTCUSDT", "BOTH", "BUY", D("100"), False, "O")
+    pieces = p.split_order(order, RULES["LTCUSDT"], PRICES["LTCUSDT"], D("3000"))
+    assert sum(x.quantity for x in pieces) == D("100") and all(x.quantity * 80 <= 3000 for x in pieces)
+    assert [x.part for x in pieces] == list(range(len(pieces)))
+
+
+# ----- pure: schedules, ids, throttling ---------------------------------------------------------------------------
+
+
+def test_twap_slices_first_at_once_equal_shares() -> None:
+    s = twap_schedule(1_000_000, 240, 30)
+    assert s.times_ms == tuple(1_000_000 + 30_000 * i for i in range(8))
+    assert [round(s.cum("X", i), 6) for i in range(8)] == [round((i + 1) / 8, 6) for i in range(8)]
+
+
+def test_vwap_follows_the_profile_across_hour_and_day_boundaries() -> None:
+    start = 3 * DAY_MS - 2 * WINDOW_MS  # 23:50 UTC: the schedule runs into the next day's first slots
+    last_slot, first_slot = DAY_MS // WINDOW_MS - 1, 0
+    profile = {last_slot - 1: 1.0, last_slot: 1.0, first_slot: 4.0, 1: 4.0}
+    s = vwap_schedule(start, 20 * 60, 5 * 60, {"BTCUSDT": profile})
+    shares = [s.cum("BTCUSDT", 0)] + [s.cum("BTCUSDT", i) - s.cum("BTCUSDT", i - 1) for i in range(1, 4)]
+    assert shares == pytest.approx([0.1, 0.1, 0.4, 0.4])
+    assert s.cum("ETHUSDT", 1) == pytest.approx(0.5)  # no profile: equal shares
+    # a slice straddling two slots takes each pro rata; an hour boundary walks on to the next hour's slot
+    hour = 5 * HOUR_MS
+    hourly = {(hour % DAY_MS) // WINDOW_MS - 1: 2.0, (hour % DAY_MS) // WINDOW_MS: 6.0}
+    assert interval_weight(hour - 150_000, hour + 150_000, hourly) == pytest.approx(4.0)
+
+
+def test_volume_profile_is_the_mean_per_slot_of_day() -> None:
+    bars = pl.DataFrame(
+        {
+            "symbol": ["BTCUSDT"] * 3,
+            "open_time": [DAY_MS + 5 * WINDOW_MS, 2 * DAY_MS + 5 * WINDOW_MS, 2 * DAY_MS + 6 * WINDOW_MS],
+            "quote_volume": [10.0, 30.0, 7.0],
+        }
+    )
+    assert volume_profiles(bars) == {"BTCUSDT": {5: 20.0, 6: 7.0}}
+
+
+def test_client_order_ids_are_deterministic_and_valid() -> None:
+    pattern = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
+    window = 1_764_547_200_000
+    a = client_order_id("sim_alpha", window, "BTCUSDT", "RB", 7, 1)
+    assert a == client_order_id("sim_alpha", window, "BTCUSDT", "RB", 7, 1) and pattern.match(a)
+    assert a != client_order_id("sim_beta", window, "BTCUSDT", "RB", 7, 1)
+    assert a != client_order_id("sim_alpha", window + WINDOW_MS, "BTCUSDT", "RB", 7, 1)
+    long_name = client_order_id("sim_alpha", window, "1000000BABYDOGEUSDT", "OS", 999, 35)
+    assert pattern.match(long_name) and len(long_name) <= 36
+
+
+def test_throttle_waits_for_the_interval_to_roll_over() -> None:
+    limits = parse_rate_limits(
+        [
+            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
+        ]
+    )
+    assert throttle_delay({"X-MBX-ORDER-COUNT-10S": "12"}, limits, 1_000_003_000) == 0
+    assert throttle_delay({"X-MBX-ORDER-COUNT-10S": "295"}, limits, 1_000_003_000) == pytest.approx(7.05)
+    assert throttle_delay({"X-MBX-USED-WEIGHT-1M": "2300"}, limits, 1_000_050_000) == pytest.approx(30.05)
+
+
+# ----- against the simulator --------------------------------------------------------------------------------------
+
+_windows = iter(range(1, 10_000))
+_NOW = FakeClock().now_ms()
+
+
+def fresh_window() -> int:
+    """A distinct window per target file, later for each call, so no test shares client ids with another."""
+    return _NOW - _NOW % WINDOW_MS - 5_000 * WINDOW_MS + next(_windows) * WINDOW_MS
+
+
+def local(settings: Settings, tmp_path: Path, **execution: Any) -> Settings:
+    data = settings.data.model_copy(update={"data_dir": tmp_path})
+    return settings.model_copy(update={"data": data, "execution": settings.execution.model_copy(update=execution)})
+
+
+def positions(settings: Settings, account_id: str) -> dict[str, Decimal]:
+    client = account_client(settings, account_id)
+    net: dict[str, Decimal] = {}
+    for (symbol, _), amount in net_positions(parse_positions(client.futures_position_information())).items():
+        net[symbol] = net.get(symbol, D(0)) + amount
+    return {s: a for s, a in net.items() if a != 0}
+
+
+def marks(settings: Settings, account_id: str) -> dict[str, Decimal]:
+    client = account_client(settings, account_id)
+    return {m["symbol"]: D(m["markPrice"]) for m in client.futures_mark_price()}
+
+
+def flatten(settings: Settings, account_id: str) -> None:
+    client = account_client(settings, account_id)
+    rules = RulesProvider(client).rules()
+    for o in client.futures_get_open_orders():
+        client.futures_cancel_order(symbol=o["symbol"], orderId=o["orderId"])
+    for row in parse_positions(client.futures_position_information()):
+        if row.amount == 0:
+            continue
+        qty = rules[row.symbol].ceil_qty(abs(row.amount), market=True)
+        extra = {"positionSide": row.position_side} if row.position_side != "BOTH" else {"reduceOnly": "true"}
+        side = "SELL" if row.amount > 0 else "BUY"
+        client.futures_create_order(symbol=row.symbol, side=side, type="MARKET", quantity=str(qty), **extra)
+    assert positions(settings, account_id) == {}
+
+
+def trade(settings: Settings, account_id: str, symbol: str, qty: str, **extra: str) -> None:
+    q = D(qty)
+    client = account_client(settings, account_id)
+    client.futures_create_order(symbol=symbol, side="BUY" if q > 0 else "SELL", type="MARKET", quantity=str(abs(q)),
+                                **extra)  # fmt: skip
+
+
+def write_target(settings: Settings, account_id: str, notionals: dict[str, float], window: int | None = None) -> Path:
+    prices = marks(settings, account_id)
+    rules = RulesProvider(account_client(settings, account_id)).rules()
+    rows = []
+    for symbol, notional in sorted(notionals.items()):
+        qty = rules[symbol].floor_qty(D(str(notional)) / prices[symbol], market=False)
+        rows.append(TargetPosition(symbol, qty, qty * prices[symbol], prices[symbol]))
+    return write_targets(DataPaths(settings.data_dir), account_id, window or fresh_window(), D("100000"), rows)
+
+
+def assert_converged(settings: Settings, account_id: str, target: Path) -> None:
+    """Every symbol within one market step of its target; everything else flat."""
+    rules = RulesProvider(account_client(settings, account_id)).rules()
+    wanted = {s: q for s, q in read_targets(target).quantities().items() if q != 0}
+    held = positions(settings, account_id)
+    for symbol in set(wanted) | set(held):
+        step = rules[symbol].lot(market=True)[0]
+        assert abs(wanted.get(symbol, D(0)) - held.get(symbol, D(0))) < step, (symbol, wanted, held)
+
+
+def order_ids(sim: Any, account_id: str) -> list[str]:
+    return [o.client_order_id for o in list(sim.engine.orders.values()) if o.account_id == account_id]
+
+
+def test_market_converges_with_flip_universe_exit_and_dust(sim_server: Any, tmp_path: Path) -> None:
+    settings = local(sim_server.settings, tmp_path)
+    acct = sim_server.accounts[0].account_id
+    flatten(settings, acct)
+    trade(settings, acct, "BTCUSDT", "0.05")  # flips short
+    trade(settings, acct, "XRPUSDT", "4000")  # leaves the universe
+    trade(settings, acct, "LTCUSDT", "0.2")
+    trade(settings, acct, "LTCUSDT", "-0.199", reduceOnly="true")  # dust: 0.001 LTC, far under MIN_NOTIONAL
+    target = write_target(settings, acct, {"BTCUSDT": -3000, "ETHUSDT": 2500, "BCHUSDT": 0})
+    before = len(order_ids(sim_server, acct))
+    report = run_account(settings, acct, target, FakeClock(), algorithm="market")
+    assert report.status == "completed", report
+    assert_converged(settings, acct, target)
+    assert report.orders_sent == len(order_ids(sim_server, acct)) - before
+    assert report.filled_notional > 5000 and report.fees > 0 and report.residual_notional < 100
+    # a second run of the same targets finds nothing to do and places nothing
+    again = run_account(settings, acct, target, FakeClock(), algorithm="market")
+    assert again.orders_sent == 0 and again.status == "completed"
+    ids = order_ids(sim_server, acct)
+    assert not [i for i, n in Counter(ids).items() if n > 1]
+
+
+def test_twap_slices_on_the_fake_clock_and_converges(sim_server: Any, tmp_path: Path) -> None:
+    settings = local(sim_server.settings, tmp_path)
+    acct = sim_server.accounts[0].account_id
+    flatten(settings, acct)
+    trade(settings, acct, "EOSUSDT", "-300")
+    target = write_target(settings, acct, {"BTCUSDT": 4000, "ETHUSDT": -4000, "EOSUSDT": 1000})
+    clock = FakeClock(now_ms=read_targets(target).window_end_ms + 1000)
+    report = run_account(settings, acct, target, clock, algorithm="twap")
+    assert report.status == "completed", report
+    assert_converged(settings, acct, target)
+    assert sum(clock.sleeps) == pytest.approx(210, abs=1)  # 8 slices, 30 s apart, no real waiting
+    with Journal(journal_path(DataPaths(settings.data_dir), acct)) as journal:
+        children = journal.children(run_id=report.run_id)
+    btc = [c for c in children if c.symbol == "BTCUSDT"]
+    assert len({c.seq for c in btc}) >= 6  # one child per slice (a rounded-away slice carries to the next)
+    sizes = [c.executed_qty for c in btc]
+    assert max(sizes) <= 2 * min(sizes) + D("0.002")  # roughly equal slices
+    assert next(c.leg for c in children if c.symbol == "EOSUSDT") == "RB"  # the flip closes first
+
+
+def test_vwap_sizes_slices_from_stored_bars(sim_server: Any, tmp_path: Path) -> None:
+    settings = local(sim_server.settings, tmp_path)
+    acct = sim_server.accounts[0].account_id
+    flatten(settings, acct)
+    target = write_target(settings, acct, {"LTCUSDT": 3000})
+    start = read_targets(target).window_end_ms
+    start -= start % DAY_MS - 10 * WINDOW_MS  # 00:50 UTC of that day: slots 10..
+    day0 = start - start % DAY_MS
+    rows = []
+    for k in range(1, 4):  # three stored days: slot 10 heavy, slot 11 light
+        for slot, volume in ((10, 9.0), (11, 1.0)):
+            rows.append(("LTCUSDT", day0 - k * DAY_MS + slot * WINDOW_MS, volume))
+    bars_dir = tmp_path / "bars" / "5m"
+    bars_dir.mkdir(parents=True)
+    frame = pl.DataFrame(rows, schema=["symbol", "open_time", "quote_volume"], orient="row")
+    for k in range(1, 4):
+        day = day0 - k * DAY_MS
+        day_rows = frame.filter((pl.col("open_time") >= day) & (pl.col("open_time") < day + DAY_MS))
+        from lsq.timelabels import format_day
+
+        day_rows.write_parquet(bars_dir / f"{format_day(day)}.parquet")
+    vwap = {"name": "vwap", "vwap": {"horizon_seconds": 600, "interval_seconds": 300, "lookback_days": 3}}
+    executor = settings.execution.executor.model_copy(
+        update={"algorithm": settings.execution.executor.algorithm.model_validate(vwap)}
+    )
+    settings = local(settings, tmp_path, executor=executor)
+    report = run_account(settings, acct, target, FakeClock(now_ms=start))
+    assert report.status == "completed", report
+    assert_converged(settings, acct, target)
+    with Journal(journal_path(DataPaths(settings.data_dir), acct)) as journal:
+        first, second = (c.executed_qty for c in journal.children(run_id=report.run_id) if c.symbol == "LTCUSDT")
+    total = first + second
+    assert float(first / total) == pytest.approx(0.9, abs=0.02)  # slot 10 carries 90 % of the volume
+
+
+@pytest.fixture
+def hedge_sim(make_sim_server: Any) -> Any:
+    return make_sim_server(symbols=6)
+
+
+def test_hedge_mode_twap_with_flip_and_close(hedge_sim: Any, tmp_path: Path) -> None:
+    hedge = ContractSettings(position_mode="dual_side", margin_type="CROSSED", leverage=3)
+    settings = local(hedge_sim.settings, tmp_path, contract_settings=hedge)
+    acct = hedge_sim.accounts[1].account_id
+    first = write_target(settings, acct, {"BTCUSDT": 3000, "ETHUSDT": -2000, "XRPUSDT": 1000})
+    report = run_account(settings, acct, first, FakeClock(), algorithm="market")
+    assert report.status == "completed" and "position mode -> dual_side" in report.notes
+    assert_converged(settings, acct, first)
+    second = write_target(settings, acct, {"BTCUSDT": -2000, "ETHUSDT": -3000})  # flip, grow, XRP leaves
+    report = run_account(settings, acct, second, FakeClock(), algorithm="twap")
+    assert report.status == "completed", report
+    assert_converged(settings, acct, second)
+    sides = {
+        (r.symbol, r.position_side)
+        for r in parse_positions(account_client(settings, acct).futures_position_information())
+        if r.amount
+    }
+    assert sides == {("BTCUSDT", "SHORT"), ("ETHUSDT", "SHORT")}
+
+
+def test_dry_run_sends_no_order_request(sim_server: Any, tmp_path: Path) -> None:
+    settings = local(sim_server.settings, tmp_path, dry_run=True)
+    acct = sim_server.accounts[0].account_id
+    flatten(settings, acct)
+    target = write_target(settings, acct, {"BTCUSDT": 3000, "ETHUSDT": -3000})
+    before = len(order_ids(sim_server, acct))
+    report = run_account(settings, acct, target, FakeClock(), algorithm="twap")
+    assert report.status == "dry_run" and report.orders_sent == 0
+    assert len(order_ids(sim_server, acct)) == before and positions(settings, acct) == {}
+    assert {o["symbol"] for o in report.orders} == {"BTCUSDT", "ETHUSDT"} and len(report.plan) == 2
+
+
+def test_live_refuses_without_a_confirmation_naming_the_account(sim_server: Any, tmp_path: Path) -> None:
+    live = ModeAccounts(accounts=[Account(account_id="main", api_key="k" * 64, api_secret="s" * 64)])
+    settings = local(sim_server.settings, tmp_path, mode="live", live=live)
+    with pytest.raises(LiveNotConfirmed, match="--confirm-live main"):
+        run_account(settings, "main", None, FakeClock(), confirm_live=["other"])
+
+
+def test_rest_faults_and_clock_skew_give_no_duplicates(sim_server: Any, tmp_path: Path) -> None:
+    settings = local(sim_server.settings, tmp_path)
+    acct = sim_server.accounts[0].account_id
+    flatten(settings, acct)
+    target = write_target(settings, acct, {"BTCUSDT": 5000, "ETHUSDT": -5000, "LTCUSDT": 2000})
+    before = Counter(order_ids(sim_server, acct))
+    sim_server.admin("faults", {"rest_error_share": 0.3, "clock_skew_ms": 3000})
+    try:
+        report = run_account(settings, acct, target, FakeClock(), algorithm="twap")
+    finally:
+        sim_server.admin("faults/reset", {})
+    assert report.status == "completed", report
+    assert_converged(settings, acct, target)
+    placed = Counter(order_ids(sim_server, acct)) - before
+    assert placed and max(placed.values()) == 1
+
+
+def test_halt_and_reduce_only_from_the_command_line(sim_server: Any, tmp_path: Path) -> None:
+    import yaml
+
+    from lsq.cli import main
+
+    settings = local(sim_server.settings, tmp_path)
+    acct = sim_server.accounts[0].account_id
+    flatten(settings, acct)
+    trade(settings, acct, "BTCUSDT", "0.05")
+    config = tmp_path / "lsq.yaml"
+    endpoints = settings.endpoints().model_dump()
+    accounts = [
+        {
+            "account_id": a.account_id,
+            "api_key": a.api_key.get_secret_value(),
+            "api_secret": a.api_secret.get_secret_value(),
+        }
+        for a in sim_server.accounts
+    ]
+    document = {
+        "data": {"data_dir": str(tmp_path)},
+        "binance": {"mock": endpoints},
+        "execution": {"mock": {"accounts": accounts}},
+    }
+    config.write_text(yaml.safe_dump(document))
+    target = write_target(settings, acct, {"BTCUSDT": 500, "ETHUSDT": 3000})
+    assert main(["--config", str(config), "halt", acct]) == 0
+    assert read_halt(DataPaths(tmp_path), acct) is not None
+    assert main(["--config", str(config), "execute", "--account", acct, "--targets", str(target)]) == 1
+    assert positions(settings, acct) == {"BTCUSDT": D("0.05")}  # halted: nothing sent
+    assert main(["--config", str(config), "halt", acct, "--reduce-only"]) == 0
+    report = run_account(settings, acct, target, FakeClock(), algorithm="market")
+    held = positions(settings, acct)
+    assert "ETHUSDT" not in held and held["BTCUSDT"] < D("0.05")  # only the reduction went through
+    assert "reduce-only" in report.skipped["ETHUSDT"]
+    assert main(["--config", str(config), "resume", acct]) == 0
+    assert main(["--config", str(config), "execute", "--account", acct, "--algorithm", "market"]) == 0
+    assert_converged(settings, acct, target)
+    assert main(["--config", str(config), "orders", "--account", acct]) == 0
+
+
+def test_a_newer_target_supersedes_a_running_schedule(sim_server: Any, tmp_path: Path) -> None:
+    settings = local(sim_server.settings, tmp_path)
+    acct = sim_server.accounts[0].account_id
+    flatten(settings, acct)
+    window = fresh_window()
+    old = write_target(settings, acct, {"BTCUSDT": 4000}, window)
+    newer: list[Path] = []
+
+    class Clock(FakeClock):
+        def sleep(self, seconds: float) -> None:  # the next window's targets land during the first wait
+            super().sleep(seconds)
+            if not newer:
+                newer.append(write_target(settings, acct, {"ETHUSDT": 2000}, window + WINDOW_MS))
+
+    report = run_account(settings, acct, old, Clock(), algorithm="twap")
+    assert report.status == "superseded"
+    follow = run_account(settings, acct, None, FakeClock(), algorithm="market")
+    assert follow.target_file == str(newer[0])
+    assert_converged(settings, acct, newer[0])
+
+
+def test_drawdown_halts_the_account(sim_server: Any, tmp_path: Path) -> None:
+    settings = local(sim_server.settings, tmp_path)
+    acct = sim_server.accounts[0].account_id
+    paths = DataPaths(tmp_path)
+    paths.execution(acct).mkdir(parents=True)
+    (paths.execution(acct) / "equity_peak.json").write_text('{"peak": "1000000000"}')
+    target = write_target(settings, acct, {"BTCUSDT": 1000})
+    report = run_account(settings, acct, target, FakeClock(), algorithm="market")
+    assert report.status == "halted" and report.orders_sent == 0
+    halt = read_halt(paths, acct)
+    assert halt is not None and "drawdown" in halt.reason
+    set_halt(paths, acct, "halt", "test", 0)
