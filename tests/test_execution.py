@@ -241,6 +241,23 @@ def assert_converged(settings: Settings, account_id: str, target: Path) -> None:
         assert abs(wanted.get(symbol, D(0)) - held.get(symbol, D(0))) < step, (symbol, wanted, held)
 
 
+def write_config(tmp_path: Path, sim: Any, **executor: Any) -> Path:
+    """A configuration file for `lsq` subcommands: the simulator's endpoints and accounts, data under tmp_path."""
+    import yaml
+
+    accounts = [
+        {"account_id": a.account_id, "api_key": a.api_key.get_secret_value(), "api_secret": secret.get_secret_value()}
+        for a in sim.accounts
+        if (secret := a.api_secret) is not None
+    ]
+    execution = {"mock": {"accounts": accounts}, "executor": executor}
+    document = {"data": {"data_dir": str(tmp_path)}, "binance": {"mock": sim.settings.endpoints().model_dump()},
+                "execution": execution}  # fmt: skip
+    config = tmp_path / "lsq.yaml"
+    config.write_text(yaml.safe_dump(document))
+    return config
+
+
 def order_ids(sim: Any, account_id: str) -> list[str]:
     return [o.client_order_id for o in list(sim.engine.orders.values()) if o.account_id == account_id]
 
@@ -384,30 +401,13 @@ def test_rest_faults_and_clock_skew_give_no_duplicates(sim_server: Any, tmp_path
 
 
 def test_halt_and_reduce_only_from_the_command_line(sim_server: Any, tmp_path: Path) -> None:
-    import yaml
-
     from lsq.cli import main
 
     settings = local(sim_server.settings, tmp_path)
     acct = sim_server.accounts[0].account_id
     flatten(settings, acct)
     trade(settings, acct, "BTCUSDT", "0.05")
-    config = tmp_path / "lsq.yaml"
-    endpoints = settings.endpoints().model_dump()
-    accounts = [
-        {
-            "account_id": a.account_id,
-            "api_key": a.api_key.get_secret_value(),
-            "api_secret": a.api_secret.get_secret_value(),
-        }
-        for a in sim_server.accounts
-    ]
-    document = {
-        "data": {"data_dir": str(tmp_path)},
-        "binance": {"mock": endpoints},
-        "execution": {"mock": {"accounts": accounts}},
-    }
-    config.write_text(yaml.safe_dump(document))
+    config = write_config(tmp_path, sim_server)
     target = write_target(settings, acct, {"BTCUSDT": 500, "ETHUSDT": 3000})
     assert main(["--config", str(config), "halt", acct]) == 0
     assert read_halt(DataPaths(tmp_path), acct) is not None
@@ -457,3 +457,47 @@ def test_drawdown_halts_the_account(sim_server: Any, tmp_path: Path) -> None:
     halt = read_halt(paths, acct)
     assert halt is not None and "drawdown" in halt.reason
     set_halt(paths, acct, "halt", "test", 0)
+
+
+def test_sigkill_mid_twap_then_a_new_run_converges_without_duplicates(sim_server: Any, tmp_path: Path) -> None:
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    settings = local(sim_server.settings, tmp_path)
+    acct = sim_server.accounts[0].account_id
+    flatten(settings, acct)
+    twap = {"name": "twap", "twap": {"horizon_seconds": 120, "interval_seconds": 2}}
+    config = write_config(tmp_path, sim_server, algorithm=twap)
+    target = write_target(settings, acct, {"BTCUSDT": 6000, "ETHUSDT": -6000, "XRPUSDT": 3000})
+    before = Counter(order_ids(sim_server, acct))
+    lsq = Path(sys.executable).parent / "lsq"
+    proc = subprocess.Popen(
+        [str(lsq), "--config", str(config), "execute", "--account", acct, "--targets", str(target)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    journal = journal_path(DataPaths(tmp_path), acct)
+    deadline = time.monotonic() + 90
+    filled = 0
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.exists():
+                with sqlite3.connect(journal, timeout=30) as db:
+                    filled = db.execute("SELECT COUNT(*) FROM children WHERE status='FILLED'").fetchone()[0]
+                if filled >= 6:
+                    break
+            time.sleep(0.2)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    assert filled >= 6, "the TWAP never got going"
+    mid = positions(settings, acct)
+    assert mid and abs(mid.get("BTCUSDT", D(0))) < read_targets(target).quantities()["BTCUSDT"]  # killed midway
+    report = run_account(settings, acct, target, FakeClock(), algorithm="market")
+    assert report.status == "completed", report
+    assert_converged(settings, acct, target)
+    placed = Counter(order_ids(sim_server, acct)) - before
+    assert max(placed.values()) == 1  # no client id was ever sent twice
