@@ -17,11 +17,11 @@ import pytest
 from executors import planner as p
 from executors.journal import Journal, journal_path
 from executors.router import client_order_id, parse_rate_limits, throttle_delay
-from executors.run import run_account
+from executors.run import MARGIN_SHRINKS, MAX_SWEEPS, run_account
 from executors.safety import LiveNotConfirmed, read_halt, set_halt
 from executors.schedules import interval_weight, twap_schedule, volume_profiles, vwap_schedule
 from lsq.clock import FakeClock
-from lsq.config import Account, ContractSettings, ModeAccounts, Settings
+from lsq.config import Account, ContractSettings, ExecutionLimits, ModeAccounts, Settings
 from lsq.exchange import account_client
 from lsq.exchange.rules import RulesProvider, SymbolRules
 from lsq.exchange.views import net_positions, parse_positions
@@ -389,7 +389,9 @@ def test_rest_faults_and_clock_skew_give_no_duplicates(sim_server: Any, tmp_path
     flatten(settings, acct)
     target = write_target(settings, acct, {"BTCUSDT": 5000, "ETHUSDT": -5000, "LTCUSDT": 2000})
     before = Counter(order_ids(sim_server, acct))
-    sim_server.admin("faults", {"rest_error_share": 0.3, "clock_skew_ms": 3000})
+    # 30 % of requests fail (500, 503, 429) before the exchange handles them, and the server clock jumps 3 s back,
+    # so the offset measured at start makes every signed request "ahead of the server" (-1021) until resynced
+    sim_server.admin("faults", {"rest_error_share": 0.3, "clock_skew_ms": -3000})
     try:
         report = run_account(settings, acct, target, FakeClock(), algorithm="twap")
     finally:
@@ -501,3 +503,19 @@ def test_sigkill_mid_twap_then_a_new_run_converges_without_duplicates(sim_server
     assert_converged(settings, acct, target)
     placed = Counter(order_ids(sim_server, acct)) - before
     assert max(placed.values()) == 1  # no client id was ever sent twice
+
+
+def test_margin_shortfall_shrinks_then_skips_and_never_loops(sim_server: Any, tmp_path: Path) -> None:
+    unlimited = ExecutionLimits(max_order_notional=None, max_gross_leverage=None, max_symbol_share=None)
+    executor = sim_server.settings.execution.executor.model_copy(update={"limits": unlimited})
+    settings = local(sim_server.settings, tmp_path, executor=executor)
+    acct = sim_server.accounts[1].account_id  # 50,000 USDT at leverage 2: at most ~100,000 of notional
+    flatten(settings, acct)
+    target = write_target(settings, acct, {"BTCUSDT": 400_000})
+    report = run_account(settings, acct, target, FakeClock(), algorithm="market")
+    assert "margin insufficient" in report.skipped["BTCUSDT"]
+    held = positions(settings, acct)["BTCUSDT"] * marks(settings, acct)["BTCUSDT"]
+    assert 20_000 < held < 110_000  # shrunk orders went through; the rest is reported, not retried forever
+    assert report.orders_sent <= (1 + MAX_SWEEPS) * (1 + MARGIN_SHRINKS)
+    assert report.residual_notional > 250_000
+    flatten(settings, acct)
