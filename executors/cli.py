@@ -13,13 +13,13 @@ from pathlib import Path
 
 from executors.journal import Journal, journal_path
 from executors.run import run_account
-from executors.safety import LiveNotConfirmed, clear_halt, read_halt, set_halt
+from executors.safety import HaltMode, LiveNotConfirmed, clear_halt, read_halt, set_halt
 from lsq.config import load_config
 from lsq.paths import DataPaths
 from lsq.targets import TargetFileError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = subparsers.add_parser("execute", help="trade one account toward its latest (or a named) target file")
     run.add_argument("--account", required=True, help="account_id from the configuration")
     run.add_argument("--targets", type=Path, help="target file (default: the account's latest; any age)")
@@ -75,7 +75,7 @@ def _known(settings_path: str | None, account: str) -> DataPaths:
 
 def run_halt(args: argparse.Namespace) -> int:
     paths = _known(args.config, args.account)
-    mode = "reduce_only" if args.reduce_only else "halt"
+    mode: HaltMode = "reduce_only" if args.reduce_only else "halt"
     now = int(datetime.now(UTC).timestamp() * 1000)
     set_halt(paths, args.account, mode, args.reason, now)
     if mode == "halt":
