@@ -410,8 +410,11 @@ def test_sigkill_mid_twap_then_a_new_run_converges_without_duplicates(sim_server
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             if journal.exists():
-                with sqlite3.connect(journal, timeout=30) as db:
-                    filled = db.execute("SELECT COUNT(*) FROM children WHERE status='FILLED'").fetchone()[0]
+                try:
+                    with sqlite3.connect(journal, timeout=30) as db:
+                        filled = db.execute("SELECT COUNT(*) FROM children WHERE status='FILLED'").fetchone()[0]
+                except sqlite3.OperationalError:  # the executor has not created its tables yet
+                    filled = 0
                 if filled >= 6:
                     break
             time.sleep(0.2)
