@@ -8,6 +8,7 @@ Dry runs compute, journal and return the plan and send no order request (no orde
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import uuid
 from collections.abc import Callable, Collection
@@ -42,7 +43,7 @@ class ExecutionReport:
 
     account_id: str
     run_id: str
-    status: str  # completed | dry_run | halted | superseded | stale | no_targets | stopped
+    status: str  # completed | dry_run | halted | superseded | stale | no_targets | stopped | busy
     algorithm: str
     dry_run: bool
     window: str | None = None
@@ -152,6 +153,17 @@ def run_account(
     raw = account_client(settings, account_id)
     raw.REQUEST_TIMEOUT = cfg.request_timeout_seconds
     client = RetryingClient(raw, clock)
+    lock_path = paths.execution(account_id) / "run.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = lock_path.open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        report.status = "busy"
+        report.notes.append(f"another run of {account_id} holds {lock_path}: runs of one account go one at a time")
+        report.finished_ms = clock.now_ms()
+        return report
     journal = Journal(journal_path(paths, account_id))
     try:
         journal.start_run(run_id, target.window_ms, report.target_file or "", algo.name, dry, started)
@@ -175,6 +187,7 @@ def run_account(
         journal.finish_run(run_id, report.status, report.as_dict(), report.finished_ms)
     finally:
         journal.close()
+        lock.close()
     return report
 
 

@@ -35,7 +35,7 @@ from executors.schedules import interval_weight, twap_schedule, volume_profiles,
 from lsq.clock import FakeClock
 from lsq.config import Account, ContractSettings, ExecutionLimits, ModeAccounts
 from lsq.exchange import account_client
-from lsq.exchange.rules import SymbolRules
+from lsq.exchange.rules import Bracket, SymbolRules
 from lsq.exchange.views import parse_positions
 from lsq.paths import DataPaths
 from lsq.targets import read_targets
@@ -116,6 +116,25 @@ def test_hedge_mode_targets_split_into_long_and_short_legs() -> None:
     assert legs == {("BTCUSDT", "LONG"): D("0"), ("BTCUSDT", "SHORT"): D("-0.2")}
     orders, _ = p.plan_moves({("BTCUSDT", "LONG"): D("0.1")}, legs, RULES, PRICES)
     assert [(o.position_side, o.side, o.leg) for o in orders] == [("LONG", "SELL", "R"), ("SHORT", "SELL", "O")]
+
+
+def test_hedge_dust_under_min_notional_is_topped_up_then_closed() -> None:
+    # hedge-mode closes cannot be reduce-only orders, so MIN_NOTIONAL applies: grow the leg past it, close next pass
+    orders, why = p.plan_moves({("LTCUSDT", "LONG"): D("0.01")}, {("LTCUSDT", "LONG"): D("0")}, RULES, PRICES)
+    [top] = orders
+    assert (top.side, top.position_side, top.leg) == ("BUY", "LONG", "O") and top.quantity * 80 >= 5
+    assert "dust" in why["LTCUSDT"]
+    close, _ = p.plan_moves({("LTCUSDT", "LONG"): D("0.01") + top.quantity}, {("LTCUSDT", "LONG"): D("0")}, RULES,
+                            PRICES)  # fmt: skip
+    assert [(o.side, o.leg, o.quantity) for o in close] == [("SELL", "R", D("0.01") + top.quantity)]
+
+
+def test_leverage_bracket_caps_a_symbol_at_the_account_leverage() -> None:
+    brackets = {"BTCUSDT": [Bracket(20, D(0), D("3000")), Bracket(10, D("3000"), D("9000"))]}
+    out = p.apply_limits({"BTCUSDT": D("1")}, {}, PRICES, D("1000000"), RULES, brackets, p.Limits(leverage=10))
+    assert out.targets["BTCUSDT"] == D("0.3") and "cap" in out.notes["BTCUSDT"]
+    tight = p.apply_limits({"BTCUSDT": D("1")}, {}, PRICES, D("1000000"), RULES, brackets, p.Limits(leverage=20))
+    assert tight.targets["BTCUSDT"] == D("0.1")
 
 
 def test_split_respects_max_order_notional() -> None:
@@ -445,3 +464,17 @@ def test_margin_shortfall_shrinks_then_skips_and_never_loops(sim_server: Any, tm
     assert report.orders_sent <= (1 + MAX_SWEEPS) * (1 + MARGIN_SHRINKS)
     assert report.residual_notional > 250_000
     flatten(settings, acct)
+
+
+def test_runs_of_one_account_go_one_at_a_time(sim_server: Any, tmp_path: Path) -> None:
+    import fcntl
+
+    settings = local(sim_server.settings, tmp_path)
+    acct = sim_server.accounts[0].account_id
+    target = write_target(settings, acct, {"BTCUSDT": 1000})
+    lock_path = DataPaths(tmp_path).execution(acct) / "run.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        report = run_account(settings, acct, target, FakeClock(), algorithm="market")
+    assert report.status == "busy" and report.orders_sent == 0
