@@ -60,7 +60,7 @@ class ExecutionReport:
     residual_notional: float = 0.0  # sum over symbols of |target - final| x price
     residual: dict[str, str] = field(default_factory=dict)  # symbol -> target - final, where not zero
     plan: list[dict[str, str]] = field(default_factory=list)  # parents: symbol, position_side, start, target
-    orders: list[dict[str, str]] = field(default_factory=list)  # dry run: the first slice's orders
+    orders: list[dict[str, str]] = field(default_factory=list)  # dry run: the whole move as market orders
     skipped: dict[str, str] = field(default_factory=dict)
     foreign_orders: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -403,7 +403,7 @@ def _send(run: _Run, order: p.ChildOrder, seq: int, mark: Decimal) -> None:
         if result.order is not None and not order.market and result.order.is_open:
             run.resting.append((order.symbol, result.client_id))
         if result.code != -2019:
-            if result.status == "REJECTED":
+            if result.status == "REJECTED" and result.code != -5022:  # a refused post-only child is caught up later
                 run.report.skipped[order.symbol] = f"rejected {result.code}: {result.message}"
             return
         smaller = rules.floor_qty(order.quantity / 2, order.market)
