@@ -265,7 +265,7 @@ def _execute(run: _Run, algo: AlgorithmSettings) -> None:
         report.status = "dry_run"
         return
     if not parents:
-        _finish(run, desired, marks, current)
+        _finish(run, net_targets, marks, current)
         return
     schedule = _schedule(run, algo, parents)
     run.seq = run.journal.next_seq(run.target.window_ms)
@@ -296,7 +296,7 @@ def _execute(run: _Run, algo: AlgorithmSettings) -> None:
             break
         if not _slice(run, positions, desired, marks, passive=False):
             return
-    _finish(run, desired, marks, read_positions(run.client))
+    _finish(run, net_targets, marks, read_positions(run.client))
 
 
 def _dec(value: float | None) -> Decimal | None:
@@ -460,10 +460,10 @@ def _order_view(o: p.ChildOrder) -> dict[str, str]:
     }
 
 
-def _finish(run: _Run, desired: dict[p.Key, Decimal], marks: dict[str, Decimal], final: dict[p.Key, Decimal]) -> None:
-    """Residuals against the target, and fills, fees and slippage of this run's orders against the decision price."""
+def _finish(run: _Run, wanted: dict[str, Decimal], marks: dict[str, Decimal], final: dict[p.Key, Decimal]) -> None:
+    """Residuals against the target file (after the universe rule; limits and the band show up here, with their
+    reasons in notes and skipped), and fills, fees and slippage of this run's orders against the decision price."""
     report = run.report
-    wanted = p.net_of(desired)
     held = p.net_of(final)
     residual_notional = ZERO
     for symbol in sorted(set(wanted) | set(held)):
