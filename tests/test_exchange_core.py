@@ -108,3 +108,40 @@ def test_user_stream_yields_typed_order_and_account_events(sim_server: Any) -> N
 def test_unknown_account_is_one_clear_message(sim_server: Any) -> None:
     with pytest.raises(ValueError, match="no account 'nobody'"):
         account_client(sim_server.settings, "nobody")
+
+
+def test_user_stream_reconnects_after_a_drop_and_keeps_delivering(sim_server: Any) -> None:
+    settings = sim_server.settings
+    account_id = sim_server.accounts[0].account_id
+    client = account_client(settings, account_id)
+    rules = RulesProvider(client).rules()["XRPUSDT"]
+    price = D(client.futures_mark_price(symbol="XRPUSDT")["markPrice"])
+    qty = rules.floor_qty(D(30) / price, market=True)
+
+    async def after_drop() -> tuple[int, OrderUpdate]:
+        stream = UserDataStream(client, settings.endpoints().ws_url, reconnect_s=0.2)
+        events = stream.events()
+
+        async def drop_then_order() -> None:
+            while stream.connections == 0:
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(sim_server.admin, "faults", {"drop_now": True})
+            while stream.connections < 2:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+            await asyncio.to_thread(
+                client.futures_create_order,
+                symbol="XRPUSDT", side="BUY", type="MARKET", quantity=str(qty), newClientOrderId="core-reconnect-1",
+            )  # fmt: skip
+
+        driver = asyncio.create_task(drop_then_order())
+        async for event in events:
+            if isinstance(event, OrderUpdate) and event.client_order_id == "core-reconnect-1":
+                break
+        await events.aclose()  # type: ignore[attr-defined]
+        await driver
+        return stream.connections, event
+
+    connections, event = asyncio.run(asyncio.wait_for(after_drop(), timeout=60))
+    assert connections >= 2 and event.symbol == "XRPUSDT"
+    client.futures_create_order(symbol="XRPUSDT", side="SELL", type="MARKET", quantity=str(qty), reduceOnly="true")
