@@ -478,3 +478,13 @@ def test_runs_of_one_account_go_one_at_a_time(sim_server: Any, tmp_path: Path) -
         fcntl.flock(held, fcntl.LOCK_EX)
         report = run_account(settings, acct, target, FakeClock(), algorithm="market")
     assert report.status == "busy" and report.orders_sent == 0
+
+
+def test_automatic_runs_skip_stale_targets_and_report_missing_ones(sim_server: Any, tmp_path: Path) -> None:
+    settings = local(sim_server.settings, tmp_path)
+    acct = sim_server.accounts[0].account_id
+    assert run_account(settings, acct, None, FakeClock()).status == "no_targets"
+    target = write_target(settings, acct, {"BTCUSDT": 1000})
+    late = FakeClock(now_ms=read_targets(target).window_end_ms + 601_000)  # max_target_age_seconds is 600
+    report = run_account(settings, acct, None, late, enforce_max_age=True)
+    assert report.status == "stale" and report.orders_sent == 0 and "601 s old" in report.notes[0]
