@@ -1,20 +1,33 @@
-"""Planning cost of execution: 300 symbols x 2 accounts (run: python benchmarks/bench_execution.py).
+"""Execution cost (run: python benchmarks/bench_execution.py).
 
-Per account: universe rule, pre-trade limits, hedge/one-way legs, no-trade band, the first slice's orders and the
-split by max order notional, plus the TWAP schedule; then the 7 further slices' catch-up planning. Pure functions
-only: what the executor spends between reading positions and sending the first order.
+1. Planning, 300 symbols x 2 accounts: universe rule, pre-trade limits, hedge/one-way legs, no-trade band, the first
+   slice's orders and their split by max order notional, the TWAP schedule, then the 7 further slices' catch-up
+   planning. Pure functions: what the executor spends between reading positions and sending orders.
+2. One MARKET rebalance of 40 symbols against `lsq sim serve` in its own process: run start -> first order
+   acknowledged (reconciliation, contract settings, limits and plan included) and -> complete, and a dry run.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from decimal import Decimal
+from pathlib import Path
 
 from executors import planner as p
+from executors.run import run_account
 from executors.schedules import twap_schedule
-from lsq.exchange.rules import SymbolRules
+from lsq.config import PROJECT_ROOT, load_config
+from lsq.exchange import account_client
+from lsq.exchange.rules import RulesProvider, SymbolRules
+from lsq.paths import DataPaths
+from lsq.targets import TargetPosition, write_targets
+from lsq.timelabels import WINDOW_MS
 
 SYMBOLS = 300
 ACCOUNTS = 2
@@ -55,6 +68,52 @@ def plan_account(
     return len(pieces), time.perf_counter() - start
 
 
+def rebalance_on_the_simulator(symbols: int = 40) -> None:
+    work = Path(tempfile.mkdtemp(prefix="lsq-bench-execution-"))
+    env = {**os.environ, "LSQ_DATA_DIR": str(work / "sim"), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "lsq.cli", "sim", "serve", "--port", "0", "--fresh", "--symbols", str(symbols)]
+    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("simulator listening on "):
+            raise RuntimeError(f"server did not start: {line!r}")
+        rest = line.split()[3]
+        base = load_config()
+        endpoints = base.binance.mock.model_copy(update={"rest_url": rest, "ws_url": rest.replace("http", "ws")})
+        settings = base.model_copy(
+            update={
+                "binance": base.binance.model_copy(update={"mock": endpoints}),
+                "data": base.data.model_copy(update={"data_dir": work / "data"}),
+            }
+        )
+        account = base.execution.mock.accounts[0].account_id
+        client = account_client(settings, account)
+        rules = RulesProvider(client).rules()
+        marks = {m["symbol"]: Decimal(m["markPrice"]) for m in client.futures_mark_price()}
+        rng = random.Random(3)
+        rows = []
+        for symbol in sorted(s for s in rules if s in marks and s.endswith("USDT") and rules[s].trading)[:symbols]:
+            qty = rules[symbol].floor_qty(Decimal(rng.choice((-1, 1)) * 1500) / marks[symbol], market=False)
+            rows.append(TargetPosition(symbol, qty, qty * marks[symbol], marks[symbol]))
+        now = time.time_ns() // 1_000_000
+        window = now - now % WINDOW_MS - WINDOW_MS
+        target = write_targets(DataPaths(work / "data"), account, window, Decimal(100_000), rows)
+        dry = run_account(settings, account, target, algorithm="market", dry_run=True)
+        print(f"dry run, {len(rows)} symbols: plan in {(dry.finished_ms - dry.started_ms) / 1000:.2f} s, 0 orders sent")
+        report = run_account(settings, account, target, algorithm="market")
+        assert report.first_ack_ms is not None
+        print(
+            f"market rebalance, {len(rows)} symbols: first order acknowledged "
+            f"{(report.first_ack_ms - report.started_ms) / 1000:.2f} s after the run started, complete in "
+            f"{(report.finished_ms - report.started_ms) / 1000:.2f} s; {report.orders_sent} orders, "
+            f"residual {report.residual_notional:.2f} USDT, slippage {report.slippage_bps:.2f} bps"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def main() -> None:
     rng = random.Random(1)
     rules, prices = universe(rng)
@@ -72,6 +131,7 @@ def main() -> None:
             f"{statistics.median(runs) * 1e3:.1f} ms, max {max(runs) * 1e3:.1f} ms "
             f"({orders} first-slice orders per account)"
         )
+    rebalance_on_the_simulator()
 
 
 if __name__ == "__main__":
