@@ -169,8 +169,13 @@ class Journal:
                 "INSERT INTO events(ms, client_id, kind, detail) VALUES (?,?,?,?)", (ms, client_id, status, error)
             )
 
-    def children(self, *, statuses: Sequence[str] | None = None, run_id: str | None = None) -> list[ChildRow]:
-        sql, args = "SELECT * FROM children WHERE 1=1", []
+    def children(
+        self, *, statuses: Sequence[str] | None = None, run_id: str | None = None, since_ms: int | None = None
+    ) -> list[ChildRow]:
+        sql, args = "SELECT * FROM children WHERE 1=1", list[int | str]()
+        if since_ms is not None:
+            sql += " AND updated_ms >= ?"
+            args.append(since_ms)
         if statuses is not None:
             sql += f" AND status IN ({','.join('?' * len(statuses))})"
             args += list(statuses)

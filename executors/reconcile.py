@@ -60,7 +60,7 @@ def reconcile(client: Any, journal: Journal, router: OrderRouter, now_ms: int, *
 def sync_fills(client: Any, journal: Journal, now_ms: int, symbols: set[str] | None = None) -> int:
     """Store the fills of our orders the journal lacks: per symbol, since its last stored fill."""
     since: dict[str, int] = {}
-    for row in journal.children():
+    for row in journal.children(since_ms=now_ms - USER_TRADES_SPAN_MS):
         if row.order_id is None or row.executed_qty == 0 or (symbols is not None and row.symbol not in symbols):
             continue
         last = journal.last_fill_ms(row.symbol)

@@ -212,7 +212,7 @@ def _execute(run: _Run, algo: AlgorithmSettings) -> None:
         report.status = "halted"
         report.notes.append("halted by the drawdown limit")
         return
-    marks = {m["symbol"]: Decimal(m["markPrice"]) for m in run.client.futures_mark_price()}
+    marks = _marks(run)
     current = state.positions
     net_targets, notes = p.universe_targets(run.target.quantities(), {s for s, _ in current}, run.rules)
     report.skipped.update(notes)
@@ -275,9 +275,11 @@ def _execute(run: _Run, algo: AlgorithmSettings) -> None:
         wait = (at_ms - clock.now_ms()) / 1000
         if wait > 0:
             clock.sleep(wait)
-        if _interrupted(run):
+        if _interrupted(run) or (index > 0 and _drawdown_halt(run)):
             return
         _cancel_resting(run)
+        if index > 0:  # limits and MIN_NOTIONAL checks follow the market through the schedule
+            marks = _marks(run)
         positions = read_positions(run.client)
         last = index == len(schedule) - 1
         step_target = {
@@ -297,6 +299,22 @@ def _execute(run: _Run, algo: AlgorithmSettings) -> None:
         if not _slice(run, positions, desired, marks, passive=False):
             return
     _finish(run, net_targets, marks, read_positions(run.client))
+
+
+def _marks(run: _Run) -> dict[str, Decimal]:
+    return {m["symbol"]: Decimal(m["markPrice"]) for m in run.client.futures_mark_price()}
+
+
+def _drawdown_halt(run: _Run) -> bool:
+    """Checked before every slice: a schedule does not keep trading through the drawdown limit."""
+    equity = parse_account(run.client.futures_account()).equity
+    cfg = run.settings.execution.executor
+    if check_drawdown(run.paths, run.account_id, equity, cfg.max_drawdown, run.clock.now_ms()) is None:
+        return False
+    run.report.status = "halted"
+    run.report.notes.append("halted by the drawdown limit during the run")
+    _cancel_resting(run)
+    return True
 
 
 def _dec(value: float | None) -> Decimal | None:
