@@ -11,8 +11,9 @@ Rules a desk expects, in order of application:
 - reductions and closes come before opens, so margin is freed first; a one-way flip is a reduce-only close then an
   open of the new side;
 - quantities sit on the order type's grid (MARKET_LOT_SIZE for market, LOT_SIZE for limit), rounded toward zero,
-  except reduce-only closes to zero, rounded up (the exchange trims a reduce-only order to the position), so a
-  position off the market grid still closes; MIN_NOTIONAL applies to every order that is not reduce-only.
+  except one-way closes to zero, rounded up (the exchange trims a reduce-only order to the position), so a
+  position off the market grid still closes; MIN_NOTIONAL applies to every order that is not reduce-only (in hedge
+  mode closes are not reduce-only orders: a leg too small to close is topped up first).
 """
 
 from __future__ import annotations
@@ -179,14 +180,19 @@ def plan_moves(
         to_zero = d == 0 or sign(d) == -sign(c)
         if c != 0 and (to_zero or abs(d) < abs(c)):
             amount = abs(c) if to_zero else abs(c) - abs(d)
-            qty = r.ceil_qty(amount, market) if to_zero else r.floor_qty(amount, market)
-            hedge_dust = position_side != "BOTH" and qty * price < r.min_notional
-            if hedge_dust:
-                # hedge-mode closes are not reduce-only orders: too small to send, so top the leg up first
-                # (the next pass closes it whole)
-                top = r.ceil_qty(r.min_notional * Decimal("1.05") / price, market)
-                orders.append(ChildOrder(symbol, position_side, _side(c), top, False, OPEN, market))
-                skipped[symbol] = f"dust {amount} under MIN_NOTIONAL in hedge mode: topped up to close"
+            hedge = position_side != "BOTH"
+            # one-way closes round up (a reduce-only order is trimmed to the position); hedge-mode closes are
+            # refused beyond the leg, so they round down
+            qty = r.ceil_qty(amount, market) if to_zero and not hedge else r.floor_qty(amount, market)
+            if hedge and qty * price < r.min_notional:
+                if to_zero and abs(c) * price < r.min_notional:
+                    # hedge-mode closes are not reduce-only orders, so MIN_NOTIONAL applies: top the leg up first,
+                    # the next pass closes it whole
+                    top = r.ceil_qty(r.min_notional * Decimal("1.05") / price, market)
+                    orders.append(ChildOrder(symbol, position_side, _side(c), top, False, OPEN, market))
+                    skipped[symbol] = f"dust {amount} under MIN_NOTIONAL in hedge mode: topped up to close"
+                else:
+                    skipped[symbol] = f"reduction {qty} under MIN_NOTIONAL in hedge mode: carried"
             elif qty > 0:
                 orders.append(ChildOrder(symbol, position_side, _side(-c), qty, True, REDUCE, market))
             else:

@@ -129,6 +129,12 @@ def test_hedge_dust_under_min_notional_is_topped_up_then_closed() -> None:
     assert [(o.side, o.leg, o.quantity) for o in close] == [("SELL", "R", D("0.01") + top.quantity)]
 
 
+def test_a_small_hedge_reduction_waits_instead_of_growing_the_leg() -> None:
+    current = {("LTCUSDT", "LONG"): D("10")}  # 800 USDT
+    orders, why = p.plan_moves(current, {("LTCUSDT", "LONG"): D("9.96")}, RULES, PRICES)  # a 3.2 USDT slice
+    assert orders == [] and "carried" in why["LTCUSDT"]
+
+
 def test_leverage_bracket_caps_a_symbol_at_the_account_leverage() -> None:
     brackets = {"BTCUSDT": [Bracket(20, D(0), D("3000")), Bracket(10, D("3000"), D("9000"))]}
     out = p.apply_limits({"BTCUSDT": D("1")}, {}, PRICES, D("1000000"), RULES, brackets, p.Limits(leverage=10))
