@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
+from conftest import start_sim_server
 from execution_helpers import (
     assert_converged,
     flatten,
@@ -40,6 +42,7 @@ from lsq.exchange.views import parse_positions
 from lsq.paths import DataPaths
 from lsq.targets import read_targets
 from lsq.timelabels import DAY_MS, HOUR_MS, WINDOW_MS
+from simulator.ratelimit import RateLimits
 
 D = Decimal
 RULES = {
@@ -50,6 +53,18 @@ RULES = {
     "OLDUSDT": SymbolRules("OLDUSDT", D("0.1"), D("0.1"), D("5"), status="SETTLING"),
 }
 PRICES = {"BTCUSDT": D("30000"), "LTCUSDT": D("80"), "OLDUSDT": D("2")}
+
+
+@pytest.fixture(scope="module")
+def _module_sim_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """This module's simulator, with ten times Binance's request-weight and order limits: the tests run dozens of
+    reconciled rebalances a minute, far more than one account does in production; the limits themselves are
+    covered by the throttle test and the 429/418 faults."""
+    sim = start_sim_server(tmp_path_factory.mktemp("execution-sim"), limits=RateLimits().scaled(10))
+    try:
+        yield sim
+    finally:
+        sim.stop()
 
 
 # ----- pure: planner ---------------------------------------------------------------------------------------------

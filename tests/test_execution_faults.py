@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import start_sim_server
 from execution_helpers import assert_converged, flatten, local, write_config, write_target
 
 from executors.journal import Journal, journal_path
@@ -21,10 +23,19 @@ from executors.run import run_account
 from lsq.clock import SYSTEM_CLOCK, FakeClock
 from lsq.exchange import RetryingClient, account_client
 from lsq.paths import DataPaths
+from simulator.ratelimit import RateLimits
 
-# The order-request view, order faults, bookTicker and countdownCancelAll come with the simulator's order endpoints
-# (branch simtrade); until they are on main these tests cannot run.
-pytest.importorskip("simulator.trading.order_requests", reason="simulator without the order-request view")
+
+@pytest.fixture(scope="module")
+def _module_sim_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """This module's simulator, with ten times Binance's request-weight and order limits: the tests run dozens of
+    reconciled rebalances a minute, far more than one account does in production; the limits themselves are
+    covered by the throttle test and the 429/418 faults."""
+    sim = start_sim_server(tmp_path_factory.mktemp("execution-sim"), limits=RateLimits().scaled(10))
+    try:
+        yield sim
+    finally:
+        sim.stop()
 
 
 def placed(sim: Any, account_id: str, after: int) -> Counter[str]:
