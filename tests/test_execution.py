@@ -509,3 +509,18 @@ def test_automatic_runs_skip_stale_targets_and_report_missing_ones(sim_server: A
     late = FakeClock(now_ms=read_targets(target).window_end_ms + 601_000)  # max_target_age_seconds is 600
     report = run_account(settings, acct, None, late, enforce_max_age=True)
     assert report.status == "stale" and report.orders_sent == 0 and "601 s old" in report.notes[0]
+
+
+def test_the_exchange_leverage_bracket_caps_a_target(sim_server: Any, tmp_path: Path) -> None:
+    unlimited = ExecutionLimits(max_order_notional=None, max_gross_leverage=None, max_symbol_share=None)
+    executor = sim_server.settings.execution.executor.model_copy(update={"limits": unlimited})
+    at_125 = ContractSettings(leverage=125)  # the simulator's brackets allow 50,000 USDT at 125x
+    settings = local(sim_server.settings, tmp_path, executor=executor, contract_settings=at_125)
+    acct = sim_server.accounts[0].account_id
+    flatten(settings, acct)
+    target = write_target(settings, acct, {"BTCUSDT": 80_000})
+    report = run_account(settings, acct, target, FakeClock(), algorithm="market")
+    assert report.status == "completed" and any("BTCUSDT: target" in n and "cap" in n for n in report.notes)
+    held = positions(settings, acct)["BTCUSDT"] * marks(settings, acct)["BTCUSDT"]
+    assert 45_000 < held <= 50_500 and report.residual_notional > 25_000
+    flatten(settings, acct)
