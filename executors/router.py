@@ -9,6 +9,7 @@
 - Before every order, the used weight and order counts from the last response headers are compared with
   exchangeInfo's rateLimits; at 90 % of a limit the router waits for the interval to roll over.
 - Other rejections (-2019 margin, -4164 notional, ...) are returned to the caller, who shrinks or skips and reports.
+- `place_batch` sends up to 5 children in one request (POST /fapi/v1/batchOrders) with the same guarantees.
 """
 
 from __future__ import annotations
@@ -171,15 +172,10 @@ class OrderRouter:
             params["timeInForce"] = "GTX"  # passive: rests at the touch or is refused, never takes
         return params
 
-    def place(self, child: ChildOrder, seq: int) -> SendResult:
-        """Send one child once; the result says what the exchange holds under its client id."""
-        from binance.exceptions import BinanceAPIException, BinanceRequestException
-        from requests import RequestException
+    def client_id(self, child: ChildOrder, seq: int) -> str:
+        return client_order_id(self.account_id, self.window_ms, child.symbol, child.leg, seq, child.part)
 
-        client_id = client_order_id(self.account_id, self.window_ms, child.symbol, child.leg, seq, child.part)
-        existing = self.journal.child(client_id)
-        if existing is not None:  # never twice: resolve what the first attempt did
-            return self._resolve(child.symbol, client_id)
+    def _journal_pending(self, child: ChildOrder, seq: int, client_id: str) -> None:
         now = self.clock.now_ms()
         self.journal.add_child(
             ChildRow(
@@ -188,13 +184,37 @@ class OrderRouter:
                 None, child.quantity * 0, child.quantity * 0, None, now, now,
             )
         )  # fmt: skip
+
+    def _wait_for_allowance(self) -> None:
+        wait = throttle_delay(self._headers, self.rate_limits, self.clock.now_ms())
+        if wait > 0:
+            log.info("order rate near its limit: waiting %.1f s", wait)
+            self.clock.sleep(wait)
+
+    def _back_off(self, exc: Any, client_ids: Sequence[str]) -> None:
+        """Wait out a 429/418 (the request was refused, nothing placed); a ban longer than we wait stops the run."""
+        status = int(exc.status_code)
+        delay = _retry_after(exc, 1.0 if status == 429 else 120.0)
+        if status == 418 and delay > self.max_backoff_s:
+            for client_id in client_ids:
+                self.journal.update_child(client_id, "REJECTED", self.clock.now_ms(), error=f"418 ban {delay}s")
+            raise RouterStopped(f"IP banned for {delay:.0f} s (418)") from None
+        log.warning("HTTP %s: backing off %.1f s", status, delay)
+        self.clock.sleep(delay)
+
+    def place(self, child: ChildOrder, seq: int) -> SendResult:
+        """Send one child once; the result says what the exchange holds under its client id."""
+        from binance.exceptions import BinanceAPIException, BinanceRequestException
+        from requests import RequestException
+
+        client_id = self.client_id(child, seq)
+        if self.journal.child(client_id) is not None:  # never twice: resolve what the first attempt did
+            return self._resolve(child.symbol, client_id)
+        self._journal_pending(child, seq, client_id)
         params = self._params(child, client_id)
         resynced = False
         while True:
-            wait = throttle_delay(self._headers, self.rate_limits, self.clock.now_ms())
-            if wait > 0:
-                log.info("order rate near its limit: waiting %.1f s", wait)
-                self.clock.sleep(wait)
+            self._wait_for_allowance()
             self.order_requests += 1
             try:
                 answer = self.client.futures_create_order(**params)
@@ -202,12 +222,7 @@ class OrderRouter:
                 self._observe()
                 status = int(exc.status_code)
                 if status in (429, 418):
-                    delay = _retry_after(exc, 1.0 if status == 429 else 120.0)
-                    if status == 418 and delay > self.max_backoff_s:
-                        self.journal.update_child(client_id, "REJECTED", self.clock.now_ms(), error=f"418 ban {delay}s")
-                        raise RouterStopped(f"IP banned for {delay:.0f} s (418)") from None
-                    log.warning("HTTP %s: backing off %.1f s", status, delay)
-                    self.clock.sleep(delay)
+                    self._back_off(exc, [client_id])
                     continue
                 if exc.code == -1021 and not resynced:
                     resync_clock(self.client)
@@ -215,17 +230,78 @@ class OrderRouter:
                     continue
                 if status >= 500 or exc.code in UNKNOWN_CODES:
                     return self._resolve(child.symbol, client_id)
-                message = f"{exc.code}: {exc.message}"
-                self.journal.update_child(client_id, "REJECTED", self.clock.now_ms(), error=message)
-                return SendResult(client_id, "REJECTED", code=int(exc.code or 0), message=str(exc.message))
+                return self._rejected(client_id, int(exc.code or 0), str(exc.message))
             except (RequestException, BinanceRequestException) as exc:
                 log.warning("order %s: %s; querying its fate", client_id, type(exc).__name__)
                 return self._resolve(child.symbol, client_id)
             self._observe()
-            order = parse_order(answer)
-            self._acked()
-            self.journal.update_child(client_id, order.status, self.clock.now_ms(), order=order)
-            return SendResult(client_id, order.status, order)
+            return self._accepted(client_id, answer)
+
+    def place_batch(self, children: Sequence[ChildOrder], seq: int) -> list[SendResult]:
+        """Up to 5 children in one POST /fapi/v1/batchOrders, with the guarantees of `place`: each is journaled
+        first, an unknown outcome (timeout, 5xx, -1006/-1007) is resolved by querying each client id."""
+        from binance.exceptions import BinanceAPIException, BinanceRequestException
+        from requests import RequestException
+
+        if len(children) > 5:
+            raise ValueError("a batch holds at most 5 orders")
+        results: dict[int, SendResult] = {}
+        pending: list[tuple[int, ChildOrder, str]] = []
+        for i, child in enumerate(children):
+            client_id = self.client_id(child, seq)
+            if self.journal.child(client_id) is not None:
+                results[i] = self._resolve(child.symbol, client_id)
+            else:
+                self._journal_pending(child, seq, client_id)
+                pending.append((i, child, client_id))
+        resynced = False
+        while pending:
+            self._wait_for_allowance()
+            self.order_requests += len(pending)
+            batch = [self._params(child, client_id) for _, child, client_id in pending]
+            try:
+                answer = self.client.futures_place_batch_order(batchOrders=batch)
+            except BinanceAPIException as exc:
+                self._observe()
+                status = int(exc.status_code)
+                if status in (429, 418):
+                    self._back_off(exc, [c for _, _, c in pending])
+                    continue
+                if exc.code == -1021 and not resynced:
+                    resync_clock(self.client)
+                    resynced = True
+                    continue
+                for i, child, client_id in pending:
+                    if status >= 500 or exc.code in UNKNOWN_CODES:
+                        results[i] = self._resolve(child.symbol, client_id)
+                    else:
+                        results[i] = self._rejected(client_id, int(exc.code or 0), str(exc.message))
+                break
+            except (RequestException, BinanceRequestException) as exc:
+                log.warning("batch of %d: %s; querying each order", len(pending), type(exc).__name__)
+                for i, child, client_id in pending:
+                    results[i] = self._resolve(child.symbol, client_id)
+                break
+            self._observe()
+            for (i, child, client_id), item in zip(pending, answer, strict=True):
+                if "orderId" in item:
+                    results[i] = self._accepted(client_id, item)
+                elif int(item.get("code", 0)) in UNKNOWN_CODES:
+                    results[i] = self._resolve(child.symbol, client_id)
+                else:
+                    results[i] = self._rejected(client_id, int(item.get("code", 0)), str(item.get("msg", "")))
+            break
+        return [results[i] for i in range(len(children))]
+
+    def _accepted(self, client_id: str, answer: Mapping[str, Any]) -> SendResult:
+        order = parse_order(answer)
+        self._acked()
+        self.journal.update_child(client_id, order.status, self.clock.now_ms(), order=order)
+        return SendResult(client_id, order.status, order)
+
+    def _rejected(self, client_id: str, code: int, message: str) -> SendResult:
+        self.journal.update_child(client_id, "REJECTED", self.clock.now_ms(), error=f"{code}: {message}")
+        return SendResult(client_id, "REJECTED", code=code, message=message)
 
     def _acked(self) -> None:
         if self.first_ack_ms is None:

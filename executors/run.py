@@ -21,7 +21,7 @@ from executors import planner as p
 from executors.contracts import apply_contract_settings
 from executors.journal import Journal, journal_path
 from executors.reconcile import read_positions, reconcile, sync_fills
-from executors.router import OrderRouter, RouterStopped, parse_rate_limits
+from executors.router import OrderRouter, RouterStopped, SendResult, parse_rate_limits
 from executors.safety import check_drawdown, read_halt, require_live_confirmation
 from executors.schedules import Schedule, load_profiles, market_schedule, twap_schedule, vwap_schedule
 from lsq.clock import SYSTEM_CLOCK, Clock
@@ -367,20 +367,28 @@ def _slice(
     run.seq += 1
     max_notional = _dec(run.settings.execution.executor.limits.max_order_notional)
     books: dict[str, tuple[Decimal, Decimal]] = {}
+    halt = read_halt(run.paths, run.account_id)
+    pieces: list[p.ChildOrder] = []
     for order in orders:
-        halt = read_halt(run.paths, run.account_id)
-        if halt is not None and halt.mode == "halt":
-            run.report.status = "halted"
-            run.report.notes.append(f"halted during the run: {halt.reason}")
-            _cancel_resting(run)
-            return False
-        if halt is not None and not order.reduce_only:
+        if halt is not None and halt.mode == "reduce_only" and not order.reduce_only:
             run.report.skipped.setdefault(order.symbol, "reduce-only switch: increase not sent")
             continue
         if passive:
             order = _passive(run, order, marks, books)
-        for piece in p.split_order(order, run.rules[order.symbol], marks[order.symbol], max_notional):
-            _send(run, piece, seq, marks[order.symbol])
+        pieces += p.split_order(order, run.rules[order.symbol], marks[order.symbol], max_notional)
+    size = 5 if run.settings.execution.executor.batch_orders else 1
+    for leg in (p.REDUCE, p.OPEN):  # every reduction is acknowledged before the first open is sent
+        group = [x for x in pieces if x.leg == leg]
+        for start in range(0, len(group), size):
+            halt = read_halt(run.paths, run.account_id)  # before every request: a halt stops the next order
+            if halt is not None and halt.mode == "halt":
+                run.report.status = "halted"
+                run.report.notes.append(f"halted during the run: {halt.reason}")
+                _cancel_resting(run)
+                return False
+            chunk = [x for x in group[start : start + size] if halt is None or x.reduce_only]
+            for piece, result in zip(chunk, _place(run, chunk, seq), strict=True):
+                _handled(run, piece, result, seq, marks[piece.symbol])
     if run.resting:
         _arm_countdown(run)
     return True
@@ -409,15 +417,27 @@ def _passive(
     )
 
 
-def _send(run: _Run, order: p.ChildOrder, seq: int, mark: Decimal) -> None:
-    """Send a child; on -2019 (margin) shrink it by half at most twice, then skip and report: never loop."""
+def _with_id(order: p.ChildOrder, attempt: int) -> p.ChildOrder:
+    """The child as the router sends it: the leg names the position side, each margin retry its own part."""
+    return p.ChildOrder(
+        order.symbol, order.position_side, order.side, order.quantity, order.reduce_only,
+        order.leg + order.position_side[0], order.market, order.price, order.part + 10 * attempt,
+    )  # fmt: skip
+
+
+def _place(run: _Run, chunk: list[p.ChildOrder], seq: int) -> list[SendResult]:
+    if not chunk:
+        return []
+    if len(chunk) == 1:
+        return [run.router.place(_with_id(chunk[0], 0), seq)]
+    return run.router.place_batch([_with_id(x, 0) for x in chunk], seq)
+
+
+def _handled(run: _Run, order: p.ChildOrder, result: SendResult, seq: int, mark: Decimal) -> None:
+    """Record a child's outcome; on -2019 (margin) shrink it by half at most twice, then skip and report."""
     rules = run.rules[order.symbol]
-    for attempt in range(MARGIN_SHRINKS + 1):
-        leg_order = p.ChildOrder(
-            order.symbol, order.position_side, order.side, order.quantity, order.reduce_only,
-            order.leg + order.position_side[0], order.market, order.price, order.part + 10 * attempt,
-        )  # fmt: skip
-        result = run.router.place(leg_order, seq)
+    attempt = 0
+    while True:
         if result.order is not None and not order.market and result.order.is_open:
             run.resting.append((order.symbol, result.client_id))
         if result.code != -2019:
@@ -427,14 +447,16 @@ def _send(run: _Run, order: p.ChildOrder, seq: int, mark: Decimal) -> None:
         smaller = rules.floor_qty(order.quantity / 2, order.market)
         if smaller * (order.price or mark) < rules.min_notional and not order.reduce_only:
             smaller = ZERO
-        if smaller <= 0:
-            break
+        attempt += 1
+        if smaller <= 0 or attempt > MARGIN_SHRINKS:
+            run.report.skipped[order.symbol] = "margin insufficient (-2019): skipped after shrinking"
+            return
         run.report.notes.append(f"{order.symbol}: margin insufficient for {order.quantity}, trying {smaller}")
         order = p.ChildOrder(
             order.symbol, order.position_side, order.side, smaller, order.reduce_only, order.leg, order.market,
             order.price, order.part,
         )  # fmt: skip
-    run.report.skipped[order.symbol] = "margin insufficient (-2019): skipped after shrinking"
+        result = run.router.place(_with_id(order, attempt), seq)
 
 
 def _cancel_resting(run: _Run) -> None:

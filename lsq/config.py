@@ -132,6 +132,7 @@ class ExecutorSettings(_Strict):
     max_target_age_seconds: float = Field(default=600.0, gt=0)  # automatic runs skip older targets
     request_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     dead_man_seconds: float = Field(default=120.0, ge=10, le=3_600)  # countdownCancelAll while orders rest
+    batch_orders: bool = True  # send up to 5 children per request (POST /fapi/v1/batchOrders)
 
     def algorithm_for(self, account_id: str) -> AlgorithmSettings:
         return self.accounts.get(account_id, self.algorithm)
