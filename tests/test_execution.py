@@ -307,7 +307,7 @@ def hedge_sim(make_sim_server: Any) -> Any:
     return make_sim_server(symbols=6)
 
 
-def test_hedge_mode_twap_with_flip_and_close(hedge_sim: Any, tmp_path: Path) -> None:
+def test_hedge_mode_every_algorithm_with_flips_and_closes(hedge_sim: Any, tmp_path: Path) -> None:
     hedge = ContractSettings(position_mode="dual_side", margin_type="CROSSED", leverage=3)
     settings = local(hedge_sim.settings, tmp_path, contract_settings=hedge)
     acct = hedge_sim.accounts[1].account_id
@@ -325,6 +325,10 @@ def test_hedge_mode_twap_with_flip_and_close(hedge_sim: Any, tmp_path: Path) -> 
         if r.amount
     }
     assert sides == {("BTCUSDT", "SHORT"), ("ETHUSDT", "SHORT")}
+    third = write_target(settings, acct, {"BTCUSDT": 2500, "LTCUSDT": -1500})  # flip back, ETH leaves, LTC opens
+    report = run_account(settings, acct, third, FakeClock(), algorithm="vwap")
+    assert report.status == "completed", report
+    assert_converged(settings, acct, third)
 
 
 def test_dry_run_sends_no_order_request(sim_server: Any, tmp_path: Path) -> None:
@@ -344,6 +348,27 @@ def test_live_refuses_without_a_confirmation_naming_the_account(sim_server: Any,
     settings = local(sim_server.settings, tmp_path, mode="live", live=live)
     with pytest.raises(LiveNotConfirmed, match="--confirm-live main"):
         run_account(settings, "main", None, FakeClock(), confirm_live=["other"])
+    run_account(settings, "main", None, FakeClock(), dry_run=True)  # a dry run needs no confirmation
+
+
+def test_live_refusal_from_the_command_line(
+    sim_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from lsq.cli import main
+
+    config = tmp_path / "live.yaml"
+    live = {"rest_url": sim_server.rest_url, "ws_url": sim_server.ws_url, "data_url": sim_server.rest_url + "/data"}
+    document = {"data": {"data_dir": str(tmp_path)}, "binance": {"live": live},
+                "execution": {"mode": "live", "live": {"accounts": [{"account_id": "main"}]}}}  # fmt: skip
+    config.write_text(yaml.safe_dump(document))
+    monkeypatch.setenv("MAIN_API_KEY", "k" * 64)
+    monkeypatch.setenv("MAIN_API_SECRET", "s" * 64)
+    monkeypatch.delenv("LSQ_CONFIRM_LIVE", raising=False)
+    assert main(["--config", str(config), "execute", "--account", "main"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to trade live account 'main'" in err and "LSQ_CONFIRM_LIVE=main" in err and "s" * 64 not in err
 
 
 def test_rest_faults_and_clock_skew_give_no_duplicates(sim_server: Any, tmp_path: Path) -> None:
