@@ -49,6 +49,7 @@ class ChildOrder:
     market: bool = True
     price: Decimal | None = None  # limit price when not market
     part: int = 0  # index when a move is split by max quantity or max order notional
+    price_match: str | None = None  # limit priced by the exchange (priceMatch) instead of `price`
 
 
 @dataclass
@@ -235,6 +236,6 @@ def split_order(
         left -= qty
     return [
         ChildOrder(order.symbol, order.position_side, order.side, q, order.reduce_only, order.leg, order.market,
-                   order.price, i)
+                   order.price, i, order.price_match)
         for i, q in enumerate(pieces)
     ]  # fmt: skip

@@ -167,8 +167,11 @@ class OrderRouter:
         elif child.reduce_only:
             params["reduceOnly"] = "true"
         if not child.market:
-            assert child.price is not None
-            params["price"] = plain(child.price)
+            if child.price_match is not None:
+                params["priceMatch"] = child.price_match
+            else:
+                assert child.price is not None
+                params["price"] = plain(child.price)
             params["timeInForce"] = "GTX"  # passive: rests at the touch or is refused, never takes
         return params
 

@@ -12,7 +12,7 @@ import fcntl
 import logging
 import uuid
 from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -367,6 +367,7 @@ def _slice(
     run.seq += 1
     max_notional = _dec(run.settings.execution.executor.limits.max_order_notional)
     books: dict[str, tuple[Decimal, Decimal]] = {}
+    price_match = run.settings.execution.executor.algorithm_for(run.account_id).twap.price_match
     halt = read_halt(run.paths, run.account_id)
     pieces: list[p.ChildOrder] = []
     for order in orders:
@@ -374,7 +375,7 @@ def _slice(
             run.report.skipped.setdefault(order.symbol, "reduce-only switch: increase not sent")
             continue
         if passive:
-            order = _passive(run, order, marks, books)
+            order = _passive(run, order, marks, books, price_match)
         pieces += p.split_order(order, run.rules[order.symbol], marks[order.symbol], max_notional)
     size = 5 if run.settings.execution.executor.batch_orders else 1
     for leg in (p.REDUCE, p.OPEN):  # every reduction is acknowledged before the first open is sent
@@ -395,10 +396,17 @@ def _slice(
 
 
 def _passive(
-    run: _Run, order: p.ChildOrder, marks: dict[str, Decimal], books: dict[str, tuple[Decimal, Decimal]]
+    run: _Run,
+    order: p.ChildOrder,
+    marks: dict[str, Decimal],
+    books: dict[str, tuple[Decimal, Decimal]],
+    price_match: str | None,
 ) -> p.ChildOrder:
-    """The child as a post-only limit at the touch (bid for buys, ask for sells), on the LOT_SIZE grid."""
+    """The child as a post-only limit at the touch (bid for buys, ask for sells), on the LOT_SIZE grid; with
+    `price_match` the exchange prices it (no book request, no stale touch)."""
     rules = run.rules[order.symbol]
+    if price_match is not None:
+        return replace(order, market=False, price=None, price_match=price_match)
     if order.symbol not in books:
         try:
             book = run.client.futures_orderbook_ticker(symbol=order.symbol)
@@ -408,21 +416,15 @@ def _passive(
     bid, ask = books[order.symbol]
     touch = bid if order.side == "BUY" else ask
     if touch <= 0:  # no book view: this slice goes at market, on the market grid
-        grid = rules.ceil_qty if order.reduce_only else rules.floor_qty
-        qty = grid(order.quantity, True)
-        return p.ChildOrder(order.symbol, order.position_side, order.side, qty, order.reduce_only, order.leg, True)
+        grid = rules.ceil_qty if order.reduce_only and order.position_side == "BOTH" else rules.floor_qty
+        return replace(order, quantity=grid(order.quantity, True), market=True)
     price = rules.clamp_limit_price(touch, marks[order.symbol], order.side)
-    return p.ChildOrder(
-        order.symbol, order.position_side, order.side, order.quantity, order.reduce_only, order.leg, False, price
-    )
+    return replace(order, market=False, price=price)
 
 
 def _with_id(order: p.ChildOrder, attempt: int) -> p.ChildOrder:
     """The child as the router sends it: the leg names the position side, each margin retry its own part."""
-    return p.ChildOrder(
-        order.symbol, order.position_side, order.side, order.quantity, order.reduce_only,
-        order.leg + order.position_side[0], order.market, order.price, order.part + 10 * attempt,
-    )  # fmt: skip
+    return replace(order, leg=order.leg + order.position_side[0], part=order.part + 10 * attempt)
 
 
 def _place(run: _Run, chunk: list[p.ChildOrder], seq: int) -> list[SendResult]:
@@ -452,10 +454,7 @@ def _handled(run: _Run, order: p.ChildOrder, result: SendResult, seq: int, mark:
             run.report.skipped[order.symbol] = "margin insufficient (-2019): skipped after shrinking"
             return
         run.report.notes.append(f"{order.symbol}: margin insufficient for {order.quantity}, trying {smaller}")
-        order = p.ChildOrder(
-            order.symbol, order.position_side, order.side, smaller, order.reduce_only, order.leg, order.market,
-            order.price, order.part,
-        )  # fmt: skip
+        order = replace(order, quantity=smaller)
         result = run.router.place(_with_id(order, attempt), seq)
 
 

@@ -102,7 +102,9 @@ class TwapSettings(_Strict):
 
     horizon_seconds: float = Field(default=240.0, gt=0, le=86_400)
     interval_seconds: float = Field(default=30.0, gt=0)
-    passive: bool = False  # rest a limit at the touch between slices (cancelled before the next slice)
+    passive: bool = False  # rest a post-only limit between slices (cancelled before the next slice)
+    # the passive price: None = the touch from bookTicker; QUEUE... lets the exchange set it (priceMatch)
+    price_match: Literal["QUEUE", "QUEUE_5", "QUEUE_10", "QUEUE_20"] | None = None
 
 
 class VwapSettings(_Strict):

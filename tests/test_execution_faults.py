@@ -134,8 +134,14 @@ def test_margin_fault_shrinks_the_order_and_the_sweep_completes(sim_server: Any,
     assert_converged(settings, acct, target)
 
 
-def test_passive_twap_rests_at_the_touch_and_still_converges(sim_server: Any, tmp_path: Path) -> None:
-    twap = {"name": "twap", "twap": {"horizon_seconds": 120, "interval_seconds": 30, "passive": True}}
+@pytest.mark.parametrize("price_match", [None, "QUEUE"], ids=["touch", "priceMatch"])
+def test_passive_twap_rests_at_the_touch_and_still_converges(
+    sim_server: Any, tmp_path: Path, price_match: str | None
+) -> None:
+    twap = {
+        "name": "twap",
+        "twap": {"horizon_seconds": 120, "interval_seconds": 30, "passive": True, "price_match": price_match},
+    }
     executor = sim_server.settings.execution.executor.model_copy(
         update={"algorithm": sim_server.settings.execution.executor.algorithm.model_validate(twap)}
     )
@@ -143,6 +149,7 @@ def test_passive_twap_rests_at_the_touch_and_still_converges(sim_server: Any, tm
     acct = sim_server.accounts[0].account_id
     flatten(settings, acct)
     target = write_target(settings, acct, {"BTCUSDT": 4000, "XRPUSDT": -3000})
+    after = last_seq(sim_server)
     report = run_account(settings, acct, target, FakeClock())
     assert report.status == "completed", report
     assert_converged(settings, acct, target)
@@ -151,6 +158,12 @@ def test_passive_twap_rests_at_the_touch_and_still_converges(sim_server: Any, tm
     assert limits and all(c.status in ("CANCELED", "FILLED", "EXPIRED", "REJECTED") for c in limits)
     assert account_client(settings, acct).futures_get_open_orders() == []
     assert not report.notes or not any("countdownCancelAll unavailable" in n for n in report.notes)
+    requests = sim_server.admin(f"orders?account={acct}&after={after}")["requests"]
+    resting = [r for r in requests if r["type"] == "LIMIT" and r["result"] == "placed"]
+    assert resting
+    client = account_client(settings, acct)
+    shown = client.futures_get_order(symbol=resting[0]["symbol"], origClientOrderId=resting[0]["clientOrderId"])
+    assert shown["timeInForce"] == "GTX" and shown["priceMatch"] == (price_match or "NONE")
 
 
 def test_dead_man_switch_cancels_resting_orders_of_a_killed_executor(make_sim_server: Any, tmp_path: Path) -> None:
