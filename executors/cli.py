@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_execute(args: argparse.Namespace) -> int:
+    from binance.exceptions import BinanceAPIException, BinanceRequestException
+    from requests import RequestException
+
     settings = load_config(args.config)
     confirmed = [a.strip() for a in args.confirm_live.split(",") if a.strip()]
     try:
@@ -61,6 +64,9 @@ def run_execute(args: argparse.Namespace) -> int:
     except (LiveNotConfirmed, TargetFileError, ValueError) as exc:
         print(f"lsq execute: {exc}", file=sys.stderr)
         return 2
+    except (BinanceAPIException, BinanceRequestException, RequestException) as exc:
+        print(f"lsq execute: the exchange failed the run ({exc}); it is journaled: run again", file=sys.stderr)
+        return 1
     print(json.dumps(report.as_dict(), indent=1, default=str))
     return 0 if report.status in ("completed", "dry_run") else 1
 

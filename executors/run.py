@@ -167,24 +167,31 @@ def run_account(
     journal = Journal(journal_path(paths, account_id))
     try:
         journal.start_run(run_id, target.window_ms, report.target_file or "", algo.name, dry, started)
-        provider = RulesProvider(client, clock)
-        router = OrderRouter(
-            account_id, client, journal, clock, run_id, target.window_ms, parse_rate_limits(provider.rate_limits())
-        )
-        run = _Run(settings, account_id, target, clock, client, journal, router, paths, provider.rules(), report)
-        run.should_stop = should_stop
+        router: OrderRouter | None = None
         try:
-            _execute(run, algo)
-        except RouterStopped as exc:
-            report.status = "stopped"
-            report.notes.append(str(exc))
+            provider = RulesProvider(client, clock)
+            limits = parse_rate_limits(provider.rate_limits())
+            router = OrderRouter(account_id, client, journal, clock, run_id, target.window_ms, limits)
+            run = _Run(settings, account_id, target, clock, client, journal, router, paths, provider.rules(), report)
+            run.should_stop = should_stop
+            try:
+                _execute(run, algo)
+            except RouterStopped as exc:
+                report.status = "stopped"
+                report.notes.append(str(exc))
+            finally:
+                if run.countdown and not dry:
+                    _cancel_countdowns(run)
+        except Exception as exc:  # journaled as failed, then raised: the caller (Dagster, the CLI) shows it
+            report.status = "failed"
+            report.notes.append(f"{type(exc).__name__}: {exc}")
+            raise
         finally:
-            if run.countdown and not dry:
-                _cancel_countdowns(run)
-        report.orders_sent = router.order_requests
-        report.first_ack_ms = router.first_ack_ms
-        report.finished_ms = clock.now_ms()
-        journal.finish_run(run_id, report.status, report.as_dict(), report.finished_ms)
+            if router is not None:
+                report.orders_sent = router.order_requests
+                report.first_ack_ms = router.first_ack_ms
+            report.finished_ms = clock.now_ms()
+            journal.finish_run(run_id, report.status, report.as_dict(), report.finished_ms)
     finally:
         journal.close()
         lock.close()

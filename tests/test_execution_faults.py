@@ -208,3 +208,24 @@ def test_dead_man_switch_cancels_resting_orders_of_a_killed_executor(make_sim_se
     assert still_open() == []
     final = [client.futures_get_order(symbol=o["symbol"], orderId=o["orderId"])["status"] for o in resting]
     assert final == ["CANCELED"] * len(resting)  # cancelled by the exchange, not filled
+
+
+def test_an_exchange_outage_fails_the_run_and_journals_it(sim_server: Any, tmp_path: Path) -> None:
+    from binance.exceptions import BinanceAPIException
+
+    settings = local(sim_server.settings, tmp_path)
+    acct = sim_server.accounts[0].account_id
+    flatten(settings, acct)
+    target = write_target(settings, acct, {"BTCUSDT": 3000})
+    sim_server.admin("faults", {"rest_error_share": 1.0, "rest_error_statuses": [503]})
+    try:
+        with pytest.raises(BinanceAPIException):
+            run_account(settings, acct, target, FakeClock(), algorithm="market")
+    finally:
+        sim_server.admin("faults/reset", {})
+    with Journal(journal_path(DataPaths(tmp_path), acct)) as journal:
+        [run] = journal.runs()
+    assert run["status"] == "failed"
+    report = run_account(settings, acct, target, FakeClock(), algorithm="market")  # the next run resumes
+    assert report.status == "completed"
+    assert_converged(settings, acct, target)
