@@ -60,7 +60,7 @@ class ExecutionReport:
     residual_notional: float = 0.0  # sum over symbols of |target - final| x price
     residual: dict[str, str] = field(default_factory=dict)  # symbol -> target - final, where not zero
     plan: list[dict[str, str]] = field(default_factory=list)  # parents: symbol, position_side, start, target
-    orders: list[dict[str, str]] = field(default_factory=list)  # dry run: the whole move as market orders
+    orders: list[dict[str, str]] = field(default_factory=list)  # dry run: the whole move as market orders, split
     skipped: dict[str, str] = field(default_factory=dict)
     foreign_orders: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -267,7 +267,9 @@ def _execute(run: _Run, algo: AlgorithmSettings) -> None:
     ]
     if dry:
         orders, skipped = p.plan_moves(current, desired, run.rules, marks)
-        report.orders = [_order_view(o) for o in orders]
+        cap = _dec(limits.max_order_notional)
+        pieces = [x for o in orders for x in p.split_order(o, run.rules[o.symbol], marks[o.symbol], cap)]
+        report.orders = [_order_view(o) for o in pieces]
         report.skipped.update(skipped)
         report.status = "dry_run"
         return
