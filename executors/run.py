@@ -27,7 +27,7 @@ from executors.schedules import Schedule, load_profiles, market_schedule, twap_s
 from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.config import AlgorithmSettings, Settings
 from lsq.exchange import RetryingClient, account_client
-from lsq.exchange.rules import ZERO, Bracket, RulesProvider, SymbolRules, parse_leverage_brackets
+from lsq.exchange.rules import ZERO, Bracket, RulesProvider, SymbolRules
 from lsq.exchange.views import parse_account
 from lsq.paths import DataPaths
 from lsq.targets import TargetFile, TargetFileError, latest_targets, plain, read_targets
@@ -89,6 +89,7 @@ class _Run:
     journal: Journal
     router: OrderRouter
     paths: DataPaths
+    provider: RulesProvider
     rules: dict[str, SymbolRules]
     report: ExecutionReport
     dual_side: bool = False
@@ -172,7 +173,8 @@ def run_account(
             provider = RulesProvider(client, clock)
             limits = parse_rate_limits(provider.rate_limits())
             router = OrderRouter(account_id, client, journal, clock, run_id, target.window_ms, limits)
-            run = _Run(settings, account_id, target, clock, client, journal, router, paths, provider.rules(), report)
+            rules = provider.rules()
+            run = _Run(settings, account_id, target, clock, client, journal, router, paths, provider, rules, report)
             run.should_stop = should_stop
             try:
                 _execute(run, algo)
@@ -332,7 +334,7 @@ def _dec(value: float | None) -> Decimal | None:
 
 def _brackets(run: _Run) -> dict[str, list[Bracket]]:
     try:
-        return parse_leverage_brackets(run.client.futures_leverage_bracket())
+        return run.provider.brackets()
     except Exception as exc:  # an exchange without the endpoint: the bracket limit cannot be checked
         run.report.notes.append(f"leverage brackets unavailable ({type(exc).__name__}): bracket limit not applied")
         return {}

@@ -549,3 +549,23 @@ def test_the_exchange_leverage_bracket_caps_a_target(sim_server: Any, tmp_path: 
     held = positions(settings, acct)["BTCUSDT"] * marks(settings, acct)["BTCUSDT"]
     assert 45_000 < held <= 50_500 and report.residual_notional > 25_000
     flatten(settings, acct)
+
+
+def test_a_symbol_whose_contract_setting_fails_is_skipped_and_the_others_trade(sim_server: Any, tmp_path: Path) -> None:
+    isolated = ContractSettings(margin_type="ISOLATED", leverage=2)
+    settings = local(sim_server.settings, tmp_path, contract_settings=isolated)
+    acct = sim_server.accounts[0].account_id
+    flatten(settings, acct)
+    trade(settings, acct, "ETHUSDT", "0.5")  # a cross position: its margin type cannot change (-4048)
+    target = write_target(settings, acct, {"ETHUSDT": 3000, "BTCUSDT": 2000})
+    report = run_account(settings, acct, target, FakeClock(), algorithm="market")
+    assert report.status == "completed"
+    assert "-4048" in report.skipped["ETHUSDT"] and "ETHUSDT" in report.residual
+    assert positions(settings, acct)["ETHUSDT"] == D("0.5")  # untouched
+    btc = positions(settings, acct)["BTCUSDT"]
+    assert btc == read_targets(target).quantities()["BTCUSDT"]
+    rows = account_client(settings, acct).futures_account()["positions"]
+    assert next(r for r in rows if r["symbol"] == "BTCUSDT")["isolated"] is True
+    # back to cross for the other tests: flat first, then the next run's settings apply
+    flatten(settings, acct)
+    account_client(settings, acct).futures_change_margin_type(symbol="BTCUSDT", marginType="CROSSED")

@@ -178,11 +178,12 @@ def max_notional_at(brackets: Sequence[Bracket], leverage: int) -> Decimal | Non
 
 class _InfoClient(Protocol):
     def futures_exchange_info(self) -> dict[str, Any]: ...
+    def futures_leverage_bracket(self) -> list[dict[str, Any]]: ...
 
 
 class RulesProvider:
-    """exchangeInfo rules, fetched once and refreshed after `ttl_s`: symbols rarely change within an hour, and every
-    planner call must not cost a 1-weight request per symbol."""
+    """exchangeInfo rules (and, with a signed client, the account's leverage brackets), fetched once and refreshed
+    after `ttl_s`: they rarely change within an hour, and planning must not cost a request per symbol."""
 
     def __init__(self, client: _InfoClient, clock: Clock = SYSTEM_CLOCK, ttl_s: float = 3600.0) -> None:
         self._client = client
@@ -192,6 +193,8 @@ class RulesProvider:
         self._rules: dict[str, SymbolRules] = {}
         self._rate_limits: list[dict[str, Any]] = []
         self._loaded_at: float | None = None
+        self._brackets: dict[str, list[Bracket]] = {}
+        self._brackets_at: float | None = None
 
     def _refresh(self) -> None:
         now = self._clock.monotonic()
@@ -212,3 +215,12 @@ class RulesProvider:
         with self._lock:
             self._refresh()
             return list(self._rate_limits)
+
+    def brackets(self) -> dict[str, list[Bracket]]:
+        """Symbol -> leverage brackets of the client's account (GET /fapi/v1/leverageBracket, signed)."""
+        with self._lock:
+            now = self._clock.monotonic()
+            if self._brackets_at is None or now - self._brackets_at >= self._ttl_s:
+                self._brackets = parse_leverage_brackets(self._client.futures_leverage_bracket())
+                self._brackets_at = now
+            return dict(self._brackets)
