@@ -281,13 +281,27 @@ def _execute(run: _Run, algo: AlgorithmSettings) -> None:
     schedule = _schedule(run, algo, parents)
     run.seq = run.journal.next_seq(run.target.window_ms)
     start = {k: current.get(k, ZERO) for k in desired}
-    passive = algo.name == "twap" and algo.twap.passive
+    marks = _run_schedule(run, schedule, start, desired, marks, passive=algo.name == "twap" and algo.twap.passive)
+    _finish(run, net_targets, marks, read_positions(run.client))  # also after a halt or a newer target
+
+
+def _run_schedule(
+    run: _Run,
+    schedule: Schedule,
+    start: dict[p.Key, Decimal],
+    desired: dict[p.Key, Decimal],
+    marks: dict[str, Decimal],
+    *,
+    passive: bool,
+) -> dict[str, Decimal]:
+    """The slices, then market sweeps until nothing is left to order; returns the latest marks."""
+    clock = run.clock
     for index, at_ms in enumerate(schedule.times_ms):
         wait = (at_ms - clock.now_ms()) / 1000
         if wait > 0:
             clock.sleep(wait)
         if _interrupted(run) or (index > 0 and _drawdown_halt(run)):
-            return
+            return marks
         _cancel_resting(run)
         if index > 0:  # limits and MIN_NOTIONAL checks follow the market through the schedule
             marks = _marks(run)
@@ -298,18 +312,16 @@ def _execute(run: _Run, algo: AlgorithmSettings) -> None:
             for k, d in desired.items()
         }
         if not _slice(run, positions, step_target, marks, passive=passive and not last):
-            return
+            return marks
     for _ in range(MAX_SWEEPS):
         if _interrupted(run):
-            return
+            return marks
         _cancel_resting(run)
         positions = read_positions(run.client)
         orders, _ = p.plan_moves(positions, desired, run.rules, marks)
-        if not orders:
+        if not orders or not _slice(run, positions, desired, marks, passive=False):
             break
-        if not _slice(run, positions, desired, marks, passive=False):
-            return
-    _finish(run, net_targets, marks, read_positions(run.client))
+    return marks
 
 
 def _marks(run: _Run) -> dict[str, Decimal]:
