@@ -214,6 +214,10 @@ def _execute(run: _Run, algo: AlgorithmSettings) -> None:
     report.foreign_orders = [f"{o.symbol} {o.side} {o.orig_qty} ({o.client_order_id})" for o in state.foreign]
     if state.cancelled:
         report.notes.append(f"cancelled {len(state.cancelled)} open orders of earlier runs")
+    if state.resolved:
+        report.notes.append(f"resolved {len(state.resolved)} orders an earlier run left in doubt")
+    if state.new_fills:
+        report.notes.append(f"journaled {state.new_fills} fills of earlier runs")
     account_raw = run.client.futures_account()
     equity = parse_account(account_raw).equity
     cfg = run.settings.execution.executor

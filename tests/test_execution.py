@@ -491,6 +491,7 @@ def test_sigkill_mid_twap_then_a_new_run_converges_without_duplicates(sim_server
     assert mid and abs(mid.get("BTCUSDT", D(0))) < read_targets(target).quantities()["BTCUSDT"]  # killed midway
     report = run_account(settings, acct, target, FakeClock(), algorithm="market")
     assert report.status == "completed", report
+    assert any("fills of earlier runs" in n for n in report.notes)  # the killed run's fills are journaled
     assert_converged(settings, acct, target)
     placed = Counter(order_ids(sim_server, acct)) - before
     assert max(placed.values()) == 1  # no client id was ever sent twice
