@@ -17,6 +17,7 @@ from executors.safety import HaltMode, LiveNotConfirmed, clear_halt, read_halt, 
 from lsq.config import load_config
 from lsq.paths import DataPaths
 from lsq.targets import TargetFileError
+from lsq.timelabels import label_of
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -123,7 +124,9 @@ def run_orders(args: argparse.Namespace) -> int:
         return 0
     with Journal(path) as journal:
         for run in journal.runs(10):
-            print(f"run {run['run_id']} window {run['window_ms']} {run['algorithm']} status {run['status']}")
+            dry = " (dry run)" if run["dry_run"] else ""
+            window = label_of(int(run["window_ms"])) if run["window_ms"] else "-"
+            print(f"run {run['run_id']} window {window} {run['algorithm']}{dry}: {run['status']}")
         rows = journal.children()[-args.limit :]
         for c in reversed(rows):
             when = datetime.fromtimestamp(c.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -390,7 +390,9 @@ def test_rest_faults_and_clock_skew_give_no_duplicates(sim_server: Any, tmp_path
     assert placed and max(placed.values()) == 1
 
 
-def test_halt_and_reduce_only_from_the_command_line(sim_server: Any, tmp_path: Path) -> None:
+def test_halt_and_reduce_only_from_the_command_line(
+    sim_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from lsq.cli import main
 
     settings = local(sim_server.settings, tmp_path)
@@ -411,7 +413,11 @@ def test_halt_and_reduce_only_from_the_command_line(sim_server: Any, tmp_path: P
     assert main(["--config", str(config), "resume", acct]) == 0
     assert main(["--config", str(config), "execute", "--account", acct, "--algorithm", "market"]) == 0
     assert_converged(settings, acct, target)
+    capsys.readouterr()
     assert main(["--config", str(config), "orders", "--account", acct]) == 0
+    shown = capsys.readouterr().out
+    assert "trading allowed" in shown and f"window {read_targets(target).label} market: completed" in shown
+    assert shown.count(" FILLED") >= 2
 
 
 def test_a_newer_target_supersedes_a_running_schedule(sim_server: Any, tmp_path: Path) -> None:
