@@ -136,7 +136,8 @@ class UserDataStream:
     """Typed user events of one account, for as long as the consumer iterates `events()`.
 
     `client` is the account's synchronous python-binance client (listen-key calls run in a thread); `ws_url` the
-    configured WebSocket base. Reconnects wait `reconnect_s` (doubling, at most 30 s) of `clock` time.
+    configured WebSocket base. Reconnects wait `reconnect_s` (doubling, at most 30 s) and keepalives every 30
+    minutes of `clock` time, so the clock must really wait (a FakeClock would keep the listen key alive in a loop).
     """
 
     def __init__(self, client: _KeyClient, ws_url: str, clock: Clock = SYSTEM_CLOCK, reconnect_s: float = 1.0) -> None:
