@@ -240,6 +240,9 @@ def test_market_converges_with_flip_universe_exit_and_dust(sim_server: Any, tmp_
     assert_converged(settings, acct, target)
     assert report.orders_sent == len(order_ids(sim_server, acct)) - before
     assert report.filled_notional > 5000 and report.fees > 0 and report.residual_notional < 100
+    meta = report.metadata()  # what the Dagster `executions` asset records
+    assert meta["orders_sent"] == report.orders_sent and meta["status"] == "completed"
+    assert all(isinstance(v, int | float | str) for v in meta.values())
     # a second run of the same targets finds nothing to do and places nothing
     again = run_account(settings, acct, target, FakeClock(), algorithm="market")
     assert again.orders_sent == 0 and again.status == "completed"
