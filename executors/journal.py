@@ -20,7 +20,6 @@ from lsq.exchange.views import Fill, OpenOrder
 from lsq.paths import DataPaths
 
 UNRESOLVED = ("PENDING", "NEW", "PARTIALLY_FILLED", "UNKNOWN")
-FINAL = ("FILLED", "CANCELED", "EXPIRED", "REJECTED", "NOT_FOUND", "EXPIRED_IN_MATCH")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs(run_id TEXT PRIMARY KEY, window_ms INT, target_file TEXT, algorithm TEXT,

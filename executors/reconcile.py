@@ -1,6 +1,7 @@
 """Reconciliation at the start of every run: the exchange is the truth, the journal is brought in line with it.
 
-1. Children the journal left unresolved (PENDING after a crash, NEW, UNKNOWN) are looked up by client id.
+1. Children the journal left unresolved (PENDING after a crash, NEW, NOT_FOUND after an unknown outcome) are
+   looked up by client id.
 2. Open orders: ours (our client id prefix) are cancelled, since the new plan supersedes them; others (manual, other
    systems) are left alone and reported.
 3. Fills since the journal's last stored fill are fetched from userTrades for every symbol we have traded since.
@@ -38,10 +39,13 @@ def read_positions(client: Any) -> dict[Key, Decimal]:
 
 def reconcile(client: Any, journal: Journal, router: OrderRouter, now_ms: int, *, dry_run: bool) -> Reconciliation:
     result = Reconciliation({})
-    for row in journal.children(statuses=UNRESOLVED):
+    for row in journal.children(statuses=(*UNRESOLVED, "NOT_FOUND")):
+        # NOT_FOUND (an unknown outcome the run could not resolve) is asked once more: an order still in flight
+        # then has landed; if the exchange still does not know it, it never existed (ABSENT)
         order = router.query(row.symbol, row.client_id)
         if order is None:
-            journal.update_child(row.client_id, "NOT_FOUND", now_ms, error="unknown to the exchange at reconciliation")
+            status = "ABSENT" if row.status == "NOT_FOUND" else "NOT_FOUND"
+            journal.update_child(row.client_id, status, now_ms, error="unknown to the exchange at reconciliation")
         else:
             journal.update_child(row.client_id, order.status, now_ms, order=order)
         result.resolved.append(row.client_id)
