@@ -17,12 +17,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import polars as pl
 
 from lsq.paths import DataPaths
-from lsq.timelabels import DAY_MS, WINDOW_MS, format_day
+from lsq.stores.panels import scan_panel
+from lsq.timelabels import DAY_MS, WINDOW_MS
 
 SLOTS_PER_DAY = DAY_MS // WINDOW_MS
 Profile = Mapping[int, float]  # slot of the UTC day (0..287) -> mean volume
@@ -111,23 +111,14 @@ def volume_profiles(bars: pl.DataFrame) -> dict[str, dict[int, float]]:
     return out
 
 
-def bar_files(paths: DataPaths, now_ms: int, days: int) -> list[Path]:
-    """The stored 5-minute bar files of the `days` UTC days before today's.
-
-    Read straight from data/bars/5m/YYYY-MM-DD.parquet (the layout of the pipeline's storage), since executors
-    may not import lsq_pipeline; switch to the core's storage reader once it lives in lsq/.
-    """
-    today = now_ms - now_ms % DAY_MS
-    files = [paths.bars / "5m" / f"{format_day(today - k * DAY_MS)}.parquet" for k in range(days, 0, -1)]
-    return [f for f in files if f.exists()]
-
-
 def load_profiles(paths: DataPaths, symbols: Iterable[str], now_ms: int, days: int) -> dict[str, dict[int, float]]:
-    files = bar_files(paths, now_ms, days)
+    """Profiles from the stored 5-minute bars of the `days` whole UTC days before today's."""
     wanted = sorted(set(symbols))
-    if not files or not wanted:
+    if not wanted:
         return {}
-    bars = pl.concat(
-        [pl.read_parquet(f, columns=["symbol", "open_time", "quote_volume"]) for f in files], how="vertical_relaxed"
-    ).filter(pl.col("symbol").is_in(wanted))
+    today = now_ms - now_ms % DAY_MS
+    lf = scan_panel(paths, "bars", today - days * DAY_MS, today)
+    if lf is None:
+        return {}
+    bars = lf.select("symbol", "open_time", "quote_volume").filter(pl.col("symbol").is_in(wanted)).collect()
     return volume_profiles(bars)
