@@ -1,1 +1,2 @@
-"""Order execution toward target positions (Market, TWAP, VWAP): not built yet, no issue filed for it so far."""
+"""Order execution toward target positions (MARKET, TWAP, VWAP): planner, schedules, router, journal and the
+per-account run (`executors.run.run_account`) that `lsq execute` and the Dagster run both call."""

@@ -7,20 +7,15 @@ max_symbol_share x gross; if the cap unbalances the books, the larger one is sca
 quantity = notional / price rounded toward zero to the LOT_SIZE step (Decimal); |qty| < minQty or |qty| x price <
 MIN_NOTIONAL gives 0, as does any symbol outside the current universe.
 
-Files: data/positions/{account_id}_target_positions_{YYYYmmdd_HHMMSS}.json, stamped with the UTC end of the window:
-{account_id, timestamp (ms, window end), partition, label, capital, gross_notional, positions: [{symbol: "BTCUSDT",
-target_position: "-0.123" (a string: the exact Decimal quantity, a multiple of the step size), target_notional:
-float (qty x price, for information), price: "..." (string, exact)}]}. Every universe symbol is listed, with "0"
-where no position is wanted; a symbol that is absent also means 0.
+The file's schema lives in lsq.targets (the contract with execution); sizing writes through it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,38 +24,13 @@ import polars as pl
 
 from lsq.config import Account, Settings, SizingSettings
 from lsq.exchange import rest_client
-from lsq.paths import DataPaths, atomic_write_text
+from lsq.exchange.rules import SymbolRules, parse_exchange_info
+from lsq.paths import DataPaths
 from lsq.symbols import to_exchange
-from lsq.timelabels import WINDOW_MS, label_of, partition_key, to_datetime
+from lsq.targets import TargetPosition, write_targets
 
 log = logging.getLogger(__name__)
 ZERO = Decimal(0)
-
-
-@dataclass(frozen=True)
-class SymbolFilter:
-    """The exchangeInfo filters that bound a position's quantity."""
-
-    symbol: str
-    step_size: Decimal
-    min_qty: Decimal
-    min_notional: Decimal
-
-
-@dataclass(frozen=True)
-class TargetPosition:
-    symbol: str
-    target_position: Decimal
-    target_notional: Decimal
-    price: Decimal
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "symbol": self.symbol,
-            "target_position": _plain(self.target_position),
-            "target_notional": float(self.target_notional),
-            "price": _plain(self.price),
-        }
 
 
 @dataclass(frozen=True)
@@ -116,13 +86,6 @@ class SizingError(RuntimeError):
         self.report = report
 
 
-def _plain(value: Decimal) -> str:
-    """Decimal as a plain string without exponent or trailing zeros ('0.001', '-12', '0')."""
-    if value == 0:
-        return "0"
-    return format(value.normalize(), "f")
-
-
 def _decimal(value: object, what: str) -> Decimal:
     try:
         out = Decimal(str(value))
@@ -134,26 +97,6 @@ def _decimal(value: object, what: str) -> Decimal:
 
 
 # Pure maths
-
-
-def parse_filters(exchange_info: Mapping[str, Any]) -> dict[str, SymbolFilter]:
-    """Symbol -> filters from a futures exchangeInfo answer (LOT_SIZE and MIN_NOTIONAL)."""
-    out = {}
-    for entry in exchange_info.get("symbols", []):
-        filters = {f["filterType"]: f for f in entry.get("filters", [])}
-        lot, notional = filters.get("LOT_SIZE"), filters.get("MIN_NOTIONAL")
-        if lot is None:
-            continue
-        step = _decimal(lot["stepSize"], f"{entry['symbol']} stepSize")
-        if step <= 0:
-            raise ValueError(f"{entry['symbol']}: stepSize must be positive, got {lot['stepSize']!r}")
-        out[entry["symbol"]] = SymbolFilter(
-            symbol=entry["symbol"],
-            step_size=step,
-            min_qty=_decimal(lot.get("minQty", "0"), f"{entry['symbol']} minQty"),
-            min_notional=_decimal((notional or {}).get("notional", "0"), f"{entry['symbol']} MIN_NOTIONAL"),
-        )
-    return out
 
 
 def account_capital(account: Mapping[str, Any]) -> Decimal:
@@ -197,13 +140,13 @@ def _neutral(notional: np.ndarray, book: float) -> np.ndarray:
     return scaled
 
 
-def quantize(notional: float, price: Decimal, flt: SymbolFilter) -> Decimal:
+def quantize(notional: float, price: Decimal, flt: SymbolRules) -> Decimal:
     """Signed quantity for `notional` at `price`, toward zero on the step grid; 0 below minQty or MIN_NOTIONAL."""
     if price <= 0:
         raise ValueError(f"{flt.symbol}: price must be positive, got {price}")
     raw = _decimal(notional, f"{flt.symbol} notional") / price
-    qty = (raw / flt.step_size).to_integral_value(rounding=ROUND_DOWN) * flt.step_size
-    if abs(qty) < flt.min_qty or abs(qty) * price < flt.min_notional:
+    qty = flt.floor_qty(raw, market=False)
+    if abs(qty) * price < flt.min_notional:
         return ZERO
     return qty
 
@@ -212,7 +155,7 @@ def size_positions(
     alpha: Mapping[str, float],
     capital: Decimal,
     prices: Mapping[str, Decimal],
-    filters: Mapping[str, SymbolFilter],
+    filters: Mapping[str, SymbolRules],
     universe: Iterable[str],
     sizing: SizingSettings,
 ) -> list[TargetPosition]:
@@ -254,26 +197,11 @@ def latest_prices(bars: pl.DataFrame) -> dict[str, Decimal]:
 # Edge: ask the exchange, write the files
 
 
-def positions_file(paths: DataPaths, account_id: str, window_ms: int) -> Path:
-    stamp = to_datetime(window_ms + WINDOW_MS).strftime("%Y%m%d_%H%M%S")
-    return paths.positions / f"{account_id}_target_positions_{stamp}.json"
-
-
 def write_account_targets(
     paths: DataPaths, account_id: str, window_ms: int, capital: Decimal, positions: list[TargetPosition]
 ) -> AccountTargets:
-    target = AccountTargets(account_id, capital, positions, positions_file(paths, account_id, window_ms))
-    document = {
-        "account_id": account_id,
-        "timestamp": window_ms + WINDOW_MS,
-        "partition": partition_key(window_ms),
-        "label": label_of(window_ms),
-        "capital": _plain(capital),
-        "gross_notional": float(target.gross_notional),
-        "positions": [p.as_json() for p in positions],
-    }
-    atomic_write_text(target.path, json.dumps(document, indent=1))
-    return target
+    path = write_targets(paths, account_id, window_ms, capital, positions)
+    return AccountTargets(account_id, capital, positions, path)
 
 
 def write_target_positions(
@@ -299,7 +227,7 @@ def write_target_positions(
         return report
     names = list(universe)
     try:
-        filters = parse_filters(client_factory(settings).futures_exchange_info())
+        filters = parse_exchange_info(client_factory(settings).futures_exchange_info())
     except Exception as exc:
         log.warning("sizing: cannot read the exchange's symbol filters: %s: %s", type(exc).__name__, exc)
         reason = f"exchange filters unavailable: {type(exc).__name__}: {exc}"
@@ -328,7 +256,7 @@ def _size_account(
     alpha: Mapping[str, float],
     prices: Mapping[str, Decimal],
     universe: list[str],
-    filters: Mapping[str, SymbolFilter],
+    filters: Mapping[str, SymbolRules],
     account: Account,
     client_factory: Callable[..., Any] = rest_client,
 ) -> AccountTargets:

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "collectors.history",
     "lsq_pipeline.cli",
     "factors.cli",
+    "executors.cli",
 )
 
 # Commands served by one light module: `lsq status` must answer in well under a second, so it does not import every

@@ -94,11 +94,61 @@ class ModeAccounts(_Strict):
         return accounts
 
 
+# ----- Execution: algorithms, limits and safety (executors/; issue 10) -----
+
+
+class TwapSettings(_Strict):
+    """Defaults fit the 5-minute cycle: 8 slices of 30 s finish in 3.5 minutes, before the next window's target."""
+
+    horizon_seconds: float = Field(default=240.0, gt=0, le=86_400)
+    interval_seconds: float = Field(default=30.0, gt=0)
+    passive: bool = False  # rest a post-only limit between slices (cancelled before the next slice)
+    # the passive price: None = the touch from bookTicker; QUEUE... lets the exchange set it (priceMatch)
+    price_match: Literal["QUEUE", "QUEUE_5", "QUEUE_10", "QUEUE_20"] | None = None
+
+
+class VwapSettings(_Strict):
+    horizon_seconds: float = Field(default=240.0, gt=0, le=86_400)
+    interval_seconds: float = Field(default=30.0, gt=0)
+    lookback_days: int = Field(default=7, ge=1, le=90)  # days of stored 5-minute bars behind the volume profile
+
+
+class AlgorithmSettings(_Strict):
+    name: Literal["market", "twap", "vwap"] = "twap"
+    twap: TwapSettings = TwapSettings()
+    vwap: VwapSettings = VwapSettings()
+
+
+class ExecutionLimits(_Strict):
+    max_order_notional: float | None = Field(default=25_000.0, gt=0)  # USDT per child order (larger ones split)
+    max_gross_leverage: float | None = Field(default=3.0, gt=0, le=125)  # sum |notional| / equity after trading
+    max_symbol_share: float | None = Field(default=0.25, gt=0, le=1)  # one symbol's share of the gross limit
+
+
+class ExecutorSettings(_Strict):
+    algorithm: AlgorithmSettings = AlgorithmSettings()
+    accounts: dict[str, AlgorithmSettings] = Field(default_factory=dict)  # per-account algorithm overrides
+    no_trade_band_usdt: float = Field(default=10.0, ge=0)  # smaller moves are not traded (closes always are)
+    limits: ExecutionLimits = ExecutionLimits()
+    max_drawdown: float | None = Field(default=0.2, gt=0, lt=1)  # equity this far below its peak halts the account
+    max_target_age_seconds: float = Field(default=600.0, gt=0)  # automatic runs skip older targets
+    request_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    dead_man_seconds: float = Field(default=120.0, ge=10, le=3_600)  # countdownCancelAll while orders rest
+    batch_orders: bool = True  # send up to 5 children per request (POST /fapi/v1/batchOrders)
+
+    def algorithm_for(self, account_id: str) -> AlgorithmSettings:
+        return self.accounts.get(account_id, self.algorithm)
+
+
+# ----- end of the execution block -----
+
+
 class ExecutionSettings(_Strict):
     mode: Mode = "mock"
     dry_run: bool = False
     contract_settings: ContractSettings = ContractSettings()
     sizing: SizingSettings = SizingSettings()
+    executor: ExecutorSettings = ExecutorSettings()
     mock: ModeAccounts = ModeAccounts()
     testnet: ModeAccounts = ModeAccounts()
     live: ModeAccounts = ModeAccounts()

@@ -12,6 +12,7 @@ data/
   bars/..., tran_stats/..., premium_index/..., funding/...   pipeline outputs
   factors/..., alpha/...                           per-run calculator vectors and alphas
   positions/{account_id}_target_positions_{YYYYmmdd_HHMMSS}.json
+  execution/{account_id}/                          the executor's journal (SQLite), halt switch, equity peak
   simulator/                                       the simulator's account state
 """
 
@@ -88,6 +89,9 @@ class DataPaths:
     @property
     def positions(self) -> Path:
         return self.root / "positions"
+
+    def execution(self, account_id: str) -> Path:
+        return self.root / "execution" / account_id
 
     @property
     def simulator(self) -> Path:

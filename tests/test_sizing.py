@@ -14,11 +14,8 @@ import pytest
 
 from factors.sizing import (
     SizingError,
-    SymbolFilter,
     account_capital,
     latest_prices,
-    parse_filters,
-    positions_file,
     quantize,
     size_positions,
     target_notionals,
@@ -27,13 +24,15 @@ from factors.sizing import (
 )
 from lsq.config import Account, ModeAccounts, SizingSettings
 from lsq.exchange import rest_client
+from lsq.exchange.rules import SymbolRules, parse_exchange_info
 from lsq.paths import DataPaths
+from lsq.targets import positions_file
 from lsq.timelabels import parse_label
 
 D = Decimal
-BTC = SymbolFilter("BTCUSDT", step_size=D("0.001"), min_qty=D("0.001"), min_notional=D("5"))
-ETH = SymbolFilter("ETHUSDT", step_size=D("0.01"), min_qty=D("0.01"), min_notional=D("5"))
-DOGE = SymbolFilter("DOGEUSDT", step_size=D("1"), min_qty=D("1"), min_notional=D("5"))
+BTC = SymbolRules("BTCUSDT", step_size=D("0.001"), min_qty=D("0.001"), min_notional=D("5"))
+ETH = SymbolRules("ETHUSDT", step_size=D("0.01"), min_qty=D("0.01"), min_notional=D("5"))
+DOGE = SymbolRules("DOGEUSDT", step_size=D("1"), min_qty=D("1"), min_notional=D("5"))
 FILTERS = {f.symbol: f for f in (BTC, ETH, DOGE)}
 
 
@@ -81,7 +80,7 @@ def test_quantity_rounds_toward_zero_on_the_step() -> None:
 
 
 def test_min_qty_and_min_notional_give_zero() -> None:
-    coarse = SymbolFilter("X", step_size=D("0.001"), min_qty=D("0.01"), min_notional=D("0"))
+    coarse = SymbolRules("X", step_size=D("0.001"), min_qty=D("0.01"), min_notional=D("0"))
     assert quantize(250.0, D("30000"), coarse) == D("0")  # 0.008 < minQty 0.01
     assert quantize(310.0, D("30000"), coarse) == D("0.01")
     assert quantize(4.5, D("1"), DOGE) == D("0")  # 4 x 1 = 4 < MIN_NOTIONAL 5
@@ -107,7 +106,7 @@ def test_size_positions_refuses_a_weighted_symbol_without_filters() -> None:
         size_positions({"sol-usdt": 1.0}, D("100"), {"SOLUSDT": D("20")}, FILTERS, ["sol-usdt"], sizing())
 
 
-def test_parse_filters_from_exchange_info() -> None:
+def test_rules_from_exchange_info() -> None:
     info = {
         "symbols": [
             {
@@ -120,7 +119,9 @@ def test_parse_filters_from_exchange_info() -> None:
             }
         ]
     }
-    assert parse_filters(info) == {"BTCUSDT": BTC}
+    [(name, rules)] = parse_exchange_info(info).items()
+    assert name == "BTCUSDT" and rules.tick_size == D("0.10") and rules.max_qty == D("1000")
+    assert (rules.step_size, rules.min_qty, rules.min_notional) == (BTC.step_size, BTC.min_qty, BTC.min_notional)
 
 
 def test_latest_prices_are_exact_decimals() -> None:
@@ -185,7 +186,7 @@ def test_write_target_positions_per_account_against_the_simulator(sim_server: An
     [written] = report.written
     doc = json.loads(written.path.read_text())
     assert written.account_id == good.account_id and Decimal(doc["capital"]) == Decimal(str(good.starting_balance_usdt))
-    filters = parse_filters(client.futures_exchange_info())
+    filters = parse_exchange_info(client.futures_exchange_info())
     for p in doc["positions"]:
         qty = Decimal(p["target_position"])
         assert qty % filters[p["symbol"]].step_size == 0
