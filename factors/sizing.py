@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +24,7 @@ import polars as pl
 
 from lsq.config import Account, Settings, SizingSettings
 from lsq.exchange import rest_client
-from lsq.exchange.rules import SymbolRules, parse_exchange_info
+from lsq.exchange.rules import SymbolRules, parse_exchange_info, to_decimal
 from lsq.paths import DataPaths
 from lsq.symbols import to_exchange
 from lsq.targets import TargetPosition, write_targets
@@ -86,16 +86,6 @@ class SizingError(RuntimeError):
         self.report = report
 
 
-def _decimal(value: object, what: str) -> Decimal:
-    try:
-        out = Decimal(str(value))
-    except InvalidOperation:
-        raise ValueError(f"{what} is not a number: {value!r}") from None
-    if not out.is_finite():
-        raise ValueError(f"{what} is not finite: {value!r}")
-    return out
-
-
 # Pure maths
 
 
@@ -104,7 +94,7 @@ def account_capital(account: Mapping[str, Any]) -> Decimal:
     missing = {"totalWalletBalance", "totalUnrealizedProfit"} - set(account)
     if missing:
         raise ValueError(f"futures_account() answer lacks {sorted(missing)}")
-    return _decimal(account["totalWalletBalance"], "totalWalletBalance") + _decimal(
+    return to_decimal(account["totalWalletBalance"], "totalWalletBalance") + to_decimal(
         account["totalUnrealizedProfit"], "totalUnrealizedProfit"
     )
 
@@ -144,7 +134,7 @@ def quantize(notional: float, price: Decimal, flt: SymbolRules) -> Decimal:
     """Signed quantity for `notional` at `price`, toward zero on the step grid; 0 below minQty or MIN_NOTIONAL."""
     if price <= 0:
         raise ValueError(f"{flt.symbol}: price must be positive, got {price}")
-    raw = _decimal(notional, f"{flt.symbol} notional") / price
+    raw = to_decimal(notional, f"{flt.symbol} notional") / price
     qty = flt.floor_qty(raw, market=False)
     if abs(qty) * price < flt.min_notional:
         return ZERO
