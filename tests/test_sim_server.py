@@ -10,6 +10,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -328,6 +329,36 @@ def test_an_exception_in_a_handler_is_answered_as_unknown_error() -> None:
         assert (refusal.status, refusal.body["code"]) == (400, -4164)  # type: ignore[index]
         echo = raw(server.rest_url, "POST", "/fine", "a=query", "a=body&b=2")
         assert echo.body == {"params": {"a": "query", "b": "2"}}
+
+
+def test_half_open_connections_are_closed_after_the_idle_timeout() -> None:
+    """Clients that connect and never finish a request head (or go quiet after a response) are closed, so they
+    cannot pile up; a client that completes its request meanwhile is served."""
+    with BackgroundServer(lambda: web.Application(), idle_timeout_s=1.0) as server:
+        port = server.port
+        half_open = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(20)]
+        for sock in half_open[:10]:
+            sock.sendall(b"GET /fapi/v1/pi")  # a partial request line
+        quiet = socket.create_connection(("127.0.0.1", port), timeout=30)
+        quiet.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert quiet.recv(64).startswith(b"HTTP/1.1 404")
+        deadline = time.monotonic() + 30
+        for sock in [*half_open, quiet]:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                while sock.recv(65536):  # the 404's remainder, then the close
+                    pass
+            except ConnectionResetError:
+                pass
+            sock.close()
+        # recv() returned b"" (closed by the server) for every socket before the deadline, or it raised TimeoutError
+
+
+def test_lsq_sim_serve_takes_an_idle_timeout_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    env = {**os.environ, "LSQ_DATA_DIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "lsq.cli", "sim", "serve", "--port", "0", "--symbols", "3", "--idle-timeout", "0"]
+    done = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--idle-timeout" in done.stderr and "Traceback" not in done.stderr
 
 
 # -- history files ---------------------------------------------------------------------------------------------------

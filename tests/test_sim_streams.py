@@ -119,6 +119,33 @@ def test_subscribe_list_unsubscribe_and_bad_requests_keep_the_connection(busy: S
     asyncio.run(run())
 
 
+def test_request_ids_are_unsigned_integers_as_on_binance_futures(busy: SimServer) -> None:
+    """Binance's futures streams take an unsigned integer id (or none) and refuse strings, negatives, fractions and
+    booleans with code 2 and a null id, keeping the connection; a refused request subscribes nothing."""
+
+    async def run() -> None:
+        async with websockets.connect(busy.ws_url + "/market/ws") as ws:
+            accepted = [0, 2**64 - 1, None]
+            refused = ["7", "abc", -1, 1.5, True, 2**64, [1], {"n": 1}]
+            for req_id in accepted + refused:
+                await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@markPrice"], "id": req_id}))
+                answer = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                while "e" in answer:  # a markPrice update in between
+                    answer = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if req_id in accepted and not isinstance(req_id, bool):
+                    assert answer == {"result": None, "id": req_id}, req_id
+                else:
+                    assert answer["id"] is None and answer["error"]["code"] == 2, req_id
+                    assert "unsigned integer" in answer["error"]["msg"]
+            await ws.send(json.dumps({"method": "UNSUBSCRIBE", "params": ["btcusdt@markPrice"], "id": "x"}))
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 9}))
+            answers = [m for m in await collect(ws, 3) if "e" not in m]
+            assert answers[0]["error"]["code"] == 2
+            assert answers[1] == {"result": ["btcusdt@markPrice"], "id": 9}, "the refused UNSUBSCRIBE did nothing"
+
+    asyncio.run(run())
+
+
 def test_mark_price_streams(busy: SimServer) -> None:
     async def run() -> list[dict[str, Any]]:
         streams = "btcusdt@markPrice@1s/ethusdt@markPrice/!markPrice@arr@1s"

@@ -26,6 +26,7 @@ from simulator.market.blocks import (
     TB_VOL,
     TRADES,
     VOL,
+    DaySource,
     LRUCache,
     NoTradesError,
     TradeBlock,
@@ -180,7 +181,7 @@ class MarketBase:
         for symbol in self._instruments if symbols is None else symbols:
             self._day_block(symbol, day_ms)
 
-    def _day_block(self, symbol: str, day_ms: int) -> TradeBlock:
+    def _day_block(self, symbol: str, day_ms: int) -> DaySource:
         raise NotImplementedError
 
     def _mid_log(self, symbol: str, now_ms: int) -> float:
@@ -195,10 +196,10 @@ class MarketBase:
         if end_ms <= start_ms:
             return TradeBlock.empty(inst)
         parts = []
-        for day in range(start_ms - start_ms % DAY_MS, end_ms, DAY_MS):
-            block = self._day_block(symbol, day)
-            lo, hi = np.searchsorted(block.time_ms, [start_ms, end_ms], side="left")
-            parts.append(block[lo:hi])
+        for day_ms in range(start_ms - start_ms % DAY_MS, end_ms, DAY_MS):
+            day = self._day_block(symbol, day_ms)
+            lo, hi = day.search_time([start_ms, end_ms])
+            parts.append(day.rows(int(lo), int(hi)))
         return TradeBlock.concat(inst, parts)
 
     def last_trade(self, symbol: str, now_ms: int) -> TradeBlock:
@@ -208,10 +209,10 @@ class MarketBase:
             raise NoTradesError(f"{symbol} has no trades before {now_ms} (first trade at {first})")
         day = now_ms - now_ms % DAY_MS
         while day >= first - first % DAY_MS:
-            block = self._day_block(symbol, day)
-            n = int(np.searchsorted(block.time_ms, now_ms, side="right"))
+            source = self._day_block(symbol, day)
+            n = int(source.search_time(now_ms, side="right"))
             if n:
-                return block[n - 1 : n]
+                return source.rows(n - 1, n)
             day -= DAY_MS
         raise NoTradesError(f"{symbol} has no trades at or before {now_ms}")
 
@@ -235,7 +236,8 @@ class MarketBase:
         """(minute start times, summary rows) of the non-empty minutes of a whole day."""
 
         def make() -> tuple[np.ndarray, np.ndarray]:
-            block = self._day_block(symbol, day_ms)
+            source = self._day_block(symbol, day_ms)
+            block = source.rows(0, len(source))
             minute = (block.time_ms - day_ms) // MINUTE_MS
             starts = np.flatnonzero(np.diff(minute, prepend=-1))
             return day_ms + minute[starts] * MINUTE_MS, summarize_groups(block, starts)
@@ -276,12 +278,16 @@ class MarketBase:
         return np.array([start_ms - start_ms % MINUTE_MS]), summarize_groups(block, np.array([0]))
 
     def _whole_day_row(self, symbol: str, day_ms: int) -> np.ndarray:
-        """One summary row per complete day (0 or 1 rows), kept for good: 1d klines over months stay cheap."""
-        key = (symbol, day_ms)
-        if key not in self._day_summary:
-            _, rows = self._minutes(symbol, day_ms)
-            self._day_summary[key] = combine_rows(rows, np.array([0])) if len(rows) else rows
-        return self._day_summary[key]
+        """One summary row per complete day (0 or 1 rows), kept for good (120 bytes): daily and longer klines over
+        months stay cheap after the first request. Summarised straight from the trades, so a walk over history
+        leaves the minute cache to the recent days that tickers and intraday klines use."""
+        row = self._day_summary.get((symbol, day_ms))
+        if row is None:
+            source = self._day_block(symbol, day_ms)
+            block = source.rows(0, len(source))
+            row = summarize_groups(block, np.array([0])) if len(block) else np.zeros((0, N_FIELDS), dtype=np.int64)
+            self._day_summary[(symbol, day_ms)] = row
+        return row
 
     def _close_before(self, symbol: str, ms: int) -> int | None:
         try:
