@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from lsq.config import Account
+from simulator import memory
 from simulator.auth import (
     KeyLookup,
     authenticate_key,
@@ -58,6 +59,7 @@ MARKET_HUB = web.AppKey("market_hub", MarketStreamHub)
 USER_HUB = web.AppKey("user_hub", UserStreamHub)
 FAULTS = web.AppKey("faults", Faults)
 ENGINE_TICK_S = 0.5
+MEMORY_TRIM_S = 20.0
 # Seconds a connection may stay without a complete request head (new, or idle between keep-alive requests).
 IDLE_TIMEOUT_S = 20.0
 _PASS_THROUGH = ("/admin/", "/data/", "/market/", "/private/", "/ws", "/stream")
@@ -424,6 +426,7 @@ def build_app(
     async def start_hubs(app: web.Application) -> None:
         await market_hub.start()
         await users.start()
+        ticker.append(asyncio.create_task(_trim_memory(MEMORY_TRIM_S), name="memory-trim"))
         if engine is not None:
             ticker.append(asyncio.create_task(_tick_engine(engine, clock, ENGINE_TICK_S), name="engine-tick"))
 
@@ -440,6 +443,13 @@ def build_app(
     app.on_shutdown.append(stop_hubs)
     app.on_cleanup.append(stop_work)
     return app
+
+
+async def _trim_memory(every_s: float) -> None:
+    """Hand memory freed after a history read (a day of trades is tens of MB of temporaries) back to the system."""
+    while True:
+        await asyncio.sleep(every_s)
+        await asyncio.to_thread(memory.trim)
 
 
 async def _tick_engine(engine: Exchange, clock: Clock, every_s: float) -> None:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from lsq.config import load_config
 from lsq.paths import DataPaths
+from simulator import memory
 from simulator.app import IDLE_TIMEOUT_S, build_app, listening_message, serve
 from simulator.clock import Clock
 from simulator.faults import Faults
@@ -93,6 +94,7 @@ def _market(args: argparse.Namespace, clock: Clock) -> MarketLike:
 def run_serve(args: argparse.Namespace) -> int:
     from simulator.trading.engine import Exchange
 
+    memory.limit_arenas()
     settings = load_config(args.config)
     clock = Clock(skew_ms=args.clock_skew_ms)
     faults = Faults(

@@ -290,11 +290,8 @@ def combine_rows(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return out
 
 
-def bucket_summaries(
-    time_ms: np.ndarray, rows: np.ndarray, origin_ms: int, width_ms: int, n: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Group non-empty rows (sorted by time) into n buckets of width_ms from origin: (rows per bucket, present)."""
-    bucket = (time_ms - origin_ms) // width_ms
+def group_summaries(bucket: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Group non-empty rows (sorted by time) by their window index in 0..n-1 (others dropped): (rows, present)."""
     keep = (bucket >= 0) & (bucket < n)
     bucket, rows = bucket[keep], rows[keep]
     out = np.zeros((n, N_FIELDS), dtype=np.int64)
