@@ -44,7 +44,7 @@ from simulator.faults import Faults, order_fault_error, rest_fault_error
 from simulator.history_files import resolve_history_path
 from simulator.market import MarketLike
 from simulator.market_endpoints import MarketWork, market_endpoints
-from simulator.ratelimit import OrderCounter, RateLimits, WeightLimiter
+from simulator.ratelimit import OrderCounter, QuotaLimiter, RateLimits, WeightLimiter
 from simulator.routing import Endpoint, Request, Security
 from simulator.streams import MarketStreamHub, StreamSettings
 from simulator.trading.endpoints import ORDER_PLACEMENT_PATHS, trading_endpoints
@@ -135,6 +135,7 @@ class RestGateway:
         self.faults = faults
         self.limits = limits
         self.weights = WeightLimiter(limits)
+        self.quotas = QuotaLimiter(limits)
         self.orders = OrderCounter(limits)
         self.key_lookup = key_lookup
         self.order_log = OrderRequestLog()
@@ -195,6 +196,10 @@ class RestGateway:
         if admission.error is not None:
             headers["Retry-After"] = str(admission.retry_after_s)
             return outcome.refuse(admission.error, headers)
+        if endpoint.quota is not None and (refused := self.quotas.admit(endpoint.quota, ip, now)) is not None:
+            assert refused.error is not None
+            headers["Retry-After"] = str(refused.retry_after_s)
+            return outcome.refuse(refused.error, headers)
         try:
             if early is not None:
                 raise early

@@ -22,6 +22,7 @@ from simulator.clock import Clock
 from simulator.errors import BinanceError, bad_param, invalid_symbol, mandatory_missing
 from simulator.instruments import exchange_info
 from simulator.market import KLINE_INTERVALS, MarketLike, NoTradesError, UnknownSymbolError
+from simulator.ratelimit import FUNDING_QUOTA
 from simulator.routing import Endpoint, Handler, Request
 
 KLINE_LIMIT = (500, 1500)  # (default, max)
@@ -229,7 +230,8 @@ def market_endpoints(
         Endpoint("GET", "/fapi/v1/premiumIndexKlines", premium_klines, kline_weight),
         Endpoint("GET", "/fapi/v1/aggTrades", agg_trades, 20),
         Endpoint("GET", "/fapi/v1/ticker/24hr", ticker, ticker_weight),
-        Endpoint("GET", "/fapi/v1/fundingRate", funding, 1),
+        # Binance: no request weight, a quota of 500 requests per 5 min per IP shared with fundingInfo.
+        Endpoint("GET", "/fapi/v1/fundingRate", funding, 0, quota=FUNDING_QUOTA),
         Endpoint("GET", "/fapi/v1/premiumIndex", premium_index, 1),
     ]
 

@@ -35,7 +35,7 @@ from simulator.faults import Faults
 from simulator.history_files import aggtrades_csv
 from simulator.instruments import select_instruments
 from simulator.market import Market
-from simulator.ratelimit import RateLimits, WeightLimiter
+from simulator.ratelimit import QuotaLimiter, RateLimits, WeightLimiter
 from simulator.routing import Endpoint, Request
 
 
@@ -254,6 +254,34 @@ def test_weight_limit_answers_429_then_bans_with_418_while_others_are_served(mak
     assert raw(sim, "GET", "/fapi/v1/time").status == 418  # still banned
     other = raw(sim, "GET", "/fapi/v1/time", source="127.0.0.2")
     assert other.status == 200 and other.headers["X-MBX-USED-WEIGHT-1M"] == "1"
+
+
+def test_funding_history_has_binances_own_quota_not_request_weight(make_sim_server) -> None:  # type: ignore[no-untyped-def]
+    """GET /fapi/v1/fundingRate weighs nothing against REQUEST_WEIGHT; it has its own per-IP quota (Binance: 500 per
+    5 min, shared with fundingInfo), answered 429 -1003 with Retry-After when spent, while other endpoints serve."""
+    sim = make_sim_server(symbols=2, limits=RateLimits(funding_requests_per_5min=2))
+    into = time.time() % 300.0
+    if into > 290.0:  # fixed 5-minute windows: start well inside one
+        time.sleep(300.0 - into + 0.2)
+    answers = [raw(sim, "GET", "/fapi/v1/fundingRate", "limit=5") for _ in range(3)]
+    assert [a.status for a in answers] == [200, 200, 429] and answers[2].body["code"] == -1003  # type: ignore[index]
+    assert all(a.headers["X-MBX-USED-WEIGHT-1M"] == "0" for a in answers)
+    assert 1 <= int(answers[2].headers["RETRY-AFTER"]) <= 300
+    assert (
+        raw(sim, "GET", "/fapi/v1/klines", "symbol=BTCUSDT&interval=1m&limit=1500").headers["X-MBX-USED-WEIGHT-1M"]
+        == "10"
+    )  # klines weigh by limit
+    assert raw(sim, "GET", "/fapi/v1/fundingRate", "limit=5", source="127.0.0.2").status == 200
+
+
+def test_quota_windows_are_fixed_per_ip() -> None:
+    limiter = QuotaLimiter(RateLimits(funding_requests_per_5min=1))
+    window = 5 * 60_000
+    assert limiter.admit("funding", "a", 10 * window) is None
+    refused = limiter.admit("funding", "a", 10 * window + 1)
+    assert refused is not None and refused.retry_after_s == 300
+    assert limiter.admit("funding", "b", 10 * window + 2) is None
+    assert limiter.admit("funding", "a", 11 * window) is None
 
 
 def test_bans_double_for_repeat_offenders() -> None:

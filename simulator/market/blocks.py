@@ -201,8 +201,12 @@ class CompactDay:
         return sum(a.nbytes for a in arrays if a is not None)
 
     def search_time(self, ms: Sequence[int] | int, side: Side = "left") -> Any:
-        rel = np.clip(np.asarray(ms, dtype=np.int64) - self._day_ms, -1, 2**31 - 1)
-        return np.searchsorted(self._offset, rel, side=side)
+        # The query in the array's own dtype: searchsorted would otherwise cast the whole day to int64 per call.
+        day, top = self._day_ms, 2**31 - 1
+        if np.ndim(ms) == 0:
+            return self._offset.searchsorted(np.int32(min(max(int(ms) - day, -1), top)), side=side)  # type: ignore[arg-type]
+        rel = np.array([min(max(int(v) - day, -1), top) for v in ms], dtype=np.int32)
+        return self._offset.searchsorted(rel, side=side)
 
     def agg_id_at(self, i: int) -> int:
         return self._agg_base + (i if self._agg_rel is None else int(self._agg_rel[i]))
@@ -210,15 +214,15 @@ class CompactDay:
     def rows(self, lo: int, hi: int) -> TradeBlock:
         n = len(self)
         lo, hi = max(0, min(lo, n)), max(0, min(hi, n))
-        hi = max(lo, hi)
+        if hi <= lo:  # the stream's usual step for a quiet symbol
+            return TradeBlock.empty(self._instrument)
         last = self._last_rel[lo:hi].astype(np.int64) + self._trade_base
         if self._first_rel is not None:
             first = self._first_rel[lo:hi].astype(np.int64) + self._trade_base
         else:
             first = np.empty(hi - lo, dtype=np.int64)
-            if hi > lo:
-                first[1:] = last[:-1] + 1
-                first[0] = self._trade_base if lo == 0 else int(self._last_rel[lo - 1]) + self._trade_base + 1
+            first[1:] = last[:-1] + 1
+            first[0] = self._trade_base if lo == 0 else int(self._last_rel[lo - 1]) + self._trade_base + 1
         if self._agg_rel is None:
             agg = np.arange(self._agg_base + lo, self._agg_base + hi, dtype=np.int64)
         else:
