@@ -197,10 +197,13 @@ class MarketBase:
     def __init__(self, instruments: Iterable[Instrument], seed: int) -> None:
         self._instruments = {i.symbol: i for i in instruments}
         self.seed = int(seed)
-        self._minute_cache = LRUCache(512)
+        n = len(self._instruments)
+        # Sized by the symbol count: the recent days of every symbol, plus a little room for history reads (which
+        # are cheap to redo). The fixed sizes before could hold 88 MB of minute rows alone.
+        self._minute_cache = LRUCache(3 * n + 16)  # 172 KB each
         self._day_summary: dict[tuple[str, int], np.ndarray] = {}
-        self._premium_cache = LRUCache(2048)
-        self._ticker_cache = LRUCache(4096)
+        self._premium_cache = LRUCache(4 * n + 64)  # 12 KB each
+        self._ticker_cache = LRUCache(2 * n + 16)  # per symbol and second: only the current second is asked again
 
     # -- symbols ----------------------------------------------------------------------------------------------
     @property
