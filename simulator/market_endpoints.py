@@ -209,11 +209,7 @@ def market_endpoints(
         now = req.server_time_ms
         if symbol is not None:
             return await _run(lambda: market.funding_rates(symbol, start, end, limit, now_ms=now))
-
-        def every_symbol() -> list[dict[str, Any]]:
-            return _all_symbols_funding(market, start, end, limit, now)
-
-        return await _run(every_symbol)
+        return await _run(lambda: _all_symbols_funding(market, start, end, limit, now))
 
     async def premium_index(req: Request) -> Any:
         symbol = _symbol(market, req.params, required=False)

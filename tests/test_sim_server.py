@@ -361,8 +361,29 @@ def test_an_exception_in_a_handler_is_answered_as_unknown_error() -> None:
 
 def test_half_open_connections_are_closed_after_the_idle_timeout() -> None:
     """Clients that connect and never finish a request head (or go quiet after a response) are closed, so they
-    cannot pile up; a client that completes its request meanwhile is served."""
-    with BackgroundServer(lambda: web.Application(), idle_timeout_s=1.0) as server:
+    cannot pile up; a client that completes its request meanwhile is served, and a WebSocket that only listens
+    outlives the timeout."""
+
+    async def ticks(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        for n in range(6):
+            await ws.send_str(str(n))
+            await asyncio.sleep(0.5)
+        await ws.close()
+        return ws
+
+    def app() -> web.Application:
+        application = web.Application()
+        application.router.add_get("/ticks", ticks)
+        return application
+
+    async def listen(url: str) -> list[str]:
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            return [msg.data async for msg in ws]
+
+    with BackgroundServer(app, idle_timeout_s=1.0) as server:
+        assert asyncio.run(listen(server.ws_url + "/ticks")) == [str(n) for n in range(6)]
         port = server.port
         half_open = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(20)]
         for sock in half_open[:10]:

@@ -87,9 +87,9 @@ class Market(MarketBase):
         self._models: dict[str, _SymbolModel] = {}
         self._ids: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._recent_days = LRUCache(3 * len(instruments) + 8)
-        self._old_days = LRUCache(block_cache_size or 8)
+        self._old_days = LRUCache(block_cache_size or 4)
         self._latest_day = GENESIS_MS
-        self._raw_cache = LRUCache(2)
+        self._raw_cache = LRUCache(1)
         self._intraday_cache = LRUCache(4 * len(instruments) + 64)
         self._lock = threading.Lock()
         self._common = self._common_daily()
