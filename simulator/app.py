@@ -59,7 +59,7 @@ MARKET_HUB = web.AppKey("market_hub", MarketStreamHub)
 USER_HUB = web.AppKey("user_hub", UserStreamHub)
 FAULTS = web.AppKey("faults", Faults)
 ENGINE_TICK_S = 0.5
-MEMORY_TRIM_S = 20.0
+MEMORY_TRIM_S = 10.0
 # Seconds a connection may stay without a complete request head (new, or idle between keep-alive requests).
 IDLE_TIMEOUT_S = 20.0
 _PASS_THROUGH = ("/admin/", "/data/", "/market/", "/private/", "/ws", "/stream")
