@@ -6,6 +6,8 @@
 2. REST round trips/s: python-binance (sync, one connection) and raw aiohttp (keep-alive, concurrent requests).
 3. Seconds to fetch one symbol-day of aggTrades over REST with python-binance (fromId paging, limit 1000) with the
    rate limit raised.
+4. The server's resident memory (40 symbols, as `make run` starts it): after start, after its streams and REST
+   figures, and after a day of every symbol's 1m klines over REST.
 
 Run: .venv/bin/python benchmarks/bench_simulator.py [--seconds 5] [--speeds 300 1000 2000 3000 5000]
 """
@@ -51,6 +53,14 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> int:
+    """Resident set size of a process in MB, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+    return 0
 
 
 class Server:
@@ -151,12 +161,15 @@ def bench_streams(work: Path, seconds: float, speeds: list[int]) -> None:
 
 
 def bench_rest(work: Path, seconds: float) -> None:
+    market_symbols = {i.symbol for i in select_instruments(40)}
     server = Server(work / "state-rest", "--symbols", "40", "--rate-limit-multiplier", "1000")
     try:
         base = load_config()
         endpoints = base.binance.mock.model_copy(update={"rest_url": server.rest_url, "ws_url": server.ws_url})
         settings = base.model_copy(update={"binance": base.binance.model_copy(update={"mock": endpoints})})
         client = rest_client(settings)
+        time.sleep(2)  # the streams' first day is generated on demand; let start-up settle
+        started_rss = rss_mb(server.proc.pid)
         n, deadline = 0, time.monotonic() + seconds
         while time.monotonic() < deadline:
             client.futures_time()
@@ -198,6 +211,15 @@ def bench_rest(work: Path, seconds: float) -> None:
         print(
             f"[rest] one symbol-day of BTCUSDT aggTrades over REST: {rows:,} trades in {requests} requests, "
             f"{took:.1f} s ({rows / took:,.0f} trades/s)"
+        )
+        after_rest = rss_mb(server.proc.pid)
+        symbols = [s["symbol"] for s in client.futures_exchange_info()["symbols"] if s["status"] == "TRADING"]
+        for symbol in symbols:
+            if symbol in market_symbols:
+                client.futures_klines(symbol=symbol, interval="1m", startTime=day_ms, limit=1440)
+        print(
+            f"[memory] lsq sim serve --symbols 40: {started_rss} MB after start, {after_rest} MB after the REST "
+            f"figures, {rss_mb(server.proc.pid)} MB after a day of 1m klines of every symbol"
         )
     finally:
         server.stop()

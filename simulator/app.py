@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from lsq.config import Account
+from simulator import memory
 from simulator.auth import (
     KeyLookup,
     authenticate_key,
@@ -42,8 +43,8 @@ from simulator.errors import BinanceError
 from simulator.faults import Faults, order_fault_error, rest_fault_error
 from simulator.history_files import resolve_history_path
 from simulator.market import MarketLike
-from simulator.market_endpoints import market_endpoints
-from simulator.ratelimit import OrderCounter, RateLimits, WeightLimiter
+from simulator.market_endpoints import MarketWork, market_endpoints
+from simulator.ratelimit import OrderCounter, QuotaLimiter, RateLimits, WeightLimiter
 from simulator.routing import Endpoint, Request, Security
 from simulator.streams import MarketStreamHub, StreamSettings
 from simulator.trading.endpoints import ORDER_PLACEMENT_PATHS, trading_endpoints
@@ -58,6 +59,9 @@ MARKET_HUB = web.AppKey("market_hub", MarketStreamHub)
 USER_HUB = web.AppKey("user_hub", UserStreamHub)
 FAULTS = web.AppKey("faults", Faults)
 ENGINE_TICK_S = 0.5
+MEMORY_TRIM_S = 10.0
+# Seconds a connection may stay without a complete request head (new, or idle between keep-alive requests).
+IDLE_TIMEOUT_S = 20.0
 _PASS_THROUGH = ("/admin/", "/data/", "/market/", "/private/", "/ws", "/stream")
 
 
@@ -131,6 +135,7 @@ class RestGateway:
         self.faults = faults
         self.limits = limits
         self.weights = WeightLimiter(limits)
+        self.quotas = QuotaLimiter(limits)
         self.orders = OrderCounter(limits)
         self.key_lookup = key_lookup
         self.order_log = OrderRequestLog()
@@ -191,6 +196,10 @@ class RestGateway:
         if admission.error is not None:
             headers["Retry-After"] = str(admission.retry_after_s)
             return outcome.refuse(admission.error, headers)
+        if endpoint.quota is not None and (refused := self.quotas.admit(endpoint.quota, ip, now)) is not None:
+            assert refused.error is not None
+            headers["Retry-After"] = str(refused.retry_after_s)
+            return outcome.refuse(refused.error, headers)
         try:
             if early is not None:
                 raise early
@@ -381,7 +390,8 @@ def build_app(
     `publish`, so both share it.
     """
     settings = stream_settings or StreamSettings()
-    endpoints = list(market_endpoints(market, clock, limits.exchange_info()))
+    work = MarketWork()
+    endpoints = list(market_endpoints(market, clock, limits.exchange_info(), work))
     if engine is not None:
         endpoints += trading_endpoints(engine)
         key_lookup: KeyLookup = engine.secret_for_api_key
@@ -399,7 +409,8 @@ def build_app(
     app[FAULTS] = faults
 
     async def history(request: web.Request) -> web.Response:
-        found = await asyncio.to_thread(resolve_history_path, market, request.match_info["path"], clock.now_ms())
+        path, now = request.match_info["path"], clock.now_ms()
+        found = await work.run(lambda: resolve_history_path(market, path, now))
         if found is None:
             return error_response(invalid_path(request.path, request.method, 404))
         body, content_type = found
@@ -420,6 +431,7 @@ def build_app(
     async def start_hubs(app: web.Application) -> None:
         await market_hub.start()
         await users.start()
+        ticker.append(asyncio.create_task(_trim_memory(MEMORY_TRIM_S), name="memory-trim"))
         if engine is not None:
             ticker.append(asyncio.create_task(_tick_engine(engine, clock, ENGINE_TICK_S), name="engine-tick"))
 
@@ -429,9 +441,20 @@ def build_app(
         await market_hub.stop()
         await users.stop()
 
+    async def stop_work(app: web.Application) -> None:
+        work.close()
+
     app.on_startup.append(start_hubs)
     app.on_shutdown.append(stop_hubs)
+    app.on_cleanup.append(stop_work)
     return app
+
+
+async def _trim_memory(every_s: float) -> None:
+    """Hand memory freed after a history read (a day of trades is tens of MB of temporaries) back to the system."""
+    while True:
+        await asyncio.sleep(every_s)
+        await asyncio.to_thread(memory.trim)
 
 
 async def _tick_engine(engine: Exchange, clock: Clock, every_s: float) -> None:
@@ -455,8 +478,14 @@ async def serve(
     *,
     ready: Callable[[int], None] | None = None,
     stop: asyncio.Event | None = None,
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
 ) -> None:
-    """Run the application until `stop` is set (or SIGINT/SIGTERM when no event is given), then shut down cleanly."""
+    """Run the application until `stop` is set (or SIGINT/SIGTERM when no event is given), then shut down cleanly.
+
+    A connection that has not sent a complete request head within `idle_timeout_s` of opening (or of its last
+    response) is closed: half-open or silent clients must not pile up (aiohttp's own default is an hour)."""
+    if not idle_timeout_s > 0:
+        raise ValueError(f"idle timeout must be positive, got {idle_timeout_s}")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -464,7 +493,9 @@ async def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
-    runner = web.AppRunner(app_factory(), access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    runner = web.AppRunner(
+        app_factory(), access_log=None, handle_signals=False, shutdown_timeout=2.0, keepalive_timeout=idle_timeout_s
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -482,9 +513,16 @@ async def serve(
 class BackgroundServer:
     """The server on its own event loop in a daemon thread, for tests, benchmarks and embedding."""
 
-    def __init__(self, app_factory: Callable[[], web.Application], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        app_factory: Callable[[], web.Application],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+    ) -> None:
         self.host = host
         self.port = port
+        self.idle_timeout_s = idle_timeout_s
         self._factory = app_factory
         self.app: web.Application | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -514,7 +552,7 @@ class BackgroundServer:
                 self.app = self._factory()
                 return self.app
 
-            await serve(self.host, self.port, factory, ready=ready, stop=self._stop)
+            await serve(self.host, self.port, factory, ready=ready, stop=self._stop, idle_timeout_s=self.idle_timeout_s)
 
         try:
             asyncio.run(main())

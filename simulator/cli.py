@@ -12,7 +12,8 @@ from aiohttp import web
 
 from lsq.config import load_config
 from lsq.paths import DataPaths
-from simulator.app import build_app, listening_message, serve
+from simulator import memory
+from simulator.app import IDLE_TIMEOUT_S, build_app, listening_message, serve
 from simulator.clock import Clock
 from simulator.faults import Faults
 from simulator.market import MarketLike
@@ -65,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--duplicate-share", type=_share, default=0.0, metavar="P", help="share of stream messages sent twice"
     )
     p.add_argument("--rest-error-share", type=_share, default=0.0, metavar="P", help="share of REST calls failed")
+    p.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=IDLE_TIMEOUT_S,
+        metavar="S",
+        help=f"close connections without a complete request head after S s (default {IDLE_TIMEOUT_S:g})",
+    )
     p.add_argument("--clock-skew-ms", type=int, default=0, metavar="S", help="skew the server clock by S ms")
     p.set_defaults(func=run_serve)
 
@@ -86,6 +94,7 @@ def _market(args: argparse.Namespace, clock: Clock) -> MarketLike:
 def run_serve(args: argparse.Namespace) -> int:
     from simulator.trading.engine import Exchange
 
+    memory.limit_arenas()
     settings = load_config(args.config)
     clock = Clock(skew_ms=args.clock_skew_ms)
     faults = Faults(
@@ -118,7 +127,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print(listening_message(args.host, port), flush=True)
 
     try:
-        asyncio.run(serve(args.host, args.port, factory, ready=ready))
+        asyncio.run(serve(args.host, args.port, factory, ready=ready, idle_timeout_s=args.idle_timeout))
     except OSError as exc:
         print(f"lsq sim serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -104,8 +104,8 @@ def aggtrades_day_zip(market: MarketLike, symbol: str, day: str, now_ms: int | N
 
 def klines_day_zip(market: MarketLike, symbol: str, interval: str, day: str, now_ms: int | None = None) -> bytes:
     """`{SYMBOL}-{interval}-{day}.zip` holding `{SYMBOL}-{interval}-{day}.csv`."""
-    if interval not in KLINE_INTERVALS:
-        raise HistoryNotFound(f"unknown interval {interval!r}")
+    if KLINE_INTERVALS.get(interval, DAY_MS + 1) > DAY_MS:  # daily files hold intervals up to a day
+        raise HistoryNotFound(f"no daily kline files for interval {interval!r}")
     start = _check_day(market, symbol, day, now_ms)
     return _zip(f"{symbol}-{interval}-{day}.csv", klines_csv(market, symbol, interval, start))
 

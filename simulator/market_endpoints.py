@@ -2,26 +2,31 @@
 
 Handlers never let an exception escape other than `BinanceError`: a bad parameter gets the code Binance answers
 (-1102 missing, -1121 unknown symbol, -1100/-1130 bad values, -1120 bad interval, -1127/-1128 bad aggTrades ranges).
-Generation can take tens of milliseconds per symbol-day, so the heavy handlers run in a worker thread to keep the
-server's event loop (and its WebSocket streams) responsive.
+Generation can take tens of milliseconds per symbol-day, so the heavy handlers run in a small pool of their own
+(`MarketWork`): a burst of history requests then queues behind itself, never in front of the stream pump (which has
+its own thread) nor on the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from lsq.timelabels import HOUR_MS
 from simulator.clock import Clock
 from simulator.errors import BinanceError, bad_param, invalid_symbol, mandatory_missing
 from simulator.instruments import exchange_info
 from simulator.market import KLINE_INTERVALS, MarketLike, NoTradesError, UnknownSymbolError
+from simulator.ratelimit import FUNDING_QUOTA
 from simulator.routing import Endpoint, Handler, Request
 
 KLINE_LIMIT = (500, 1500)  # (default, max)
+REST_WORKERS = 2  # threads for heavy market handlers: a bound on the CPU a burst of history requests can take
 AGG_TRADES_LIMIT = (500, 1000)
 FUNDING_LIMIT = (100, 1000)
 _INT_RE = re.compile(r"^-?[0-9]{1,20}$")
@@ -105,20 +110,43 @@ def ticker_weight(params: Mapping[str, str]) -> int:
     return 1 if params.get("symbol") else 40
 
 
-async def _run(fn: Callable[[], Any]) -> Any:
-    """Run market work in a thread; a lookup failure the validation missed still answers as Binance would."""
-    try:
-        return await asyncio.to_thread(fn)
-    except UnknownSymbolError:
-        raise invalid_symbol() from None
-    except NoTradesError:  # asked about a symbol that is not trading yet
-        raise invalid_symbol() from None
+_T = TypeVar("_T")
+
+
+class MarketWork:
+    """The bounded thread pool heavy market reads run in (klines, aggTrades, funding, bulk files).
+
+    asyncio's default pool is shared with everything else in the process; a few slow history requests there once
+    held the stream pump back for minutes. Here they wait for each other only."""
+
+    def __init__(self, workers: int = REST_WORKERS) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sim-market-rest")
+
+    async def run(self, fn: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def market_endpoints(
-    market: MarketLike, clock: Clock, rate_limits: Sequence[Mapping[str, object]] | None = None
+    market: MarketLike,
+    clock: Clock,
+    rate_limits: Sequence[Mapping[str, object]] | None = None,
+    work: MarketWork | None = None,
 ) -> list[Endpoint]:
-    """The public endpoints; `rate_limits` is what exchangeInfo advertises (Binance's defaults when None)."""
+    """The public endpoints; `rate_limits` is what exchangeInfo advertises (Binance's defaults when None); heavy
+    reads run in `work` (a pool of its own when None)."""
+    pool = work or MarketWork()
+
+    async def _run(fn: Callable[[], Any]) -> Any:
+        """Run market work in the pool; a lookup failure the validation missed still answers as Binance would."""
+        try:
+            return await pool.run(fn)
+        except UnknownSymbolError:
+            raise invalid_symbol() from None
+        except NoTradesError:  # asked about a symbol that is not trading yet
+            raise invalid_symbol() from None
 
     async def ping(req: Request) -> dict[str, Any]:
         return {}
@@ -181,13 +209,7 @@ def market_endpoints(
         now = req.server_time_ms
         if symbol is not None:
             return await _run(lambda: market.funding_rates(symbol, start, end, limit, now_ms=now))
-
-        def every_symbol() -> list[dict[str, Any]]:
-            rows = [r for s in market.instruments for r in market.funding_rates(s, start, end, limit, now_ms=now)]
-            rows.sort(key=lambda r: (r["fundingTime"], r["symbol"]))
-            return rows[:limit] if start is not None else rows[-limit:]
-
-        return await _run(every_symbol)
+        return await _run(lambda: _all_symbols_funding(market, start, end, limit, now))
 
     async def premium_index(req: Request) -> Any:
         symbol = _symbol(market, req.params, required=False)
@@ -204,7 +226,8 @@ def market_endpoints(
         Endpoint("GET", "/fapi/v1/premiumIndexKlines", premium_klines, kline_weight),
         Endpoint("GET", "/fapi/v1/aggTrades", agg_trades, 20),
         Endpoint("GET", "/fapi/v1/ticker/24hr", ticker, ticker_weight),
-        Endpoint("GET", "/fapi/v1/fundingRate", funding, 1),
+        # Binance: no request weight, a quota of 500 requests per 5 min per IP shared with fundingInfo.
+        Endpoint("GET", "/fapi/v1/fundingRate", funding, 0, quota=FUNDING_QUOTA),
         Endpoint("GET", "/fapi/v1/premiumIndex", premium_index, 1),
     ]
 
@@ -212,6 +235,30 @@ def market_endpoints(
 def _live_symbols(market: MarketLike, now_ms: int) -> list[str]:
     """Symbols already listed at `now_ms` (a symbol due to list later is not in the all-symbols answers yet)."""
     return [s for s in market.instruments if market.first_trade_ms(s) <= now_ms]
+
+
+def _all_symbols_funding(
+    market: MarketLike, start: int | None, end: int | None, limit: int, now: int
+) -> list[dict[str, Any]]:
+    """Every symbol's settlements in time order, the first `limit` from `start` (the latest `limit` without one).
+
+    Settlement times are cheap and rates are not, so the times are chosen first and only the chosen ones priced:
+    a request from the epoch over 40 symbols prices `limit` settlements, not 40 × `limit`."""
+    stop = now if end is None else min(end, now)
+    chosen: list[tuple[int, str]] = []
+    for symbol in market.instruments:
+        step = market.funding_interval_hours(symbol) * HOUR_MS
+        lo = start if start is not None else stop - limit * step
+        times = market.funding_times(symbol, lo, stop + 1)
+        times = times[:limit] if start is not None else times[-limit:]
+        chosen.extend((t, symbol) for t in times)
+    chosen = heapq.nsmallest(limit, chosen) if start is not None else sorted(heapq.nlargest(limit, chosen))
+    rows: list[dict[str, Any]] = []
+    for symbol in {s for _, s in chosen}:
+        times = [t for t, s in chosen if s == symbol]
+        rows += market.funding_rates(symbol, times[0], times[-1], len(times), now_ms=now)
+    rows.sort(key=lambda r: (r["fundingTime"], r["symbol"]))
+    return rows
 
 
 def _agg_trades(

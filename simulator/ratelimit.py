@@ -12,6 +12,7 @@ from simulator.errors import BinanceError, too_many_requests
 
 MINUTE_MS = 60_000
 TEN_SECONDS_MS = 10_000
+FUNDING_QUOTA = "funding"  # GET /fapi/v1/fundingRate (and fundingInfo) share 500 requests per 5 min per IP
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,11 @@ class RateLimits:
     max_ban_ms: int = 3 * 24 * 60 * MINUTE_MS
     # 429s an IP may receive within one window before further requests get it banned (418).
     rejections_before_ban: int = 5
+    funding_requests_per_5min: int = 500
 
     def __post_init__(self) -> None:
-        for name in ("request_weight_per_minute", "orders_per_10s", "orders_per_minute", "first_ban_ms"):
+        names = ("request_weight_per_minute", "orders_per_10s", "orders_per_minute", "first_ban_ms")
+        for name in (*names, "funding_requests_per_5min"):
             if getattr(self, name) < 1:
                 raise ValueError(f"rate limit {name} must be at least 1, got {getattr(self, name)}")
 
@@ -40,7 +43,14 @@ class RateLimits:
             request_weight_per_minute=max(1, round(self.request_weight_per_minute * multiplier)),
             orders_per_10s=max(1, round(self.orders_per_10s * multiplier)),
             orders_per_minute=max(1, round(self.orders_per_minute * multiplier)),
+            funding_requests_per_5min=max(1, round(self.funding_requests_per_5min * multiplier)),
         )
+
+    def quota(self, name: str) -> tuple[int, int]:
+        """(requests, window ms) of a named per-IP quota."""
+        if name == FUNDING_QUOTA:
+            return self.funding_requests_per_5min, 5 * MINUTE_MS
+        raise KeyError(f"unknown request quota {name!r}")
 
     def exchange_info(self) -> list[dict[str, object]]:
         """The `rateLimits` array of GET /fapi/v1/exchangeInfo."""
@@ -111,6 +121,26 @@ class WeightLimiter:
     def used(self, ip: str, now_ms: int) -> int:
         state = self._ips.get(ip)
         return state.used if state is not None and state.window == now_ms // MINUTE_MS else 0
+
+
+@dataclass
+class QuotaLimiter:
+    """Per-IP request counts in fixed windows for endpoints with a quota of their own (Binance: fundingRate and
+    fundingInfo share 500 requests per 5 minutes per IP, outside the request weight); over it → 429 -1003."""
+
+    limits: RateLimits
+    _counts: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+
+    def admit(self, quota: str, ip: str, now_ms: int) -> Admission | None:
+        """None when admitted, else the refusal (its used_weight field carries the quota's count)."""
+        limit, window_ms = self.limits.quota(quota)
+        window = now_ms // window_ms
+        seen_window, count = self._counts.get((quota, ip), (window, 0))
+        count = (count if seen_window == window else 0) + 1
+        self._counts[(quota, ip)] = (window, count)
+        if count <= limit:
+            return None
+        return Admission(count, too_many_requests(), _ceil_s((window + 1) * window_ms - now_ms))
 
 
 @dataclass

@@ -43,6 +43,7 @@ class Endpoint:
     security: Security = Security.NONE
     counts_as_order: bool = False  # counted in X-MBX-ORDER-COUNT-10S / -1M
     order_count: tuple[int, int] = (1, 1)  # what one request adds to the 10 s and 1 min order counts
+    quota: str | None = None  # a per-IP request quota of its own (see RateLimits.quota), besides the weight
 
     def weight_for(self, params: Mapping[str, str]) -> int:
         return self.weight(params) if callable(self.weight) else self.weight

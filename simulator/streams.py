@@ -18,6 +18,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ MARK_PRICE_ALL_1S = "!markPrice@arr@1s"
 _SYMBOL_KINDS = ("aggTrade", "markPrice", "markPrice@1s")
 # Binance counts every incoming PING, PONG and JSON message against the 10-per-second limit.
 _COUNTED = (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG)
+MAX_REQUEST_ID = 2**64 - 1
 _METHODS = "SUBSCRIBE, UNSUBSCRIBE, LIST_SUBSCRIPTIONS, SET_PROPERTY, GET_PROPERTY"
 
 
@@ -268,11 +270,20 @@ class MarketStreamHub(WsHub):
         self._mark_second = -1
         self._warned: dict[str, float] = {}
         self.frames_written = 0
+        # The pump's own thread: REST work in any pool cannot queue in front of a step.
+        self._pump_thread: ThreadPoolExecutor | None = None
 
     async def start(self) -> None:
         await super().start()
+        self._pump_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-stream-pump")
         self._tasks.append(asyncio.create_task(self._pump(), name="market-stream-pump"))
         self._tasks.append(asyncio.create_task(self._prefetch_days(), name="market-day-prefetch"))
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._pump_thread is not None:
+            self._pump_thread.shutdown(wait=False, cancel_futures=True)
+            self._pump_thread = None
 
     async def _prefetch_days(self) -> None:
         """Generate tomorrow's trades a few minutes before UTC midnight, so the stream does not pause at midnight
@@ -352,8 +363,9 @@ class MarketStreamHub(WsHub):
             self.send(conn, {"error": {"code": 2, "msg": "Invalid request: expected a JSON object"}, "id": None})
             return
         req_id = req.get("id")
-        if isinstance(req_id, bool) or not (req_id is None or isinstance(req_id, (int, str))):
-            self.send(conn, {"error": {"code": 2, "msg": "Invalid request: request ID must be an unsigned integer"}})
+        if not _valid_request_id(req_id):
+            msg = "Invalid request: request ID must be an unsigned integer"
+            self.send(conn, {"error": {"code": 2, "msg": msg}, "id": None})
             return
         method = req.get("method")
         params = req.get("params", [])
@@ -430,17 +442,21 @@ class MarketStreamHub(WsHub):
     # -- the pump --------------------------------------------------------------------------------------------------
 
     async def _pump(self) -> None:
-        """Each step: plan on the loop, build in a worker thread (a new day's trades can take a while to generate,
-        and REST must not wait for it), then fan out on the loop."""
+        """Each step: plan on the loop, build in the pump's own thread (a new day's trades can take a while to
+        generate, REST must not wait for it, and the pump must not wait for REST), then fan out on the loop."""
         step = self.settings.step_ms / 1000
         while True:
             await asyncio.sleep(step)
             try:
                 plan = self._plan(self.clock.now_ms())
-                out, failed = await asyncio.to_thread(self._build, plan) if plan.has_work else ({}, set())
+                out, failed = await self._build_off_loop(plan) if plan.has_work else ({}, set())
                 self._finish(plan, out, failed)
             except Exception:
                 log.exception("market stream pump step failed")
+
+    async def _build_off_loop(self, plan: _Plan) -> tuple[dict[tuple[str, bool], bytes], set[str]]:
+        assert self._pump_thread is not None
+        return await asyncio.get_running_loop().run_in_executor(self._pump_thread, self._build, plan)
 
     def _plan(self, now_ms: int) -> _Plan:
         agg = [(symbol, last) for symbol, last in self._agg_last_ms.items() if now_ms > last]
@@ -550,6 +566,14 @@ class _Plan:
     @property
     def has_work(self) -> bool:
         return bool(self.agg or self.marks)
+
+
+def _valid_request_id(req_id: object) -> bool:
+    """Binance's futures streams take an unsigned 64-bit integer id (or none); strings, negatives, floats and booleans
+    are refused, unlike the spot streams, which also take short strings."""
+    if req_id is None:
+        return True
+    return isinstance(req_id, int) and not isinstance(req_id, bool) and 0 <= req_id <= MAX_REQUEST_ID
 
 
 def _mark_due(stream: str, every_3s: bool) -> bool:

@@ -9,6 +9,7 @@ import itertools
 import socket
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import numpy as np
@@ -220,6 +221,43 @@ def test_kline_selection_follows_binance(quiet: Market) -> None:
     assert [r[0] for r in rows] == [DAY, DAY + HOUR_MS]  # openTime <= endTime, the latest `limit`
     first = quiet.klines("BTCUSDT", "1m", 0, now, 1, now_ms=now)  # python-binance's earliest-timestamp probe
     assert first[0][0] == GENESIS_MS
+
+
+def combine_days(days: list[list]) -> list:
+    """One kline from consecutive daily ones (Decimal fields), as an exchange aggregates them."""
+    d = [as_decimals(r) for r in days]
+    first, last = d[0], d[-1]
+    high, low = max(r[2] for r in d), min(r[3] for r in d)
+    return [first[1], high, low, last[4], sum(r[5] for r in d), sum(r[8] for r in d), sum(r[9] for r in d)]
+
+
+@pytest.mark.parametrize("interval", ["3d", "1w", "1M"])
+def test_multi_day_klines_align_as_binance_and_sum_the_days(quiet: Market, interval: str) -> None:
+    """3d klines count from the epoch, 1w ones open on Mondays 00:00 UTC, 1M ones on the 1st of each month; each
+    aggregates exactly the daily klines it spans, and the open one runs up to now."""
+    now = parse_day("2026-05-20") + 5 * HOUR_MS + 123
+    daily = {r[0]: r for r in quiet.klines("ETHUSDT", "1d", 0, None, 1500, now_ms=now)}
+    rows = quiet.klines("ETHUSDT", interval, 0, None, 1500, now_ms=now)
+    opens = [datetime.fromtimestamp(r[0] / 1000, UTC) for r in rows]
+    if interval == "3d":
+        assert all(r[0] % (3 * DAY_MS) == 0 for r in rows)
+    elif interval == "1w":
+        assert all(o.weekday() == 0 and o.hour == 0 for o in opens)
+        assert opens[0].date().isoformat() == "2025-12-29"  # the week holding genesis (a Thursday)
+    else:
+        assert [o.date().isoformat() for o in opens] == [f"2026-{m:02d}-01" for m in range(1, 6)]
+    assert [r[6] + 1 for r in rows[:-1]] == [r[0] for r in rows[1:]]  # each closes where the next opens
+    for row in rows:
+        days = [daily[d] for d in range(row[0], row[6] + 1, DAY_MS) if d in daily]
+        kept = [as_decimals(row)[k] for k in (1, 2, 3, 4, 5, 8, 9)]
+        assert kept == combine_days(days), (interval, row[0])
+    assert rows[-1][4] == daily[max(daily)][4] and rows[-1][6] >= now  # the open kline ends at now's trades
+    latest = quiet.klines("ETHUSDT", interval, None, None, 2, now_ms=now)
+    assert latest == rows[-2:]
+    later = quiet.klines("ETHUSDT", interval, rows[1][0] + 1, None, 1, now_ms=now)  # openTime >= startTime
+    assert later == [rows[2]]
+    premium = quiet.premium_index_klines("ETHUSDT", interval, 0, None, 1500, now_ms=now)
+    assert [(p[0], p[6]) for p in premium] == [(r[0], r[6]) for r in rows]
 
 
 def test_ticker_equals_the_last_24h_of_trades(quiet: Market) -> None:
@@ -449,6 +487,14 @@ def test_bad_parameters_get_binance_errors(client: Client, method: str, params: 
     with pytest.raises(BinanceAPIException) as info:
         getattr(client, method)(**params)
     assert info.value.code == code and info.value.status_code == 400
+
+
+def test_python_binance_reads_weekly_and_monthly_klines(client: Client) -> None:
+    for interval in ("3d", "1w", "1M"):
+        rows = client.futures_klines(symbol="ETHUSDT", interval=interval, limit=2)
+        assert len(rows) == 2 and rows[0][6] + 1 == rows[1][0], interval
+    monthly = client.futures_klines(symbol="ETHUSDT", interval="1M", limit=1)
+    assert datetime.fromtimestamp(monthly[0][0] / 1000, UTC).day == 1
 
 
 def test_kline_weights_follow_the_limit() -> None:

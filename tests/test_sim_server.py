@@ -10,6 +10,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ from simulator.faults import Faults
 from simulator.history_files import aggtrades_csv
 from simulator.instruments import select_instruments
 from simulator.market import Market
-from simulator.ratelimit import RateLimits, WeightLimiter
+from simulator.ratelimit import QuotaLimiter, RateLimits, WeightLimiter
 from simulator.routing import Endpoint, Request
 
 
@@ -255,6 +256,34 @@ def test_weight_limit_answers_429_then_bans_with_418_while_others_are_served(mak
     assert other.status == 200 and other.headers["X-MBX-USED-WEIGHT-1M"] == "1"
 
 
+def test_funding_history_has_binances_own_quota_not_request_weight(make_sim_server) -> None:  # type: ignore[no-untyped-def]
+    """GET /fapi/v1/fundingRate weighs nothing against REQUEST_WEIGHT; it has its own per-IP quota (Binance: 500 per
+    5 min, shared with fundingInfo), answered 429 -1003 with Retry-After when spent, while other endpoints serve."""
+    sim = make_sim_server(symbols=2, limits=RateLimits(funding_requests_per_5min=2))
+    into = time.time() % 300.0
+    if into > 290.0:  # fixed 5-minute windows: start well inside one
+        time.sleep(300.0 - into + 0.2)
+    answers = [raw(sim, "GET", "/fapi/v1/fundingRate", "limit=5") for _ in range(3)]
+    assert [a.status for a in answers] == [200, 200, 429] and answers[2].body["code"] == -1003  # type: ignore[index]
+    assert all(a.headers["X-MBX-USED-WEIGHT-1M"] == "0" for a in answers)
+    assert 1 <= int(answers[2].headers["RETRY-AFTER"]) <= 300
+    assert (
+        raw(sim, "GET", "/fapi/v1/klines", "symbol=BTCUSDT&interval=1m&limit=1500").headers["X-MBX-USED-WEIGHT-1M"]
+        == "10"
+    )  # klines weigh by limit
+    assert raw(sim, "GET", "/fapi/v1/fundingRate", "limit=5", source="127.0.0.2").status == 200
+
+
+def test_quota_windows_are_fixed_per_ip() -> None:
+    limiter = QuotaLimiter(RateLimits(funding_requests_per_5min=1))
+    window = 5 * 60_000
+    assert limiter.admit("funding", "a", 10 * window) is None
+    refused = limiter.admit("funding", "a", 10 * window + 1)
+    assert refused is not None and refused.retry_after_s == 300
+    assert limiter.admit("funding", "b", 10 * window + 2) is None
+    assert limiter.admit("funding", "a", 11 * window) is None
+
+
 def test_bans_double_for_repeat_offenders() -> None:
     limiter = WeightLimiter(RateLimits(request_weight_per_minute=1, rejections_before_ban=0))
     t = 1_800_000_000_000 - 1_800_000_000_000 % 60_000
@@ -328,6 +357,57 @@ def test_an_exception_in_a_handler_is_answered_as_unknown_error() -> None:
         assert (refusal.status, refusal.body["code"]) == (400, -4164)  # type: ignore[index]
         echo = raw(server.rest_url, "POST", "/fine", "a=query", "a=body&b=2")
         assert echo.body == {"params": {"a": "query", "b": "2"}}
+
+
+def test_half_open_connections_are_closed_after_the_idle_timeout() -> None:
+    """Clients that connect and never finish a request head (or go quiet after a response) are closed, so they
+    cannot pile up; a client that completes its request meanwhile is served, and a WebSocket that only listens
+    outlives the timeout."""
+
+    async def ticks(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        for n in range(6):
+            await ws.send_str(str(n))
+            await asyncio.sleep(0.5)
+        await ws.close()
+        return ws
+
+    def app() -> web.Application:
+        application = web.Application()
+        application.router.add_get("/ticks", ticks)
+        return application
+
+    async def listen(url: str) -> list[str]:
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            return [msg.data async for msg in ws]
+
+    with BackgroundServer(app, idle_timeout_s=1.0) as server:
+        assert asyncio.run(listen(server.ws_url + "/ticks")) == [str(n) for n in range(6)]
+        port = server.port
+        half_open = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(20)]
+        for sock in half_open[:10]:
+            sock.sendall(b"GET /fapi/v1/pi")  # a partial request line
+        quiet = socket.create_connection(("127.0.0.1", port), timeout=30)
+        quiet.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert quiet.recv(64).startswith(b"HTTP/1.1 404")
+        deadline = time.monotonic() + 30
+        for sock in [*half_open, quiet]:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                while sock.recv(65536):  # the 404's remainder, then the close
+                    pass
+            except ConnectionResetError:
+                pass
+            sock.close()
+        # recv() returned b"" (closed by the server) for every socket before the deadline, or it raised TimeoutError
+
+
+def test_lsq_sim_serve_takes_an_idle_timeout_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    env = {**os.environ, "LSQ_DATA_DIR": str(tmp_path)}
+    cmd = [sys.executable, "-m", "lsq.cli", "sim", "serve", "--port", "0", "--symbols", "3", "--idle-timeout", "0"]
+    done = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--idle-timeout" in done.stderr and "Traceback" not in done.stderr
 
 
 # -- history files ---------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import os
 import socket
 import time
 from collections import defaultdict
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -19,6 +20,7 @@ import websockets
 from conftest import SimServer
 
 from lsq.exchange import async_rest_client, rest_client, socket_manager
+from lsq.timelabels import DAY_MS
 from simulator.streams import StreamSettings
 
 AGG_KEYS = {"e", "E", "s", "a", "p", "q", "f", "l", "T", "m"}
@@ -117,6 +119,91 @@ def test_subscribe_list_unsubscribe_and_bad_requests_keep_the_connection(busy: S
             assert raw and all(m["e"] == "aggTrade" and m["s"] == "ETHUSDT" for m in raw), "raw payloads, unwrapped"
 
     asyncio.run(run())
+
+
+def test_request_ids_are_unsigned_integers_as_on_binance_futures(busy: SimServer) -> None:
+    """Binance's futures streams take an unsigned integer id (or none) and refuse strings, negatives, fractions and
+    booleans with code 2 and a null id, keeping the connection; a refused request subscribes nothing."""
+
+    async def run() -> None:
+        async with websockets.connect(busy.ws_url + "/market/ws") as ws:
+            accepted = [0, 2**64 - 1, None]
+            refused = ["7", "abc", -1, 1.5, True, 2**64, [1], {"n": 1}]
+            for req_id in accepted + refused:
+                await asyncio.sleep(0.15)  # under Binance's 10 messages a second
+                await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@markPrice"], "id": req_id}))
+                answer = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                while "e" in answer:  # a markPrice update in between
+                    answer = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if req_id in accepted and not isinstance(req_id, bool):
+                    assert answer == {"result": None, "id": req_id}, req_id
+                else:
+                    assert answer["id"] is None and answer["error"]["code"] == 2, req_id
+                    assert "unsigned integer" in answer["error"]["msg"]
+            await ws.send(json.dumps({"method": "UNSUBSCRIBE", "params": ["btcusdt@markPrice"], "id": "x"}))
+            await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 9}))
+            answers = [m for m in await collect(ws, 3) if "e" not in m]
+            assert answers[0]["error"]["code"] == 2
+            assert answers[1] == {"result": ["btcusdt@markPrice"], "id": 9}, "the refused UNSUBSCRIBE did nothing"
+
+    asyncio.run(run())
+
+
+def test_heavy_history_requests_do_not_stall_the_streams(make_sim_server) -> None:  # type: ignore[no-untyped-def]
+    """Eight anonymous requests over the whole history (daily and 12 h klines from the epoch, every symbol's funding)
+    keep the server busy for a long while; meanwhile a stream client keeps getting aggTrades without a long gap,
+    and the heavy answers are right (daily klines agree with the hourly ones, all-symbol funding with per-symbol)."""
+    sim = make_sim_server(symbols=4, firehose=0.15)
+    symbols = sorted(sim.market.instruments)
+    heavy = [f"/fapi/v1/klines?symbol={s}&interval={i}&startTime=0&limit=1500" for s in symbols for i in ("1d", "12h")]
+    heavy[-1] = "/fapi/v1/fundingRate?startTime=0&limit=1000"
+
+    async def get(http: aiohttp.ClientSession, path: str) -> Any:
+        async with http.get(sim.rest_url + path, timeout=aiohttp.ClientTimeout(total=900)) as response:
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+    async def run() -> tuple[float, int, list[Any]]:
+        streams = "/".join(f"{s.lower()}@aggTrade" for s in symbols)
+        async with websockets.connect(f"{sim.ws_url}/market/stream?streams={streams}", max_queue=None) as ws:
+            await asyncio.wait_for(ws.recv(), 120)  # today's trades are generated: the stream is flowing
+            async with aiohttp.ClientSession() as http:
+                tasks = [asyncio.create_task(get(http, p)) for p in heavy]
+                worst, received, last = 0.0, 0, time.monotonic()
+                while not all(t.done() for t in tasks):
+                    try:
+                        await asyncio.wait_for(ws.recv(), 1)
+                    except TimeoutError:
+                        pass
+                    else:
+                        received += 1
+                        now = time.monotonic()
+                        worst, last = max(worst, now - last), now
+                return worst, received, [t.result() for t in tasks]
+
+    worst, received, answers = asyncio.run(run())
+    assert received > 0 and worst < 10, f"the stream stalled for {worst:.1f} s under heavy REST load"
+
+    client = rest_client(sim.settings)
+    for symbol, daily in zip(symbols, answers[0::2], strict=True):
+        opens = [row[0] for row in daily]
+        assert opens == list(range(opens[0], opens[-1] + 1, DAY_MS)) and opens[-1] == now_day()
+        day = daily[len(daily) // 2]
+        hours = client.futures_klines(symbol=symbol, interval="1h", startTime=day[0], limit=24)
+        assert [day[1], day[4], day[8]] == [hours[0][1], hours[-1][4], sum(h[8] for h in hours)]
+        assert Decimal(day[2]) == max(Decimal(h[2]) for h in hours) and Decimal(day[5]) == sum(
+            Decimal(h[5]) for h in hours
+        )
+    funding = answers[-1]
+    assert len(funding) == 1000 and funding == sorted(funding, key=lambda r: (r["fundingTime"], r["symbol"]))
+    btc = [r for r in funding if r["symbol"] == "BTCUSDT"]
+    alone = client.futures_funding_rate(symbol="BTCUSDT", startTime=btc[0]["fundingTime"], limit=len(btc))
+    assert alone == btc
+
+
+def now_day() -> int:
+    now = int(time.time() * 1000)
+    return now - now % DAY_MS
 
 
 def test_mark_price_streams(busy: SimServer) -> None:

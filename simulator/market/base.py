@@ -4,6 +4,7 @@ funding), whatever the trades come from: `MarketBase` leaves only the trade sour
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,12 +27,13 @@ from simulator.market.blocks import (
     TB_VOL,
     TRADES,
     VOL,
+    DaySource,
     LRUCache,
     NoTradesError,
     TradeBlock,
     UnknownSymbolError,
-    bucket_summaries,
     combine_rows,
+    group_summaries,
     summarize_groups,
     symbol_key,
 )
@@ -49,7 +51,12 @@ KLINE_INTERVALS: dict[str, int] = {
     "8h": 8 * HOUR_MS,
     "12h": 12 * HOUR_MS,
     "1d": DAY_MS,
+    "3d": 3 * DAY_MS,
+    "1w": 7 * DAY_MS,
+    "1M": 30 * DAY_MS,  # nominal: monthly klines open on the first of each calendar month
 }
+# Weekly klines open on Mondays 00:00 UTC (1970-01-05 was one); 3-day klines count from the epoch, as Binance's do.
+WEEK_ORIGIN_MS = 4 * DAY_MS
 PREMIUM_DECIMALS = 8  # premium index, funding rates and mark/index prices are printed with 8 decimals
 PREMIUM_SCALE = 10**PREMIUM_DECIMALS
 INTEREST_PER_8H = 0.0001
@@ -120,17 +127,53 @@ def smooth_noise(prev: np.ndarray, cur: np.ndarray, tau: float) -> np.ndarray:
     return np.convolve(x, kernel, mode="valid")
 
 
-def _window_open_range(
-    first_open: int, last_open: int, width: int, start_ms: int | None, end_ms: int | None, limit: int
-) -> tuple[int, int]:
-    """Binance's kline selection: openTime >= start, openTime <= end, at most `limit`; latest when no start."""
-    hi = last_open if end_ms is None else min(last_open, end_ms - end_ms % width)
+def _month_start(ms: int, months_ahead: int = 0) -> int:
+    day = datetime.fromtimestamp(ms / 1000, UTC)
+    index = day.year * 12 + day.month - 1 + months_ahead
+    return int(datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC).timestamp()) * 1000
+
+
+def interval_floor(interval: str, ms: int) -> int:
+    """The open time of the `interval` kline holding `ms`."""
+    if interval == "1M":
+        return _month_start(ms)
+    width = KLINE_INTERVALS[interval]
+    origin = WEEK_ORIGIN_MS if interval == "1w" else 0
+    return ms - (ms - origin) % width
+
+
+def interval_ends(interval: str, opens: np.ndarray) -> np.ndarray:
+    """Where each kline opening at `opens` ends (the next one's open; its close time is one ms before)."""
+    if interval == "1M":
+        return np.array([_month_start(int(t), 1) for t in opens], dtype=np.int64)
+    return opens + KLINE_INTERVALS[interval]
+
+
+def kline_opens(
+    interval: str, first_ms: int, now_ms: int, start_ms: int | None, end_ms: int | None, limit: int
+) -> np.ndarray:
+    """Binance's kline selection, by open time: >= start, <= end, at most `limit` from the start (the latest
+    `limit` without one), between the kline holding the first trade and the one open now."""
+    first_open = interval_floor(interval, first_ms)
+    hi = interval_floor(interval, now_ms if end_ms is None else min(now_ms, end_ms))
+    lo = first_open
     if start_ms is not None:
-        lo = max(first_open, -(-start_ms // width) * width)
-        hi = min(hi, lo + (limit - 1) * width)
-    else:
-        lo = max(first_open, hi - (limit - 1) * width)
-    return lo, hi
+        floor = interval_floor(interval, start_ms)
+        lo = max(lo, floor if floor == start_ms else int(interval_ends(interval, np.array([floor]))[0]))
+    if hi < lo:
+        return np.zeros(0, dtype=np.int64)
+    if interval != "1M":
+        width = KLINE_INTERVALS[interval]
+        if start_ms is not None:
+            hi = min(hi, lo + (limit - 1) * width)
+        else:
+            lo = max(lo, hi - (limit - 1) * width)
+        return np.arange(lo, hi + 1, width, dtype=np.int64)
+    months = [lo]
+    while months[-1] < hi:
+        months.append(_month_start(months[-1], 1))
+    opens = np.array(months, dtype=np.int64)
+    return opens[:limit] if start_ms is not None else opens[-limit:]
 
 
 def _signed_fixed(values: np.ndarray, decimals: int) -> list[str]:
@@ -154,10 +197,13 @@ class MarketBase:
     def __init__(self, instruments: Iterable[Instrument], seed: int) -> None:
         self._instruments = {i.symbol: i for i in instruments}
         self.seed = int(seed)
-        self._minute_cache = LRUCache(512)
+        n = len(self._instruments)
+        # Sized by the symbol count: the recent days of every symbol, plus a little room for history reads (which
+        # are cheap to redo). The fixed sizes before could hold 88 MB of minute rows alone.
+        self._minute_cache = LRUCache(3 * n + 16)  # 172 KB each
         self._day_summary: dict[tuple[str, int], np.ndarray] = {}
-        self._premium_cache = LRUCache(2048)
-        self._ticker_cache = LRUCache(4096)
+        self._premium_cache = LRUCache(4 * n + 64)  # 12 KB each
+        self._ticker_cache = LRUCache(2 * n + 16)  # per symbol and second: only the current second is asked again
 
     # -- symbols ----------------------------------------------------------------------------------------------
     @property
@@ -180,7 +226,7 @@ class MarketBase:
         for symbol in self._instruments if symbols is None else symbols:
             self._day_block(symbol, day_ms)
 
-    def _day_block(self, symbol: str, day_ms: int) -> TradeBlock:
+    def _day_block(self, symbol: str, day_ms: int) -> DaySource:
         raise NotImplementedError
 
     def _mid_log(self, symbol: str, now_ms: int) -> float:
@@ -195,10 +241,10 @@ class MarketBase:
         if end_ms <= start_ms:
             return TradeBlock.empty(inst)
         parts = []
-        for day in range(start_ms - start_ms % DAY_MS, end_ms, DAY_MS):
-            block = self._day_block(symbol, day)
-            lo, hi = np.searchsorted(block.time_ms, [start_ms, end_ms], side="left")
-            parts.append(block[lo:hi])
+        for day_ms in range(start_ms - start_ms % DAY_MS, end_ms, DAY_MS):
+            day = self._day_block(symbol, day_ms)
+            lo, hi = day.search_time([start_ms, end_ms])
+            parts.append(day.rows(int(lo), int(hi)))
         return TradeBlock.concat(inst, parts)
 
     def last_trade(self, symbol: str, now_ms: int) -> TradeBlock:
@@ -208,10 +254,10 @@ class MarketBase:
             raise NoTradesError(f"{symbol} has no trades before {now_ms} (first trade at {first})")
         day = now_ms - now_ms % DAY_MS
         while day >= first - first % DAY_MS:
-            block = self._day_block(symbol, day)
-            n = int(np.searchsorted(block.time_ms, now_ms, side="right"))
+            source = self._day_block(symbol, day)
+            n = int(source.search_time(now_ms, side="right"))
             if n:
-                return block[n - 1 : n]
+                return source.rows(n - 1, n)
             day -= DAY_MS
         raise NoTradesError(f"{symbol} has no trades at or before {now_ms}")
 
@@ -235,7 +281,8 @@ class MarketBase:
         """(minute start times, summary rows) of the non-empty minutes of a whole day."""
 
         def make() -> tuple[np.ndarray, np.ndarray]:
-            block = self._day_block(symbol, day_ms)
+            source = self._day_block(symbol, day_ms)
+            block = source.rows(0, len(source))
             minute = (block.time_ms - day_ms) // MINUTE_MS
             starts = np.flatnonzero(np.diff(minute, prepend=-1))
             return day_ms + minute[starts] * MINUTE_MS, summarize_groups(block, starts)
@@ -276,12 +323,16 @@ class MarketBase:
         return np.array([start_ms - start_ms % MINUTE_MS]), summarize_groups(block, np.array([0]))
 
     def _whole_day_row(self, symbol: str, day_ms: int) -> np.ndarray:
-        """One summary row per complete day (0 or 1 rows), kept for good: 1d klines over months stay cheap."""
-        key = (symbol, day_ms)
-        if key not in self._day_summary:
-            _, rows = self._minutes(symbol, day_ms)
-            self._day_summary[key] = combine_rows(rows, np.array([0])) if len(rows) else rows
-        return self._day_summary[key]
+        """One summary row per complete day (0 or 1 rows), kept for good (120 bytes): daily and longer klines over
+        months stay cheap after the first request. Summarised straight from the trades, so a walk over history
+        leaves the minute cache to the recent days that tickers and intraday klines use."""
+        row = self._day_summary.get((symbol, day_ms))
+        if row is None:
+            source = self._day_block(symbol, day_ms)
+            block = source.rows(0, len(source))
+            row = summarize_groups(block, np.array([0])) if len(block) else np.zeros((0, N_FIELDS), dtype=np.int64)
+            self._day_summary[(symbol, day_ms)] = row
+        return row
 
     def _close_before(self, symbol: str, ms: int) -> int | None:
         try:
@@ -292,18 +343,18 @@ class MarketBase:
     # -- klines -----------------------------------------------------------------------------------------------
     def kline_rows(
         self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None, limit: int, now_ms: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(open times, summary rows) of the selected klines; empty windows repeat the previous close."""
-        width = KLINE_INTERVALS[interval]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(open times, end times, summary rows) of the selected klines; empty windows repeat the previous close."""
+        empty = np.zeros(0, dtype=np.int64)
         first = self.first_trade_ms(symbol)
         if now_ms < first:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, N_FIELDS), dtype=np.int64)
-        lo, hi = _window_open_range(first - first % width, now_ms - now_ms % width, width, start_ms, end_ms, limit)
-        if hi < lo:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, N_FIELDS), dtype=np.int64)
-        n = (hi - lo) // width + 1
-        end = min(hi + width, now_ms + 1)
-        if width == DAY_MS:
+            return empty, empty, np.zeros((0, N_FIELDS), dtype=np.int64)
+        opens = kline_opens(interval, first, now_ms, start_ms, end_ms, limit)
+        if not len(opens):
+            return empty, empty, np.zeros((0, N_FIELDS), dtype=np.int64)
+        ends = interval_ends(interval, opens)
+        lo, end = int(opens[0]), min(int(ends[-1]), now_ms + 1)
+        if KLINE_INTERVALS[interval] >= DAY_MS:  # whole days from the per-day rows, today so far from the minutes
             whole_end = min(end, now_ms - now_ms % DAY_MS)
             parts = [(np.full(1, d), self._whole_day_row(symbol, d)) for d in range(lo, whole_end, DAY_MS)]
             parts = [(t[: len(r)], r) for t, r in parts]
@@ -312,13 +363,12 @@ class MarketBase:
             rows = np.concatenate([r for _, r in parts] + [tail[1]])
         else:
             times, rows = self._summary_rows(symbol, lo, end)
-        out, present = bucket_summaries(times, rows, lo, width, n)
-        opens = lo + np.arange(n, dtype=np.int64) * width
+        out, present = group_summaries(np.searchsorted(opens, times, side="right") - 1, rows, len(opens))
         if not present.all():
             out = self._fill_empty(symbol, lo, out, present)
             known = out[:, CLOSE] >= 0  # windows before any trade do not exist
-            opens, out = opens[known], out[known]
-        return opens, out
+            opens, ends, out = opens[known], ends[known], out[known]
+        return opens, ends, out
 
     def _fill_empty(self, symbol: str, lo: int, rows: np.ndarray, present: np.ndarray) -> np.ndarray:
         idx = np.where(present, np.arange(len(present)), -1)
@@ -345,10 +395,9 @@ class MarketBase:
         if interval not in KLINE_INTERVALS:
             raise ValueError(f"unknown interval {interval!r}")
         inst = self.instrument(symbol)
-        opens, rows = self.kline_rows(symbol, interval, start_ms, end_ms, limit, now_ms)
+        opens, ends, rows = self.kline_rows(symbol, interval, start_ms, end_ms, limit, now_ms)
         if not len(opens):
             return []
-        width = KLINE_INTERVALS[interval]
         quote_decimals = inst.price_decimals + inst.qty_decimals
         quote_units = inst.tick_units * inst.step_units
         columns = [
@@ -358,7 +407,7 @@ class MarketBase:
             inst.format_prices(rows[:, LOW]),
             inst.format_prices(rows[:, CLOSE]),
             inst.format_qtys(rows[:, VOL]),
-            (opens + width - 1).tolist(),
+            (ends - 1).tolist(),
             format_units_array(rows[:, QUOTE] * quote_units, quote_decimals),
             rows[:, TRADES].tolist(),
             inst.format_qtys(rows[:, TB_VOL]),
@@ -474,36 +523,35 @@ class MarketBase:
         if interval not in KLINE_INTERVALS:
             raise ValueError(f"unknown interval {interval!r}")
         self.instrument(symbol)
-        width = KLINE_INTERVALS[interval]
         first = self.first_trade_ms(symbol)
         if now_ms < first:
             return []
-        lo, hi = _window_open_range(first - first % width, now_ms - now_ms % width, width, start_ms, end_ms, limit)
-        if hi < lo:
+        opens = kline_opens(interval, first, now_ms, start_ms, end_ms, limit)
+        if not len(opens):
             return []
-        n = (hi - lo) // width + 1
-        first_minute = max(lo, first - first % MINUTE_MS)
+        ends = interval_ends(interval, opens)
+        n = len(opens)
+        first_minute = max(int(opens[0]), first - first % MINUTE_MS)
         last_minute = now_ms - now_ms % MINUTE_MS
-        values = self._premium_minutes(symbol, first_minute - MINUTE_MS, min(hi + width, last_minute + MINUTE_MS))
+        values = self._premium_minutes(symbol, first_minute - MINUTE_MS, min(int(ends[-1]), last_minute + MINUTE_MS))
         opens_m, closes_m = values[:-1], values[1:]
         minute_times = first_minute + np.arange(len(closes_m), dtype=np.int64) * MINUTE_MS
-        bucket = (minute_times - lo) // width
+        bucket = np.searchsorted(opens, minute_times, side="right") - 1
         starts = np.flatnonzero(np.diff(bucket, prepend=-1))
-        ends = np.append(starts[1:], len(bucket)) - 1
+        ends_m = np.append(starts[1:], len(bucket)) - 1
         high = np.maximum.reduceat(np.maximum(opens_m, closes_m), starts)
         low = np.minimum.reduceat(np.minimum(opens_m, closes_m), starts)
         samples = np.diff(np.append(starts, len(bucket))) * SAMPLES_PER_MINUTE
-        opens = lo + bucket[starts] * width
-        assert len(opens) == n
+        assert len(starts) == n
         fmt = _signed_fixed
         columns = [
             opens.tolist(),
             fmt(opens_m[starts], PREMIUM_DECIMALS),
             fmt(high, PREMIUM_DECIMALS),
             fmt(low, PREMIUM_DECIMALS),
-            fmt(closes_m[ends], PREMIUM_DECIMALS),
+            fmt(closes_m[ends_m], PREMIUM_DECIMALS),
             ["0"] * n,
-            (opens + width - 1).tolist(),
+            (ends - 1).tolist(),
             ["0"] * n,
             samples.tolist(),
             ["0"] * n,

@@ -7,7 +7,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -30,6 +30,7 @@ def symbol_key(symbol: str) -> int:
 
 
 _T = TypeVar("_T")
+Side = Literal["left", "right"]
 
 
 class LRUCache:
@@ -91,6 +92,16 @@ class TradeBlock:
     def __len__(self) -> int:
         return int(self.agg_id.shape[0])
 
+    # The DaySource interface (what the market reads a day's trades through), so a plain block serves as one.
+    def search_time(self, ms: Sequence[int] | int, side: Side = "left") -> Any:
+        return np.searchsorted(self.time_ms, ms, side=side)
+
+    def rows(self, lo: int, hi: int) -> TradeBlock:
+        return self[lo:hi]
+
+    def agg_id_at(self, i: int) -> int:
+        return int(self.agg_id[i])
+
     def __getitem__(self, index: slice | np.ndarray) -> TradeBlock:
         arrays = {f: getattr(self, f)[index] for f in self._FIELDS}
         return TradeBlock(self.symbol, self.instrument, **arrays)
@@ -119,6 +130,114 @@ class TradeBlock:
             self.buyer_maker.tolist(),
         )
         return [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+class DaySource(Protocol):
+    """One symbol-day of trades as the market reads it: search by time, take rows as a TradeBlock."""
+
+    def __len__(self) -> int: ...
+
+    def search_time(self, ms: Sequence[int] | int, side: Side = "left") -> Any: ...
+
+    def rows(self, lo: int, hi: int) -> TradeBlock: ...
+
+    def agg_id_at(self, i: int) -> int: ...
+
+
+def _smallest_int(values: np.ndarray) -> np.ndarray:
+    """`values` as int32 when they fit (most prices in ticks and quantities in steps do), else int64."""
+    if not len(values) or (int(values.min()) >= -(2**31) and int(values.max()) < 2**31):
+        return values.astype(np.int32)
+    return values.astype(np.int64, copy=False)
+
+
+class CompactDay:
+    """A symbol-day of aggTrades held in about a third of a TradeBlock's memory (17 bytes a trade instead of 49).
+
+    Times are int32 offsets into the day; prices and quantities int32 when they fit; aggTrade ids and first trade
+    ids are not stored when contiguous (they are for generated trades: agg ids count up, and each aggTrade's first
+    trade id follows the previous one's last), only last trade ids relative to the day's first. The simulator keeps
+    every symbol's current day in memory for the stream, so this is what its resident size is made of. Rows come
+    out as ordinary int64 TradeBlocks, one slice at a time."""
+
+    __slots__ = (
+        "_agg_base",
+        "_agg_rel",
+        "_day_ms",
+        "_first_rel",
+        "_instrument",
+        "_last_rel",
+        "_maker",
+        "_offset",
+        "_price",
+        "_qty",
+        "_symbol",
+        "_trade_base",
+    )
+
+    def __init__(self, block: TradeBlock, day_ms: int) -> None:
+        n = len(block)
+        self._symbol, self._instrument, self._day_ms = block.symbol, block.instrument, int(day_ms)
+        self._offset = (block.time_ms - day_ms).astype(np.int32)
+        self._price = _smallest_int(block.price_ticks)
+        self._qty = _smallest_int(block.qty_steps)
+        self._maker = block.buyer_maker.astype(bool, copy=False)
+        self._agg_base = int(block.agg_id[0]) if n else 0
+        self._trade_base = int(block.first_id[0]) if n else 0
+        agg_rel = block.agg_id - self._agg_base
+        self._agg_rel = None if n and int(agg_rel[-1]) == n - 1 and bool((np.diff(agg_rel) == 1).all()) else agg_rel
+        last_rel = block.last_id - self._trade_base
+        self._last_rel = _smallest_int(last_rel)
+        first_rel = block.first_id - self._trade_base
+        contiguous = n and bool((first_rel[1:] == last_rel[:-1] + 1).all())
+        self._first_rel = None if contiguous else _smallest_int(first_rel)
+
+    def __len__(self) -> int:
+        return int(self._offset.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self._offset, self._price, self._qty, self._maker, self._agg_rel, self._last_rel, self._first_rel)
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    def search_time(self, ms: Sequence[int] | int, side: Side = "left") -> Any:
+        # The query in the array's own dtype: searchsorted would otherwise cast the whole day to int64 per call.
+        day, top = self._day_ms, 2**31 - 1
+        if np.ndim(ms) == 0:
+            return self._offset.searchsorted(np.int32(min(max(int(ms) - day, -1), top)), side=side)  # type: ignore[arg-type]
+        rel = np.array([min(max(int(v) - day, -1), top) for v in ms], dtype=np.int32)
+        return self._offset.searchsorted(rel, side=side)
+
+    def agg_id_at(self, i: int) -> int:
+        return self._agg_base + (i if self._agg_rel is None else int(self._agg_rel[i]))
+
+    def rows(self, lo: int, hi: int) -> TradeBlock:
+        n = len(self)
+        lo, hi = max(0, min(lo, n)), max(0, min(hi, n))
+        if hi <= lo:  # the stream's usual step for a quiet symbol
+            return TradeBlock.empty(self._instrument)
+        last = self._last_rel[lo:hi].astype(np.int64) + self._trade_base
+        if self._first_rel is not None:
+            first = self._first_rel[lo:hi].astype(np.int64) + self._trade_base
+        else:
+            first = np.empty(hi - lo, dtype=np.int64)
+            first[1:] = last[:-1] + 1
+            first[0] = self._trade_base if lo == 0 else int(self._last_rel[lo - 1]) + self._trade_base + 1
+        if self._agg_rel is None:
+            agg = np.arange(self._agg_base + lo, self._agg_base + hi, dtype=np.int64)
+        else:
+            agg = self._agg_rel[lo:hi] + self._agg_base
+        return TradeBlock(
+            self._symbol,
+            self._instrument,
+            agg,
+            self._price[lo:hi].astype(np.int64),
+            self._qty[lo:hi].astype(np.int64),
+            first,
+            last,
+            self._offset[lo:hi].astype(np.int64) + self._day_ms,
+            self._maker[lo:hi],
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -175,11 +294,8 @@ def combine_rows(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return out
 
 
-def bucket_summaries(
-    time_ms: np.ndarray, rows: np.ndarray, origin_ms: int, width_ms: int, n: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Group non-empty rows (sorted by time) into n buckets of width_ms from origin: (rows per bucket, present)."""
-    bucket = (time_ms - origin_ms) // width_ms
+def group_summaries(bucket: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Group non-empty rows (sorted by time) by their window index in 0..n-1 (others dropped): (rows, present)."""
     keep = (bucket >= 0) & (bucket < n)
     bucket, rows = bucket[keep], rows[keep]
     out = np.zeros((n, N_FIELDS), dtype=np.int64)

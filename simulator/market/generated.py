@@ -20,7 +20,7 @@ import numpy as np
 from lsq.timelabels import DAY_MS, MINUTE_MS, parse_day
 from simulator.instruments import Instrument, all_instruments, select_instruments
 from simulator.market.base import MarketBase, smooth_noise
-from simulator.market.blocks import MINUTES, LRUCache, NoTradesError, TradeBlock, symbol_key
+from simulator.market.blocks import MINUTES, CompactDay, LRUCache, NoTradesError, TradeBlock, symbol_key
 
 GENESIS_MS = parse_day("2026-01-01")  # first simulated trade; history starts here for every listed symbol
 HORIZON_DAYS = 4096  # days after genesis the daily layer covers (to 2037)
@@ -73,8 +73,9 @@ class Market(MarketBase):
         rate_multiplier: float = 1.0,
         block_cache_size: int | None = None,
     ) -> None:
-        """`block_cache_size` (symbol-days kept) defaults to two days of every symbol plus room for history reads,
-        so the live stream's current days and a prefetched next day are never evicted by backfills."""
+        """Trade days are cached in two tiers: the recent ones (the latest day asked for and the one before, for
+        every symbol: what the stream, 24 h tickers and the last day's backfill read) and a few older ones
+        (`block_cache_size`, for history reads), so a walk over months of history never evicts the live days."""
         instruments = list(instruments)
         untradable = [i.symbol for i in instruments if not i.tradable]
         if untradable:
@@ -85,9 +86,11 @@ class Market(MarketBase):
         self.rate_multiplier = float(rate_multiplier)
         self._models: dict[str, _SymbolModel] = {}
         self._ids: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._block_cache = LRUCache(block_cache_size or 2 * len(instruments) + 16)
-        self._raw_cache = LRUCache(8)
-        self._intraday_cache = LRUCache(1024)
+        self._recent_days = LRUCache(3 * len(instruments) + 8)
+        self._old_days = LRUCache(block_cache_size or 4)
+        self._latest_day = GENESIS_MS
+        self._raw_cache = LRUCache(1)
+        self._intraday_cache = LRUCache(4 * len(instruments) + 64)
         self._lock = threading.Lock()
         self._common = self._common_daily()
 
@@ -246,19 +249,22 @@ class Market(MarketBase):
         self._ids[symbol] = (agg, trade)
         return agg, trade
 
-    def _day_block(self, symbol: str, day_ms: int) -> TradeBlock:
-        def make() -> TradeBlock:
+    def _day_block(self, symbol: str, day_ms: int) -> CompactDay:
+        def make() -> CompactDay:
             inst = self.instrument(symbol)
             time, price, steps, maker, mult = self._raw_day(symbol, day_ms)
             day = self._day_index(day_ms)
             if not len(time):
-                return TradeBlock.empty(inst)
+                return CompactDay(TradeBlock.empty(inst), day_ms)
             agg_base, trade_base = self._id_bases(symbol)
             last = trade_base[day] + np.cumsum(mult) - 1
             agg = agg_base[day] + np.arange(len(time), dtype=np.int64)
-            return TradeBlock(symbol, inst, agg, price, steps, last - mult + 1, last, time, maker)
+            return CompactDay(TradeBlock(symbol, inst, agg, price, steps, last - mult + 1, last, time, maker), day_ms)
 
-        return self._block_cache.get((symbol, day_ms), make)
+        with self._lock:
+            self._latest_day = max(self._latest_day, day_ms)
+            recent = day_ms >= self._latest_day - DAY_MS
+        return (self._recent_days if recent else self._old_days).get((symbol, day_ms), make)
 
     # -- ids --------------------------------------------------------------------------------------------------
     def first_id_at(self, symbol: str, ms: int) -> int:
@@ -266,10 +272,10 @@ class Market(MarketBase):
         first = self.first_trade_ms(symbol)
         ms = max(int(ms), first)
         day_ms = ms - ms % DAY_MS
-        block = self._day_block(symbol, day_ms)
-        i = int(np.searchsorted(block.time_ms, ms, side="left"))
-        if i < len(block):
-            return int(block.agg_id[i])
+        source = self._day_block(symbol, day_ms)
+        i = int(source.search_time(ms, side="left"))
+        if i < len(source):
+            return source.agg_id_at(i)
         agg_base, _ = self._id_bases(symbol)
         return int(agg_base[self._day_index(day_ms) + 1])
 
@@ -287,12 +293,12 @@ class Market(MarketBase):
             if end_ms is not None and day_ms > end_ms:
                 break
             if day_ms + DAY_MS > first:
-                block = self._day_block(symbol, day_ms)
+                source = self._day_block(symbol, day_ms)
                 lo = max(0, from_id - int(agg_base[day]))
-                piece = block[lo : lo + remaining]
+                piece = source.rows(lo, lo + remaining)
                 if end_ms is not None:
                     piece = piece[: int(np.searchsorted(piece.time_ms, end_ms, side="right"))]
-                    if len(piece) < min(remaining, len(block) - lo):
+                    if len(piece) < min(remaining, len(source) - lo):
                         parts.append(piece)
                         break
                 parts.append(piece)
