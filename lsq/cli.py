@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "lsq_pipeline.cli",
     "factors.cli",
     "executors.cli",
+    "monitoring.cli",
 )
 
 # Commands served by one light module: `lsq status` must answer in well under a second, so it does not import every

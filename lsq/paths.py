@@ -13,6 +13,7 @@ data/
   factors/..., alpha/...                           per-run calculator vectors and alphas
   positions/{account_id}_target_positions_{YYYYmmdd_HHMMSS}.json
   execution/{account_id}/                          the executor's journal (SQLite), halt switch, equity peak
+  monitoring/{account_id}/...                      account snapshots, income, fills, orders (monitoring.store)
   simulator/                                       the simulator's account state
 """
 
@@ -92,6 +93,13 @@ class DataPaths:
 
     def execution(self, account_id: str) -> Path:
         return self.root / "execution" / account_id
+
+    @property
+    def monitoring(self) -> Path:
+        return self.root / "monitoring"
+
+    def monitoring_account(self, account_id: str) -> Path:
+        return self.monitoring / account_id
 
     @property
     def simulator(self) -> Path:

@@ -1,0 +1,399 @@
+"""The strategy report of one account over any range (a day, a month): what trading earned and what it cost,
+measured from the account's own fills, income records and snapshots, never from assumed rates.
+
+- By symbol: turnover (Σ fill notional), fees paid (−Σ COMMISSION), funding received and paid (FUNDING_FEE), and PnL
+  split into price (REALIZED_PNL + the change of unrealized PnL over the range, from the snapshots at or before its
+  bounds), funding and fees; total = price + funding − fees. Other income (insurance clear, ...) is listed apart;
+  transfers are capital, reported but never PnL.
+- Per window (a target file's decision time up to the next one): implementation shortfall of the window's fills
+  against the target file's decision price and against the arrival mark (the latest stored mark at or before the
+  symbol's first fill in the window), in USDT (positive = cost) and in bps of the filled notional at the reference;
+  and the deviation from the window's targets at its last snapshot. Tracking error is the root mean square of those
+  end-of-window deviation shares.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from lsq.paths import DataPaths, atomic_write_text
+from lsq.timelabels import DAY_MS
+from monitoring.store import MONEY, AccountStore
+from monitoring.targets import TargetFile, read_targets
+
+ZERO = Decimal(0)
+PNL_TYPES = ("REALIZED_PNL", "FUNDING_FEE", "COMMISSION")
+FLOW_TYPES = ("TRANSFER",)
+
+BY_SYMBOL_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "fills": pl.UInt32(),
+    "turnover": MONEY,
+    "fees": MONEY,
+    "funding_received": MONEY,
+    "funding_paid": MONEY,
+    "funding": MONEY,
+    "realized_pnl": MONEY,
+    "unrealized_change": MONEY,
+    "price_pnl": MONEY,
+    "total_pnl": MONEY,
+}
+
+
+def _sum_where(cond: pl.Expr, value: str = "income") -> pl.Expr:
+    return pl.when(cond).then(pl.col(value)).otherwise(pl.lit(0).cast(MONEY)).sum()
+
+
+def _unrealized_at(snapshots: pl.DataFrame, positions: pl.DataFrame, at_ms: int) -> pl.DataFrame:
+    """`symbol, unrealized_pnl` of the last snapshot at or before `at_ms` (empty before the first)."""
+    before = snapshots.filter(pl.col("time_ms") <= at_ms)
+    if before.height == 0:
+        return pl.DataFrame(schema={"symbol": pl.String(), "unrealized_pnl": MONEY})
+    t = before["time_ms"].max()
+    return positions.filter(pl.col("time_ms") == t).group_by("symbol").agg(pl.col("unrealized_pnl").sum().cast(MONEY))
+
+
+def pnl_by_symbol(
+    fills: pl.DataFrame,
+    income: pl.DataFrame,
+    snapshots: pl.DataFrame,
+    positions: pl.DataFrame,
+    start_ms: int,
+    end_ms: int,
+) -> pl.DataFrame:
+    """Per symbol over [start_ms, end_ms): turnover, fees, funding, and PnL split into price, funding and fees."""
+    f = fills.filter(pl.col("time_ms").is_between(start_ms, end_ms, closed="left"))
+    i = income.filter(pl.col("time_ms").is_between(start_ms, end_ms, closed="left") & (pl.col("symbol") != ""))
+    traded = f.group_by("symbol").agg(pl.len().alias("fills"), pl.col("quote_qty").sum().cast(MONEY).alias("turnover"))
+    kind = pl.col("income_type")
+    booked = i.group_by("symbol").agg(
+        (-_sum_where(kind == "COMMISSION")).alias("fees"),
+        _sum_where((kind == "FUNDING_FEE") & (pl.col("income") > 0)).alias("funding_received"),
+        (-_sum_where((kind == "FUNDING_FEE") & (pl.col("income") < 0))).alias("funding_paid"),
+        _sum_where(kind == "FUNDING_FEE").alias("funding"),
+        _sum_where(kind == "REALIZED_PNL").alias("realized_pnl"),
+    )
+    u0 = _unrealized_at(snapshots, positions, start_ms - 1).rename({"unrealized_pnl": "u0"})
+    u1 = _unrealized_at(snapshots, positions, end_ms - 1).rename({"unrealized_pnl": "u1"})
+    zero = pl.lit(0).cast(MONEY)
+    out = (
+        traded.join(booked, on="symbol", how="full", coalesce=True)
+        .join(u0, on="symbol", how="full", coalesce=True)
+        .join(u1, on="symbol", how="full", coalesce=True)
+        .with_columns(
+            pl.col("fills").fill_null(0).cast(pl.UInt32),
+            *[pl.col(c).fill_null(zero).cast(MONEY) for c in ("turnover", "fees", "funding_received", "funding_paid")],
+            *[pl.col(c).fill_null(zero).cast(MONEY) for c in ("funding", "realized_pnl", "u0", "u1")],
+        )
+        .with_columns((pl.col("u1") - pl.col("u0")).cast(MONEY).alias("unrealized_change"))
+        .with_columns((pl.col("realized_pnl") + pl.col("unrealized_change")).cast(MONEY).alias("price_pnl"))
+        .with_columns((pl.col("price_pnl") + pl.col("funding") - pl.col("fees")).cast(MONEY).alias("total_pnl"))
+    )
+    return out.select(list(BY_SYMBOL_SCHEMA)).sort("symbol")
+
+
+def _totals(by_symbol: pl.DataFrame, income: pl.DataFrame, start_ms: int, end_ms: int) -> dict[str, Any]:
+    i = income.filter(pl.col("time_ms").is_between(start_ms, end_ms, closed="left"))
+    money = [c for c, d in BY_SYMBOL_SCHEMA.items() if d == MONEY]
+    sums = {c: Decimal(str(by_symbol[c].sum() or 0)) for c in money}
+    other = i.filter(~pl.col("income_type").is_in([*PNL_TYPES, *FLOW_TYPES]))
+    flows = i.filter(pl.col("income_type").is_in(FLOW_TYPES))
+    # Income without a symbol (rare: e.g. an account-level commission) still counts, so the totals equal Σ income.
+    unassigned = i.filter((pl.col("symbol") == "") & pl.col("income_type").is_in(PNL_TYPES))
+    loose = {t: Decimal(str(unassigned.filter(pl.col("income_type") == t)["income"].sum() or 0)) for t in PNL_TYPES}
+    sums["fees"] -= loose["COMMISSION"]
+    sums["funding"] += loose["FUNDING_FEE"]
+    sums["realized_pnl"] += loose["REALIZED_PNL"]
+    sums["price_pnl"] += loose["REALIZED_PNL"]
+    other_total = Decimal(str(other["income"].sum() or 0))
+    sums["total_pnl"] += loose["REALIZED_PNL"] + loose["FUNDING_FEE"] + loose["COMMISSION"] + other_total
+    return {
+        **{k: str(v) for k, v in sums.items()},
+        "fills": int(by_symbol["fills"].sum() or 0),
+        "other_income": str(other_total),
+        "transfers": str(Decimal(str(flows["income"].sum() or 0))),
+    }
+
+
+def _targets_long(targets: list[TargetFile]) -> pl.DataFrame:
+    frames = [t.positions.with_columns(pl.lit(t.timestamp_ms).alias("window_ms")) for t in targets]
+    schema = {"symbol": pl.String(), "target_position": MONEY, "price": MONEY, "window_ms": pl.Int64()}
+    return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+
+
+WINDOW_SCHEMA: dict[str, pl.DataType] = {
+    "window_ms": pl.Int64(),
+    "symbol": pl.String(),
+    "fills": pl.UInt32(),
+    "filled_qty": pl.Float64(),
+    "filled_notional": pl.Float64(),
+    "fees": pl.Float64(),
+    "decision_price": pl.Float64(),
+    "arrival_price": pl.Float64(),
+    "shortfall_decision": pl.Float64(),
+    "shortfall_decision_bps": pl.Float64(),
+    "shortfall_arrival": pl.Float64(),
+    "shortfall_arrival_bps": pl.Float64(),
+}
+
+
+def shortfall_by_window(
+    fills: pl.DataFrame, positions: pl.DataFrame, targets: list[TargetFile], end_ms: int
+) -> pl.DataFrame:
+    """Per (window, symbol) with fills: quantity, notional, fees and shortfall against decision and arrival prices."""
+    if not targets:
+        return pl.DataFrame(schema=WINDOW_SCHEMA)
+    starts = pl.DataFrame({"window_ms": [t.timestamp_ms for t in targets]}).sort("window_ms")
+    f = (
+        fills.filter(pl.col("time_ms") < end_ms)
+        .sort("time_ms")
+        .join_asof(starts, left_on="time_ms", right_on="window_ms", strategy="backward")
+        .filter(pl.col("window_ms").is_not_null())
+    )
+    if f.height == 0:
+        return pl.DataFrame(schema=WINDOW_SCHEMA)
+    decided = _targets_long(targets).select("window_ms", "symbol", pl.col("price").cast(pl.Float64).alias("decision"))
+    first = f.group_by("window_ms", "symbol").agg(pl.col("time_ms").min().alias("first_fill"))
+    marks = positions.select(
+        pl.col("time_ms").alias("mark_ms"), "symbol", pl.col("mark_price").cast(pl.Float64).alias("arrival")
+    ).filter(pl.col("arrival") > 0)
+    arrival = (
+        first.sort("first_fill")
+        .join_asof(
+            marks.sort("mark_ms"),
+            left_on="first_fill",
+            right_on="mark_ms",
+            by="symbol",
+            strategy="backward",
+            check_sortedness=False,
+        )
+        .select("window_ms", "symbol", "arrival")
+    )
+    sign = pl.when(pl.col("side") == "BUY").then(1.0).otherwise(-1.0)
+    q, p = pl.col("qty").cast(pl.Float64), pl.col("price").cast(pl.Float64)
+    rows = (
+        f.join(decided, on=["window_ms", "symbol"], how="left")
+        .join(arrival, on=["window_ms", "symbol"], how="left")
+        .group_by("window_ms", "symbol")
+        .agg(
+            pl.len().alias("fills"),
+            (sign * q).sum().alias("filled_qty"),
+            (q * p).sum().alias("filled_notional"),
+            pl.col("commission").cast(pl.Float64).sum().alias("fees"),
+            pl.col("decision").first().alias("decision_price"),
+            pl.col("arrival").first().alias("arrival_price"),
+            (sign * q * (p - pl.col("decision"))).sum().alias("shortfall_decision"),
+            (q * pl.col("decision")).sum().alias("_ref_d"),
+            (sign * q * (p - pl.col("arrival"))).sum().alias("shortfall_arrival"),
+            (q * pl.col("arrival")).sum().alias("_ref_a"),
+        )
+    )
+    bps = lambda cost, ref: pl.when(pl.col(ref) > 0).then(pl.col(cost) / pl.col(ref) * 1e4)  # noqa: E731
+    return (
+        rows.with_columns(
+            pl.when(pl.col("decision_price").is_not_null()).then(pl.col("shortfall_decision")),
+            pl.when(pl.col("arrival_price").is_not_null()).then(pl.col("shortfall_arrival")),
+        )
+        .with_columns(
+            bps("shortfall_decision", "_ref_d").alias("shortfall_decision_bps"),
+            bps("shortfall_arrival", "_ref_a").alias("shortfall_arrival_bps"),
+        )
+        .select(list(WINDOW_SCHEMA))
+        .sort("window_ms", "symbol")
+    )
+
+
+def deviation_by_window(
+    snapshots: pl.DataFrame, positions: pl.DataFrame, targets: list[TargetFile], end_ms: int
+) -> pl.DataFrame:
+    """Per window: total deviation from its targets (notional at mark, and share of the target gross) at the
+    window's last snapshot before the next decision; windows without a snapshot are left out."""
+    schema = {
+        "window_ms": pl.Int64(),
+        "snapshot_ms": pl.Int64(),
+        "deviation_notional": pl.Float64(),
+        "target_gross": pl.Float64(),
+        "deviation_share": pl.Float64(),
+    }
+    if not targets:
+        return pl.DataFrame(schema=schema)
+    times = [t.timestamp_ms for t in targets]
+    bounds = pl.DataFrame({"window_ms": times, "next_ms": [*times[1:], end_ms]})
+    snaps = snapshots.select(pl.col("time_ms").alias("snapshot_ms")).sort("snapshot_ms")
+    last = (
+        bounds.with_columns((pl.col("next_ms") - 1).alias("_probe"))
+        .sort("_probe")
+        .join_asof(snaps, left_on="_probe", right_on="snapshot_ms", strategy="backward")
+        .filter(pl.col("snapshot_ms") >= pl.col("window_ms"))
+        .select("window_ms", "snapshot_ms")
+    )
+    if last.height == 0:
+        return pl.DataFrame(schema=schema)
+    held = (
+        positions.join(last, left_on="time_ms", right_on="snapshot_ms")
+        .select(
+            "window_ms",
+            "symbol",
+            pl.col("position_amt").cast(pl.Float64).alias("current"),
+            pl.col("mark_price").cast(pl.Float64).alias("mark"),
+        )
+        .group_by("window_ms", "symbol")
+        .agg(pl.col("current").sum(), pl.col("mark").first())
+    )
+    wanted = (
+        _targets_long(targets)
+        .join(last, on="window_ms")
+        .select(
+            "window_ms",
+            "symbol",
+            pl.col("target_position").cast(pl.Float64).alias("target"),
+            pl.col("price").cast(pl.Float64).alias("decision"),
+        )
+    )
+    price = pl.coalesce(
+        pl.when(pl.col("mark") > 0).then(pl.col("mark")), pl.when(pl.col("decision") > 0).then(pl.col("decision"))
+    )
+    per = (
+        held.join(wanted, on=["window_ms", "symbol"], how="full", coalesce=True)
+        .with_columns(pl.col("current").fill_null(0.0), pl.col("target").fill_null(0.0), price.alias("price"))
+        .group_by("window_ms")
+        .agg(
+            ((pl.col("current") - pl.col("target")).abs() * pl.col("price")).sum().alias("deviation_notional"),
+            (pl.col("target").abs() * pl.col("price")).sum().alias("target_gross"),
+        )
+    )
+    share = pl.when(pl.col("target_gross") > 0).then(pl.col("deviation_notional") / pl.col("target_gross"))
+    share = share.when(pl.col("deviation_notional") == 0).then(0.0)
+    return (
+        last.join(per, on="window_ms", how="left")
+        .with_columns(pl.col("deviation_notional", "target_gross").fill_null(0.0))
+        .with_columns(share.alias("deviation_share"))
+        .select(list(schema))
+        .sort("window_ms")
+    )
+
+
+@dataclass(frozen=True)
+class StrategyReport:
+    account_id: str
+    start_ms: int
+    end_ms: int
+    totals: dict[str, Any]
+    by_symbol: pl.DataFrame
+    daily: pl.DataFrame
+    windows: pl.DataFrame
+    window_deviation: pl.DataFrame
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: money as exact strings, measures as numbers."""
+        return {
+            "account_id": self.account_id,
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+            "totals": self.totals,
+            "by_symbol": _records(self.by_symbol),
+            "daily": _records(self.daily),
+            "windows": _records(self.windows),
+            "window_deviation": _records(self.window_deviation),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=1)
+
+    def write(self, directory: Path) -> list[Path]:
+        """report.json and one CSV per table into `directory`, each written atomically."""
+        written = [directory / "report.json"]
+        atomic_write_text(written[0], self.to_json())
+        for name in ("by_symbol", "daily", "windows", "window_deviation"):
+            path = directory / f"{name}.csv"
+            atomic_write_text(path, getattr(self, name).write_csv())
+            written.append(path)
+        return written
+
+
+def _records(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    out = frame.with_columns(pl.col(c).cast(pl.String) for c, d in frame.schema.items() if isinstance(d, pl.Decimal))
+    return [
+        {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+        for r in out.to_dicts()
+    ]
+
+
+def _daily(
+    fills: pl.DataFrame,
+    income: pl.DataFrame,
+    snapshots: pl.DataFrame,
+    positions: pl.DataFrame,
+    start_ms: int,
+    end_ms: int,
+) -> pl.DataFrame:
+    rows = []
+    day = start_ms - start_ms % DAY_MS
+    while day < end_ms:
+        lo, hi = max(day, start_ms), min(day + DAY_MS, end_ms)
+        totals = _totals(pnl_by_symbol(fills, income, snapshots, positions, lo, hi), income, lo, hi)
+        rows.append({"day": pl.from_epoch(pl.Series([day]), time_unit="ms").dt.strftime("%Y-%m-%d")[0], **totals})
+        day += DAY_MS
+    frame = pl.DataFrame(rows)
+    money = [c for c in frame.columns if c not in ("day", "fills")]
+    return frame.with_columns(pl.col(money).cast(MONEY)) if frame.height else frame
+
+
+def strategy_report(
+    account_id: str,
+    fills: pl.DataFrame,
+    income: pl.DataFrame,
+    snapshots: pl.DataFrame,
+    positions: pl.DataFrame,
+    targets: list[TargetFile],
+    start_ms: int,
+    end_ms: int,
+) -> StrategyReport:
+    """The report over [start_ms, end_ms) from stored frames (pure; `account_report` reads them)."""
+    if end_ms <= start_ms:
+        raise ValueError(f"empty report range: end {end_ms} is not after start {start_ms}")
+    by_symbol = pnl_by_symbol(fills, income, snapshots, positions, start_ms, end_ms)
+    totals = _totals(by_symbol, income, start_ms, end_ms)
+    windows = shortfall_by_window(fills, positions, targets, end_ms)
+    deviation = deviation_by_window(snapshots, positions, targets, end_ms)
+    shares = deviation["deviation_share"].drop_nulls()
+    totals["tracking_error"] = math.sqrt(float((shares**2).mean())) if shares.len() else None  # type: ignore[arg-type]
+    totals["windows_with_fills"] = windows["window_ms"].n_unique()
+    ref = windows["filled_notional"].sum()
+    for col in ("shortfall_decision", "shortfall_arrival"):
+        totals[col] = float(windows[col].sum())
+        totals[f"{col}_bps"] = float(windows[col].sum()) / float(ref) * 1e4 if ref else None
+    return StrategyReport(
+        account_id,
+        start_ms,
+        end_ms,
+        totals,
+        by_symbol,
+        _daily(fills, income, snapshots, positions, start_ms, end_ms),
+        windows,
+        deviation,
+    )
+
+
+def account_report(paths: DataPaths, account_id: str, start_ms: int, end_ms: int) -> StrategyReport:
+    """The report of a stored account; snapshots from a day before the range give the unrealized PnL it starts
+    with (a store with a longer gap than that starts the range at 0)."""
+    store = AccountStore(paths, account_id)
+    targets = read_targets(paths, account_id, start_ms, end_ms)
+    return strategy_report(
+        account_id,
+        store.read("fills", start_ms, end_ms),
+        store.read("income", start_ms, end_ms),
+        store.read("snapshots", start_ms - DAY_MS, end_ms),
+        store.read("positions", start_ms - DAY_MS, end_ms),
+        targets,
+        start_ms,
+        end_ms,
+    )
