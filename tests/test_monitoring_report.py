@@ -1,0 +1,119 @@
+"""The strategy report on scripted fills, income, snapshots and target files written by the sizing step."""
+
+from __future__ import annotations
+
+import csv
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from factors.sizing import TargetPosition, write_account_targets
+from lsq.paths import DataPaths
+from lsq.timelabels import WINDOW_MS
+from monitoring.records import fill_row, income_row, position_rows, snapshot_row
+from monitoring.report import account_report
+from monitoring.store import AccountStore, as_frame
+
+D = Decimal
+H = 3_600_000
+W0 = 1_798_761_600_000  # 2027-01-01 00:00, the first window; its targets are decided at W0 + 5 min
+T0 = W0 + WINDOW_MS
+T1 = T0 + WINDOW_MS
+
+
+def _target(symbol: str, qty: str, price: str) -> TargetPosition:
+    return TargetPosition(symbol, D(qty), D(qty) * D(price), D(price))
+
+
+def _snapshot(store: AccountStore, t: int, btc: str, mark: str, entry: str = "0", upnl: str = "0") -> None:
+    risk = [{"symbol": "BTCUSDT", "positionAmt": btc, "entryPrice": entry, "markPrice": mark,
+             "notional": str(D(btc) * D(mark)), "unRealizedProfit": upnl}]  # fmt: skip
+    account = {"totalWalletBalance": "10000", "totalUnrealizedProfit": upnl, "availableBalance": "9000"}
+    store.append("snapshots", as_frame("snapshots", [snapshot_row(account, t)]))
+    store.append("positions", as_frame("positions", position_rows(risk, {"BTCUSDT": D(mark)}, t)))
+
+
+def _income(tran_id: int, t: int, kind: str, amount: str, trade_id: str = "") -> dict:
+    return income_row({"tranId": tran_id, "time": t, "symbol": "BTCUSDT", "incomeType": kind, "income": amount,
+                       "tradeId": trade_id})  # fmt: skip
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> DataPaths:
+    paths = DataPaths(tmp_path)
+    capital = D("10000")
+    write_account_targets(paths, "acc", W0, capital, [_target("BTCUSDT", "1", "100"), _target("ETHUSDT", "0", "10")])
+    write_account_targets(paths, "acc", W0 + WINDOW_MS, capital, [_target("BTCUSDT", "1", "104")])
+    store = AccountStore(paths, "acc")
+    _snapshot(store, T0 + 5_000, "0", "100.5")  # the arrival mark, before the window's fill
+    store.append(
+        "fills",
+        as_frame("fills", [fill_row({"id": 7, "orderId": 70, "time": T0 + 10_000, "symbol": "BTCUSDT", "side": "BUY",
+                                     "price": "101", "qty": "1", "quoteQty": "101", "commission": "0.0404"})]),
+    )  # fmt: skip
+    store.append(
+        "income",
+        as_frame(
+            "income",
+            [
+                _income(1, T0 - H, "TRANSFER", "10000") | {"symbol": ""},
+                _income(2, T0 + 10_000, "COMMISSION", "-0.0404", "7"),
+                _income(3, T0 + H, "FUNDING_FEE", "-0.01"),
+                _income(4, T0 + 2 * H, "FUNDING_FEE", "0.02"),
+                _income(5, T0 + 2 * H, "INSURANCE_CLEAR", "0.001") | {"symbol": ""},
+            ],
+        ),
+    )
+    _snapshot(store, T0 + 3 * H, "1", "105", entry="101", upnl="4")
+    return paths
+
+
+def test_costs_and_pnl_come_from_the_fills_and_income(paths: DataPaths) -> None:
+    report = account_report(paths, "acc", T0, T0 + 4 * H)
+    btc = report.by_symbol.row(0, named=True)
+    assert btc["symbol"] == "BTCUSDT" and btc["fills"] == 1 and btc["turnover"] == D("101")
+    assert btc["fees"] == D("0.0404") and btc["funding_paid"] == D("0.01") and btc["funding_received"] == D("0.02")
+    assert btc["funding"] == D("0.01") and btc["unrealized_change"] == D("4") and btc["price_pnl"] == D("4")
+    assert btc["total_pnl"] == D("4") + D("0.01") - D("0.0404")
+    totals = report.totals
+    assert D(totals["fees"]) == D("0.0404") and D(totals["funding"]) == D("0.01")
+    assert D(totals["other_income"]) == D("0.001") and D(totals["transfers"]) == D("0")  # the deposit is earlier
+    assert D(totals["total_pnl"]) == D("4") + D("0.01") - D("0.0404") + D("0.001")
+    day = report.daily.row(0, named=True)
+    assert day["day"] == "2027-01-01" and day["fees"] == D("0.0404") and day["total_pnl"] == D(totals["total_pnl"])
+
+
+def test_implementation_shortfall_against_decision_and_arrival_prices(paths: DataPaths) -> None:
+    report = account_report(paths, "acc", T0, T0 + 4 * H)
+    window = report.windows.row(0, named=True)
+    assert report.windows.height == 1 and window["window_ms"] == T0 and window["symbol"] == "BTCUSDT"
+    assert window["decision_price"] == 100 and window["arrival_price"] == 100.5
+    assert window["shortfall_decision"] == pytest.approx(1.0)  # bought 1 at 101, decided at 100: 1 USDT of cost
+    assert window["shortfall_decision_bps"] == pytest.approx(100.0)
+    assert window["shortfall_arrival"] == pytest.approx(0.5)
+    assert window["shortfall_arrival_bps"] == pytest.approx(0.5 / 100.5 * 1e4)
+    assert report.totals["shortfall_decision_bps"] == pytest.approx(1 / 101 * 1e4)  # of what was filled
+
+
+def test_tracking_error_and_the_outputs(paths: DataPaths, tmp_path: Path) -> None:
+    report = account_report(paths, "acc", T0, T0 + 4 * H)
+    deviation = report.window_deviation.to_dicts()
+    # Window 1 ended flat against a 1 BTC target (ETH's target of 0 adds nothing); window 2 ended on target.
+    assert [d["window_ms"] for d in deviation] == [T0, T1]
+    assert deviation[0]["deviation_notional"] == pytest.approx(100.5) and deviation[0]["deviation_share"] == 1.0
+    assert deviation[1]["deviation_share"] == 0.0
+    assert report.totals["tracking_error"] == pytest.approx((0.5) ** 0.5)
+    written = report.write(tmp_path / "out")
+    doc = json.loads(written[0].read_text())
+    assert doc["totals"]["fees"] == "0.0404000000" and doc["by_symbol"][0]["turnover"] == "101.0000000000"
+    rows = list(csv.DictReader((tmp_path / "out" / "windows.csv").open()))
+    assert rows[0]["symbol"] == "BTCUSDT" and float(rows[0]["shortfall_decision"]) == pytest.approx(1.0)
+
+
+def test_an_empty_range_is_refused_and_a_quiet_one_is_zero(paths: DataPaths) -> None:
+    with pytest.raises(ValueError, match="empty report range"):
+        account_report(paths, "acc", T0, T0)
+    quiet = account_report(paths, "acc", T0 + 10 * 24 * H, T0 + 11 * 24 * H)
+    assert D(quiet.totals["fees"]) == 0 and quiet.windows.height == 0 and quiet.totals["tracking_error"] is None
