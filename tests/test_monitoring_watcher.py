@@ -1,0 +1,136 @@
+"""The account watcher following the real simulator: orders placed through python-binance, the user stream and REST
+snapshots into the store; stored equity against the simulator's own valuation, income against /fapi/v1/income."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+import pytest
+
+from lsq.exchange import rest_client
+from lsq.paths import DataPaths
+from monitoring.history import position_changes
+from monitoring.records import income_row
+from monitoring.store import AccountStore, as_frame
+from monitoring.watcher import Watcher, WatcherOptions
+
+D = Decimal
+FAST = WatcherOptions(snapshot_interval_s=1.0, event_delay_s=0.2, min_gap_s=0.2)
+
+
+class Running:
+    """A Watcher on its own event loop in a thread, as `lsq watch` runs it in its own process."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop_event: asyncio.Event | None = None
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        self.loop, self.stop_event = asyncio.get_running_loop(), asyncio.Event()
+        self.ready.set()
+        await self.watcher.run(self.stop_event)
+
+    def __enter__(self) -> Running:
+        self.thread.start()
+        assert self.ready.wait(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.loop is not None and self.stop_event is not None
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the watcher did not stop"
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def exchange_income(client: Any) -> pl.DataFrame:
+    rows = client.futures_income_history(startTime=0, limit=1000)
+    return as_frame("income", [income_row(r) for r in rows]).sort("tran_id", "income_type", "symbol")
+
+
+@pytest.fixture
+def alpha(sim_server: Any) -> Iterator[Any]:
+    client = rest_client(sim_server.settings, sim_server.settings.execution.mock.accounts[0])
+    yield client
+    client.close_connection()
+
+
+def test_the_watcher_stores_what_the_exchange_holds(sim_server: Any, alpha: Any) -> None:
+    settings = sim_server.settings
+    store = AccountStore(DataPaths(settings.data_dir), "sim_alpha")
+    # Before the watcher runs: a fill the stream never shows, found through its income record's tradeId.
+    alpha.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.05")
+    with Running(Watcher(settings, options=FAST)):
+        wait_for("the user stream", lambda: (store.read_status() or {}).get("stream") == "up")
+        orders = [
+            alpha.futures_create_order(symbol="ETHUSDT", side="SELL", type="MARKET", quantity="0.5"),
+            alpha.futures_create_order(symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.02"),
+            alpha.futures_create_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity="1"),  # flip
+            alpha.futures_create_order(
+                symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.03", reduceOnly="true"
+            ),
+        ]
+        done_ms = max(alpha.futures_get_order(symbol=o["symbol"], orderId=o["orderId"])["updateTime"] for o in orders)
+        expected_income = exchange_income(alpha)
+
+        def caught_up() -> bool:
+            stored = store.read("income").sort("tran_id", "income_type", "symbol")
+            snap, _ = store.latest()
+            return stored.equals(expected_income) and snap is not None and snap["time_ms"] > done_ms + 500
+
+        wait_for("income and a snapshot after the last order", caught_up)
+        beta = AccountStore(DataPaths(settings.data_dir), "sim_beta")
+        wait_for("sim_beta's first snapshot", lambda: beta.latest()[0] is not None)
+    assert store.read_status()["stream"] == "stopped"
+
+    # Income equals the exchange's records exactly, every one once.
+    assert store.read("income").sort("tran_id", "income_type", "symbol").equals(expected_income)
+    assert set(expected_income["income_type"]) >= {"TRANSFER", "COMMISSION", "REALIZED_PNL"}
+
+    # The stored equity is the simulator's own valuation (wallet + unrealized at mark) at the snapshot's moment.
+    snap, positions = store.latest()
+    assert snap is not None
+    engine = sim_server.engine
+    near = [engine.valuation("sim_alpha", t) for t in range(snap["time_ms"] - 1_000, snap["time_ms"] + 5_000)]
+    assert min(abs(snap["equity"] - (v.wallet + v.total_upnl)) for v in near) < D("0.000001")
+    assert snap["wallet_balance"] == near[-1].wallet
+    held = {p["symbol"]: D(p["positionAmt"]) for p in alpha.futures_position_information()}
+    assert held == {"ETHUSDT": D("0.5")}
+    assert dict(zip(positions["symbol"], positions["position_amt"], strict=True)) == held
+    assert beta.latest()[0]["equity"] == D("50000")  # type: ignore[index]
+
+    # Fills equal userTrades, the one before the stream included; the history reads them as the orders meant.
+    fills = store.read("fills")
+    for symbol in ("BTCUSDT", "ETHUSDT"):
+        trades = alpha.futures_account_trades(symbol=symbol)
+        mine = fills.filter(pl.col("symbol") == symbol)
+        assert mine["trade_id"].to_list() == [t["id"] for t in trades]
+        assert mine["price"].to_list() == [D(t["price"]) for t in trades]
+        assert mine["commission"].to_list() == [D(t["commission"]) for t in trades]
+    changes = position_changes(fills, store.read("income"))
+    by_symbol = {s: changes.filter(pl.col("symbol") == s)["action"].to_list() for s in ("BTCUSDT", "ETHUSDT")}
+    assert by_symbol == {"BTCUSDT": ["open", "reduce", "close"], "ETHUSDT": ["open", "flip"]}
+
+    # The order log holds every streamed order, ending FILLED.
+    log = store.read("orders")
+    for order in orders:
+        states = log.filter(pl.col("order_id") == order["orderId"])["status"].to_list()
+        assert states[0] == "NEW" and states[-1] == "FILLED"
