@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 INCOME_PAGE = 1000
 TRADES_PAGE = 1000
 INCOME_SPAN_MS = 7 * DAY_MS  # one income request spans at most 7 days (safe under any of Binance's limits)
+RATE_LIMIT_PAUSE_S = 60.0
 _STABLE_S = 10.0  # a stream that lived this long resets the backoff
 _TRADE_INCOME = ("COMMISSION", "REALIZED_PNL")
 
@@ -290,6 +291,9 @@ class AccountWatcher:
                 raise
             except Exception as exc:
                 self._error(f"snapshot: {type(exc).__name__}: {exc}")
+                if getattr(exc, "status_code", None) in (418, 429):
+                    # Over the weight limit: pressing on turns a 429 into an IP ban (418). Stay quiet a minute.
+                    await self.clock.asleep(RATE_LIMIT_PAUSE_S)
             if await self._wait(self.options.snapshot_interval_s):
                 since = self.clock.monotonic() - (self._last_refresh or 0.0)
                 await self.clock.asleep(max(self.options.event_delay_s, self.options.min_gap_s - since))

@@ -21,7 +21,8 @@ from monitoring.store import AccountStore, as_frame
 from monitoring.watcher import Watcher, WatcherOptions
 
 D = Decimal
-FAST = WatcherOptions(snapshot_interval_s=1.0, event_delay_s=0.2, min_gap_s=0.2)
+# A snapshot every 5 s (events bring one sooner) keeps two accounts well inside the 2400 weight a minute.
+FAST = WatcherOptions(snapshot_interval_s=5.0, event_delay_s=0.2, min_gap_s=0.5, income_history_days=1)
 
 
 class Running:
@@ -134,3 +135,55 @@ def test_the_watcher_stores_what_the_exchange_holds(sim_server: Any, alpha: Any)
     for order in orders:
         states = log.filter(pl.col("order_id") == order["orderId"])["status"].to_list()
         assert states[0] == "NEW" and states[-1] == "FILLED"
+
+
+def test_the_watcher_rides_out_dropped_streams_and_rest_errors(sim_server: Any) -> None:
+    settings = sim_server.settings
+    beta = rest_client(settings, settings.execution.mock.accounts[1])
+    store = AccountStore(DataPaths(settings.data_dir), "sim_beta")
+    try:
+        with Running(Watcher(settings, options=FAST)):
+            first = wait_for("the user stream", lambda: (s := store.read_status()) and s["stream"] == "up" and s)
+            sim_server.admin("faults", {"rest_error_share": 0.5, "drop_now": True})
+            wait_for("a failed snapshot", lambda: (store.read_status() or {}).get("last_error"))
+            sim_server.admin("faults/reset", {})
+
+            def reopened() -> bool:
+                s = store.read_status() or {}
+                return s.get("stream") == "up" and s["stream_since_ms"] > first["stream_since_ms"]
+
+            wait_for("the stream reopened", reopened)
+            order = beta.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.01")
+            expected = exchange_income(beta)
+
+            def stored() -> bool:
+                log = store.read("orders").filter(pl.col("order_id") == order["orderId"])
+                return log.height > 0 and store.read("income").sort("tran_id", "income_type", "symbol").equals(expected)
+
+            wait_for("the order from the reopened stream, and every income record", stored)
+    finally:
+        beta.close_connection()
+
+
+def test_snapshot_time_comes_from_the_injected_clock(sim_server: Any) -> None:
+    from lsq.clock import FakeClock
+    from monitoring.watcher import AccountWatcher
+
+    fake_now = sim_server.clock.now_ms() // 1000 * 1000 + 123_456  # not the wall clock, but near it
+    clock = FakeClock(now_ms=fake_now)
+    account = sim_server.settings.execution.mock.accounts[1]
+    watcher = AccountWatcher(sim_server.settings, account, clock=clock)
+
+    async def once() -> Any:
+        from lsq.exchange import async_rest_client
+
+        client = await async_rest_client(sim_server.settings, account)
+        try:
+            return await watcher.refresh(client)
+        finally:
+            await client.close_connection()
+
+    result = asyncio.run(once())
+    assert result.time_ms == fake_now
+    assert watcher.store.last_time("snapshots") == fake_now
+    assert watcher.store.read_status()["last_snapshot_ms"] == fake_now  # type: ignore[index]
