@@ -26,7 +26,7 @@ import polars as pl
 from lsq.paths import DataPaths, atomic_write_text
 from lsq.timelabels import DAY_MS
 from monitoring.store import MONEY, AccountStore
-from monitoring.targets import TargetFile, read_targets
+from monitoring.targets import read_targets
 
 ZERO = Decimal(0)
 PNL_TYPES = ("REALIZED_PNL", "FUNDING_FEE", "COMMISSION")
@@ -122,12 +122,6 @@ def _totals(by_symbol: pl.DataFrame, income: pl.DataFrame, start_ms: int, end_ms
     }
 
 
-def _targets_long(targets: list[TargetFile]) -> pl.DataFrame:
-    frames = [t.positions.with_columns(pl.lit(t.timestamp_ms).alias("window_ms")) for t in targets]
-    schema = {"symbol": pl.String(), "target_position": MONEY, "price": MONEY, "window_ms": pl.Int64()}
-    return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
-
-
 WINDOW_SCHEMA: dict[str, pl.DataType] = {
     "window_ms": pl.Int64(),
     "symbol": pl.String(),
@@ -145,12 +139,12 @@ WINDOW_SCHEMA: dict[str, pl.DataType] = {
 
 
 def shortfall_by_window(
-    fills: pl.DataFrame, positions: pl.DataFrame, targets: list[TargetFile], end_ms: int
+    fills: pl.DataFrame, positions: pl.DataFrame, targets: pl.DataFrame, end_ms: int
 ) -> pl.DataFrame:
     """Per (window, symbol) with fills: quantity, notional, fees and shortfall against decision and arrival prices."""
-    if not targets:
+    if targets.height == 0:
         return pl.DataFrame(schema=WINDOW_SCHEMA)
-    starts = pl.DataFrame({"window_ms": [t.timestamp_ms for t in targets]}).sort("window_ms")
+    starts = targets.select("window_ms").unique().sort("window_ms")
     f = (
         fills.filter(pl.col("time_ms") < end_ms)
         .sort("time_ms")
@@ -159,7 +153,7 @@ def shortfall_by_window(
     )
     if f.height == 0:
         return pl.DataFrame(schema=WINDOW_SCHEMA)
-    decided = _targets_long(targets).select("window_ms", "symbol", pl.col("price").cast(pl.Float64).alias("decision"))
+    decided = targets.select("window_ms", "symbol", pl.col("price").cast(pl.Float64).alias("decision"))
     first = f.group_by("window_ms", "symbol").agg(pl.col("time_ms").min().alias("first_fill"))
     marks = positions.select(
         pl.col("time_ms").alias("mark_ms"), "symbol", pl.col("mark_price").cast(pl.Float64).alias("arrival")
@@ -211,7 +205,7 @@ def shortfall_by_window(
 
 
 def deviation_by_window(
-    snapshots: pl.DataFrame, positions: pl.DataFrame, targets: list[TargetFile], end_ms: int
+    snapshots: pl.DataFrame, positions: pl.DataFrame, targets: pl.DataFrame, end_ms: int
 ) -> pl.DataFrame:
     """Per window: total deviation from its targets (notional at mark, and share of the target gross) at the
     window's last snapshot before the next decision; windows without a snapshot are left out."""
@@ -222,9 +216,9 @@ def deviation_by_window(
         "target_gross": pl.Float64(),
         "deviation_share": pl.Float64(),
     }
-    if not targets:
+    if targets.height == 0:
         return pl.DataFrame(schema=schema)
-    times = [t.timestamp_ms for t in targets]
+    times = targets["window_ms"].unique().sort().to_list()
     bounds = pl.DataFrame({"window_ms": times, "next_ms": [*times[1:], end_ms]})
     snaps = snapshots.select(pl.col("time_ms").alias("snapshot_ms")).sort("snapshot_ms")
     last = (
@@ -248,7 +242,7 @@ def deviation_by_window(
         .agg(pl.col("current").sum(), pl.col("mark").first())
     )
     wanted = (
-        _targets_long(targets)
+        targets.filter(pl.col("symbol").is_not_null())
         .join(last, on="window_ms")
         .select(
             "window_ms",
@@ -352,7 +346,7 @@ def strategy_report(
     income: pl.DataFrame,
     snapshots: pl.DataFrame,
     positions: pl.DataFrame,
-    targets: list[TargetFile],
+    targets: pl.DataFrame,
     start_ms: int,
     end_ms: int,
 ) -> StrategyReport:

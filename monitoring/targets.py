@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import InvalidOperation
 from pathlib import Path
 
 import polars as pl
@@ -20,6 +21,7 @@ from lsq.paths import DataPaths
 from monitoring.store import MONEY
 
 log = logging.getLogger(__name__)
+_NUMBER = re.compile(r"^-?\d+(\.\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -36,42 +38,64 @@ def _files(paths: DataPaths, account_id: str) -> list[Path]:
     return sorted(paths.positions.glob(f"{account_id}_target_positions_*.json"))
 
 
-def parse_target_file(path: Path) -> TargetFile:
-    """One target file; ValueError naming the file and the problem when it is not one."""
+TARGETS_SCHEMA: dict[str, pl.DataType] = {
+    "window_ms": pl.Int64(),
+    "symbol": pl.String(),
+    "target_position": MONEY,
+    "price": MONEY,
+}
+
+
+def _load(path: Path) -> tuple[str, int, list[tuple[str, str, str]]]:
+    """account_id, decision time and (symbol, target, price) strings; ValueError naming the file otherwise."""
     try:
         doc = json.loads(path.read_text())
-        rows = [
-            {
-                "symbol": str(p["symbol"]),
-                "target_position": str(Decimal(str(p["target_position"]))),
-                "price": str(Decimal(str(p.get("price") or "0"))),
-            }
-            for p in doc["positions"]
-        ]
-        timestamp = int(doc["timestamp"])
-        account_id = str(doc["account_id"])
+        rows = [(str(p["symbol"]), str(p["target_position"]), str(p.get("price") or "0")) for p in doc["positions"]]
+        for _, target, price in rows:  # cheap enough for 8640 files a month; Decimal() per value is not
+            if not (_NUMBER.match(target) and _NUMBER.match(price)):
+                raise ValueError(f"not a number: {target!r} / {price!r}")
+        return str(doc["account_id"]), int(doc["timestamp"]), rows
     except (OSError, ValueError, KeyError, TypeError, InvalidOperation) as exc:
         raise ValueError(f"{path}: not a target file ({type(exc).__name__}: {exc})") from None
-    frame = pl.DataFrame(rows, schema={"symbol": pl.String, "target_position": pl.String, "price": pl.String})
-    frame = frame.with_columns(pl.col("target_position", "price").cast(MONEY))
-    return TargetFile(account_id, timestamp, frame, path)
+
+
+def _frame(window_ms: list[int], rows: list[tuple[str, str, str]]) -> pl.DataFrame:
+    symbol, target, price = zip(*rows, strict=True) if rows else ((), (), ())
+    text = {"window_ms": window_ms, "symbol": list(symbol), "target_position": list(target), "price": list(price)}
+    schema = {k: (pl.String() if v == MONEY else v) for k, v in TARGETS_SCHEMA.items()}
+    return pl.DataFrame(text, schema=schema).with_columns(pl.col("target_position", "price").cast(MONEY))
+
+
+def parse_target_file(path: Path) -> TargetFile:
+    """One target file; ValueError naming the file and the problem when it is not one."""
+    account_id, timestamp, rows = _load(path)
+    return TargetFile(account_id, timestamp, _frame([timestamp] * len(rows), rows).drop("window_ms"), path)
 
 
 def read_targets(
     paths: DataPaths, account_id: str, start_ms: int | None = None, end_ms: int | None = None
-) -> list[TargetFile]:
-    """The account's target files with start_ms <= timestamp < end_ms, oldest first; unreadable files are logged
-    and skipped (one bad file must not hide the others)."""
-    out = []
+) -> pl.DataFrame:
+    """Every target of the account's files decided in [start_ms, end_ms), as one frame `window_ms` (the decision
+    time), `symbol, target_position, price`. Unreadable files are logged and skipped (one bad file must not hide
+    the others); a window whose file lists no symbol keeps a row with a null symbol, so it still counts."""
+    times: list[int] = []
+    rows: list[tuple[str, str, str]] = []
+    empty: list[int] = []
     for path in _files(paths, account_id):
         try:
-            target = parse_target_file(path)
+            _, timestamp, found = _load(path)
         except ValueError as exc:
             log.warning("%s", exc)
             continue
-        if (start_ms is None or target.timestamp_ms >= start_ms) and (end_ms is None or target.timestamp_ms < end_ms):
-            out.append(target)
-    return sorted(out, key=lambda t: t.timestamp_ms)
+        if (start_ms is None or timestamp >= start_ms) and (end_ms is None or timestamp < end_ms):
+            times.extend([timestamp] * len(found))
+            rows.extend(found)
+            if not found:
+                empty.append(timestamp)
+    frame = _frame(times, rows)
+    if empty:
+        frame = pl.concat([frame, pl.DataFrame({"window_ms": empty}, schema={"window_ms": pl.Int64()})], how="diagonal")
+    return frame.sort("window_ms", "symbol", maintain_order=True)
 
 
 def latest_target(paths: DataPaths, account_id: str, at_ms: int | None = None) -> TargetFile | None:
