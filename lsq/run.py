@@ -1,4 +1,5 @@
-"""`lsq run`: the whole system on one machine: simulator, collector and `dagster dev`, stopped together.
+"""`lsq run`: the whole system on one machine: simulator, collector, account watcher and `dagster dev`, stopped
+together.
 
 Each child runs in its own process group, so Ctrl-C (or SIGTERM) reaches every process they spawned
 (dagster dev starts a webserver, a daemon and code servers) and nothing is left behind. The children are `lsq`
@@ -139,6 +140,10 @@ def run(args: argparse.Namespace, prepare_dagster: PrepareDagster) -> int:
                 print("lsq run: the simulator did not answer within 30 s", file=sys.stderr)
             return 0 if stopping else 1
         sup.start("collector", _lsq("collect"), env)
+        if settings.usable_accounts()[0]:
+            sup.start("account watcher", _lsq("watch"), env)
+        else:
+            print("lsq run: no account with credentials: no account watcher", flush=True)
         if not args.no_dagster:
             dagster_env = prepare_dagster(env)
             sup.start("recent backfill", _lsq("backfill", "--recent"), dagster_env, oneshot=True)

@@ -28,12 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def run_watch(args: argparse.Namespace) -> int:
     from monitoring.watcher import Watcher, WatcherOptions
 
-    settings = load_config(args.config)
-    try:
-        options = WatcherOptions(snapshot_interval_s=args.interval)
-    except ValueError as exc:
-        print(f"lsq watch: {exc}", file=sys.stderr)
+    if not 0 < args.interval <= 60:
+        print(f"lsq watch: --interval must be more than 0 and at most 60 seconds, got {args.interval}", file=sys.stderr)
         return 2
+    settings = load_config(args.config)
+    options = WatcherOptions(snapshot_interval_s=args.interval)
     watcher = Watcher(settings, options=options)
     if not watcher.accounts:
         print(f"lsq watch: no account with credentials in mode {settings.execution.mode}", file=sys.stderr)

@@ -187,3 +187,41 @@ def test_snapshot_time_comes_from_the_injected_clock(sim_server: Any) -> None:
     assert result.time_ms == fake_now
     assert watcher.store.last_time("snapshots") == fake_now
     assert watcher.store.read_status()["last_snapshot_ms"] == fake_now  # type: ignore[index]
+
+
+def _config(tmp_path: Any, sim_server: Any) -> dict[str, str]:
+    import os
+
+    import yaml
+
+    from lsq.config import DEFAULT_CONFIG_PATH
+
+    raw = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    raw["data"]["data_dir"] = str(sim_server.data_dir)
+    raw["binance"]["mock"] = {"rest_url": sim_server.rest_url, "ws_url": sim_server.ws_url,
+                              "data_url": f"{sim_server.rest_url}/data"}  # fmt: skip
+    path = tmp_path / "lsq.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return {**os.environ, "LSQ_CONFIG": str(path)}
+
+
+def test_lsq_watch_runs_until_interrupted(sim_server: Any, tmp_path: Any) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    env = _config(tmp_path, sim_server)
+    bad = subprocess.run([sys.executable, "-m", "lsq.cli", "watch", "--interval", "0"], env=env, capture_output=True)
+    assert bad.returncode == 2 and b"--interval must be more than 0" in bad.stderr
+    store = AccountStore(DataPaths(sim_server.data_dir), "sim_alpha")
+    before = store.last_time("snapshots") or 0
+    proc = subprocess.Popen([sys.executable, "-m", "lsq.cli", "watch"], env=env, stderr=subprocess.PIPE)
+    try:
+        wait_for("a snapshot from lsq watch", lambda: (store.last_time("snapshots") or 0) > before)
+        wait_for("its user stream", lambda: (store.read_status() or {}).get("pid") == proc.pid
+                 and store.read_status()["stream"] == "up")  # type: ignore[index]  # fmt: skip
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert store.read_status()["stream"] == "stopped"  # type: ignore[index]
