@@ -117,3 +117,27 @@ def test_an_empty_range_is_refused_and_a_quiet_one_is_zero(paths: DataPaths) -> 
         account_report(paths, "acc", T0, T0)
     quiet = account_report(paths, "acc", T0 + 10 * 24 * H, T0 + 11 * 24 * H)
     assert D(quiet.totals["fees"]) == 0 and quiet.windows.height == 0 and quiet.totals["tracking_error"] is None
+
+
+def test_account_view_curve_and_history_read_the_store(paths: DataPaths) -> None:
+    from monitoring.state import account_curve, account_history, account_view
+
+    view = account_view(paths, "acc")
+    assert view is not None and view.snapshot["time_ms"] == T0 + 3 * H
+    assert view.target_ms == T1 and view.deviation is not None and view.deviation.deviation_notional == 0
+    assert view.exposure.gross == 105.0 and view.exposure.leverage == pytest.approx(105 / 10_004)
+    meta = view.metadata()
+    assert meta["equity"] == 10_004.0 and meta["gross"] == 105.0 and meta["deviation"] == 0.0
+    assert json.loads(json.dumps(view.as_dict()))["snapshot"]["equity"] == "10004.0000000000"
+    curve, summary = account_curve(paths, "acc")
+    assert curve["equity"].to_list() == [10_000.0, 10_004.0] and summary["transfers"] == 0.0
+    assert summary["cum_return"] == pytest.approx(0.0004)  # the opening deposit is not a return
+    changes, legs = account_history(paths, "acc")
+    assert changes["action"].to_list() == ["open"] and legs["closed_ms"].to_list() == [None]
+    assert account_view(paths, "nobody") is None
+
+
+def test_a_broken_target_file_is_skipped_not_fatal(paths: DataPaths) -> None:
+    (paths.positions / "acc_target_positions_20270101_001500.json").write_text("{not json")
+    report = account_report(paths, "acc", T0, T0 + 4 * H)
+    assert [d["window_ms"] for d in report.window_deviation.to_dicts()] == [T0, T1]

@@ -17,6 +17,7 @@ from lsq.exchange import rest_client
 from lsq.paths import DataPaths
 from monitoring.history import position_changes
 from monitoring.records import income_row
+from monitoring.state import account_view
 from monitoring.store import AccountStore, as_frame
 from monitoring.watcher import Watcher, WatcherOptions
 
@@ -117,6 +118,9 @@ def test_the_watcher_stores_what_the_exchange_holds(sim_server: Any, alpha: Any)
     assert held == {"ETHUSDT": D("0.5")}
     assert dict(zip(positions["symbol"], positions["position_amt"], strict=True)) == held
     assert beta.latest()[0]["equity"] == D("50000")  # type: ignore[index]
+    view = account_view(DataPaths(settings.data_dir), "sim_alpha")
+    assert view is not None and view.exposure.long == pytest.approx(float(positions["notional"].sum()))
+    assert view.metadata()["equity"] == pytest.approx(float(snap["equity"]))
 
     # Fills equal userTrades, the one before the stream included; the history reads them as the orders meant.
     fills = store.read("fills")
