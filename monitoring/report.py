@@ -138,6 +138,10 @@ WINDOW_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+def _bps(cost: str, ref: str) -> pl.Expr:
+    return pl.when(pl.col(ref) > 0).then(pl.col(cost) / pl.col(ref) * 1e4)
+
+
 def shortfall_by_window(
     fills: pl.DataFrame, positions: pl.DataFrame, targets: pl.DataFrame, end_ms: int
 ) -> pl.DataFrame:
@@ -189,15 +193,14 @@ def shortfall_by_window(
             (q * pl.col("arrival")).sum().alias("_ref_a"),
         )
     )
-    bps = lambda cost, ref: pl.when(pl.col(ref) > 0).then(pl.col(cost) / pl.col(ref) * 1e4)  # noqa: E731
     return (
         rows.with_columns(
             pl.when(pl.col("decision_price").is_not_null()).then(pl.col("shortfall_decision")),
             pl.when(pl.col("arrival_price").is_not_null()).then(pl.col("shortfall_arrival")),
         )
         .with_columns(
-            bps("shortfall_decision", "_ref_d").alias("shortfall_decision_bps"),
-            bps("shortfall_arrival", "_ref_a").alias("shortfall_arrival_bps"),
+            _bps("shortfall_decision", "_ref_d").alias("shortfall_decision_bps"),
+            _bps("shortfall_arrival", "_ref_a").alias("shortfall_arrival_bps"),
         )
         .select(list(WINDOW_SCHEMA))
         .sort("window_ms", "symbol")
@@ -263,8 +266,12 @@ def deviation_by_window(
             (pl.col("target").abs() * pl.col("price")).sum().alias("target_gross"),
         )
     )
-    share = pl.when(pl.col("target_gross") > 0).then(pl.col("deviation_notional") / pl.col("target_gross"))
-    share = share.when(pl.col("deviation_notional") == 0).then(0.0)
+    share = (
+        pl.when(pl.col("target_gross") > 0)
+        .then(pl.col("deviation_notional") / pl.col("target_gross"))
+        .when(pl.col("deviation_notional") == 0)
+        .then(0.0)
+    )
     return (
         last.join(per, on="window_ms", how="left")
         .with_columns(pl.col("deviation_notional", "target_gross").fill_null(0.0))

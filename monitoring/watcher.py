@@ -48,8 +48,13 @@ _TRADE_INCOME = ("COMMISSION", "REALIZED_PNL")
 
 def backoff_delay(failures: int, base_s: float = 0.5, cap_s: float = 30.0) -> float:
     """Jittered exponential backoff: a random delay in [half, all] of min(cap, base * 2^(failures-1))."""
-    ceiling = min(cap_s, base_s * 2 ** max(0, failures - 1))
+    ceiling = min(cap_s, base_s * float(2 ** max(0, failures - 1)))
     return ceiling * random.uniform(0.5, 1.0)
+
+
+def _earliest(frame: pl.DataFrame, default: int) -> int:
+    value = frame["time_ms"].min()
+    return int(value) if isinstance(value, int) else default
 
 
 @dataclass(frozen=True)
@@ -169,7 +174,7 @@ class AccountWatcher:
             else:
                 start = end + 1
         frame = as_frame("income", [records.income_row(r) for r in rows])
-        known = self.store.read("income", int(frame["time_ms"].min()) if frame.height else now, None)  # type: ignore[arg-type]
+        known = self.store.read("income", _earliest(frame, now), None)
         fresh = frame.join(known, on=["tran_id", "income_type", "symbol"], how="anti")
         self.store.append("income", fresh)
         return fresh
@@ -180,7 +185,7 @@ class AccountWatcher:
         if named.height == 0:
             return 0
         wanted = named.select("symbol", pl.col("trade_id").cast(pl.Int64)).unique()
-        have = self.store.read("fills", int(named["time_ms"].min()) - DAY_MS, None).select("symbol", "trade_id")  # type: ignore[operator]
+        have = self.store.read("fills", _earliest(named, 0) - DAY_MS, None).select("symbol", "trade_id")
         missing = wanted.join(have, on=["symbol", "trade_id"], how="anti")
         rows: list[dict[str, Any]] = []
         for (symbol,), ids in missing.group_by("symbol"):
