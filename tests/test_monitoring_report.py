@@ -141,3 +141,18 @@ def test_a_broken_target_file_is_skipped_not_fatal(paths: DataPaths) -> None:
     (paths.positions / "acc_target_positions_20270101_001500.json").write_text("{not json")
     report = account_report(paths, "acc", T0, T0 + 4 * H)
     assert [d["window_ms"] for d in report.window_deviation.to_dicts()] == [T0, T1]
+
+
+def test_lsq_report_prints_json_and_writes_csv(
+    paths: DataPaths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lsq.cli import main
+
+    monkeypatch.setenv("LSQ_DATA_DIR", str(paths.root))
+    assert main(["report", "acc", "--day", "2027-01-01", "--out", str(tmp_path / "rep")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["totals"]["fees"] == "0.0404000000" and doc["start_ms"] == W0
+    assert (tmp_path / "rep" / "by_symbol.csv").read_text().startswith("symbol,fills,turnover,fees")
+    assert main(["report", "nobody", "--day", "2027-01-01"]) == 2
+    assert "nothing stored for account 'nobody'" in capsys.readouterr().err
+    assert main(["report", "acc", "--start", "2027-01-02", "--end", "2027-01-01"]) == 2
