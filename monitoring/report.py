@@ -327,7 +327,12 @@ def _records(frame: pl.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def _daily(
+def _first_time(*frames: pl.DataFrame) -> int | None:
+    times = [int(t) for f in frames if f.height and isinstance(t := f["time_ms"].min(), int)]
+    return min(times) if times else None
+
+
+def daily_totals(
     fills: pl.DataFrame,
     income: pl.DataFrame,
     snapshots: pl.DataFrame,
@@ -335,16 +340,73 @@ def _daily(
     start_ms: int,
     end_ms: int,
 ) -> pl.DataFrame:
-    rows = []
-    day = start_ms - start_ms % DAY_MS
-    while day < end_ms:
-        lo, hi = max(day, start_ms), min(day + DAY_MS, end_ms)
-        totals = _totals(pnl_by_symbol(fills, income, snapshots, positions, lo, hi), income, lo, hi)
-        rows.append({"day": pl.from_epoch(pl.Series([day]), time_unit="ms").dt.strftime("%Y-%m-%d")[0], **totals})
-        day += DAY_MS
-    frame = pl.DataFrame(rows)
-    money = [c for c in frame.columns if c not in ("day", "fills")]
-    return frame.with_columns(pl.col(money).cast(MONEY)) if frame.height else frame
+    """The report's totals per UTC day of [start_ms, end_ms), from the first day holding any record on."""
+    first = _first_time(
+        fills.filter(pl.col("time_ms") < end_ms),
+        income.filter(pl.col("time_ms") < end_ms),
+        snapshots.filter(pl.col("time_ms") < end_ms),
+    )
+    if first is None:
+        return pl.DataFrame()
+    lo = max(start_ms, first - first % DAY_MS)
+    days = pl.DataFrame({"day_ms": pl.int_range(lo - lo % DAY_MS, end_ms, DAY_MS, eager=True, dtype=pl.Int64)})
+    days = days.with_columns(
+        pl.max_horizontal("day_ms", pl.lit(start_ms)).alias("lo"),
+        pl.min_horizontal(pl.col("day_ms") + DAY_MS, pl.lit(end_ms)).alias("hi"),
+    )
+    held = positions.group_by("time_ms").agg(pl.col("unrealized_pnl").sum().cast(MONEY).alias("u"))
+    upnl = snapshots.select("time_ms").join(held, on="time_ms", how="left").fill_null(0).sort("time_ms")
+    zero = pl.lit(0).cast(MONEY)
+
+    def at(bound: str, name: str) -> pl.DataFrame:
+        probe = days.select("day_ms", (pl.col(bound) - 1).alias("_t")).sort("_t")
+        found = probe.join_asof(upnl, left_on="_t", right_on="time_ms", strategy="backward")
+        return found.select("day_ms", pl.col("u").fill_null(zero).cast(MONEY).alias(name))
+
+    day = (pl.col("time_ms") // DAY_MS * DAY_MS).alias("day_ms")
+    in_range = pl.col("time_ms").is_between(start_ms, end_ms, closed="left")
+    traded = (
+        fills.filter(in_range)
+        .group_by(day)
+        .agg(pl.len().cast(pl.Int64).alias("fills"), pl.col("quote_qty").sum().cast(MONEY).alias("turnover"))
+    )
+    kind = pl.col("income_type")
+    pnl_kinds = kind.is_in(PNL_TYPES)
+    booked = (
+        income.filter(in_range)
+        .group_by(day)
+        .agg(
+            (-_sum_where(kind == "COMMISSION")).alias("fees"),
+            _sum_where((kind == "FUNDING_FEE") & (pl.col("income") > 0)).alias("funding_received"),
+            (-_sum_where((kind == "FUNDING_FEE") & (pl.col("income") < 0))).alias("funding_paid"),
+            _sum_where(kind == "FUNDING_FEE").alias("funding"),
+            _sum_where(kind == "REALIZED_PNL").alias("realized_pnl"),
+            _sum_where(~pnl_kinds & ~kind.is_in(FLOW_TYPES)).alias("other_income"),
+            _sum_where(kind.is_in(FLOW_TYPES)).alias("transfers"),
+        )
+    )
+    money = ["turnover", "fees", "funding_received", "funding_paid", "funding", "realized_pnl", "other_income"]
+    out = (
+        days.select("day_ms")
+        .join(traded, on="day_ms", how="left")
+        .join(booked, on="day_ms", how="left")
+        .join(at("lo", "u0"), on="day_ms")
+        .join(at("hi", "u1"), on="day_ms")
+        .with_columns(
+            pl.col("fills").fill_null(0), *[pl.col(c).fill_null(zero).cast(MONEY) for c in [*money, "transfers"]]
+        )
+        .with_columns((pl.col("u1") - pl.col("u0")).cast(MONEY).alias("unrealized_change"))
+        .with_columns((pl.col("realized_pnl") + pl.col("unrealized_change")).cast(MONEY).alias("price_pnl"))
+        .with_columns(
+            (pl.col("price_pnl") + pl.col("funding") - pl.col("fees") + pl.col("other_income"))
+            .cast(MONEY)
+            .alias("total_pnl")
+        )
+        .with_columns(pl.from_epoch("day_ms", time_unit="ms").dt.strftime("%Y-%m-%d").alias("day"))
+    )
+    return out.select(
+        "day", "fills", *money[:6], "unrealized_change", "price_pnl", "total_pnl", "other_income", "transfers"
+    ).sort("day")
 
 
 def strategy_report(
@@ -377,7 +439,7 @@ def strategy_report(
         end_ms,
         totals,
         by_symbol,
-        _daily(fills, income, snapshots, positions, start_ms, end_ms),
+        daily_totals(fills, income, snapshots, positions, start_ms, end_ms),
         windows,
         deviation,
     )

@@ -81,6 +81,7 @@ def test_costs_and_pnl_come_from_the_fills_and_income(paths: DataPaths) -> None:
     assert D(totals["fees"]) == D("0.0404") and D(totals["funding"]) == D("0.01")
     assert D(totals["other_income"]) == D("0.001") and D(totals["transfers"]) == D("0")  # the deposit is earlier
     assert D(totals["total_pnl"]) == D("4") + D("0.01") - D("0.0404") + D("0.001")
+    assert report.daily.height == 1
     day = report.daily.row(0, named=True)
     assert day["day"] == "2027-01-01" and day["fees"] == D("0.0404") and day["total_pnl"] == D(totals["total_pnl"])
 

@@ -13,10 +13,13 @@ from typing import Any
 import polars as pl
 import pytest
 
+from factors.sizing import TargetPosition, write_account_targets
 from lsq.exchange import rest_client
 from lsq.paths import DataPaths
+from lsq.timelabels import WINDOW_MS
 from monitoring.history import position_changes
 from monitoring.records import income_row
+from monitoring.report import account_report
 from monitoring.state import account_view
 from monitoring.store import AccountStore, as_frame
 from monitoring.watcher import Watcher, WatcherOptions
@@ -78,6 +81,11 @@ def alpha(sim_server: Any) -> Iterator[Any]:
 def test_the_watcher_stores_what_the_exchange_holds(sim_server: Any, alpha: Any) -> None:
     settings = sim_server.settings
     store = AccountStore(DataPaths(settings.data_dir), "sim_alpha")
+    # The targets in force: decided at the last window end, before any order below.
+    decided = sim_server.clock.now_ms() // WINDOW_MS * WINDOW_MS
+    eth_price = sim_server.market.mark_price("ETHUSDT", decided)
+    targets = [TargetPosition("BTCUSDT", D(0), D(0), D("30000")), TargetPosition("ETHUSDT", D("0.5"), D(0), eth_price)]
+    write_account_targets(DataPaths(settings.data_dir), "sim_alpha", decided - WINDOW_MS, D("100000"), targets)
     # Before the watcher runs: a fill the stream never shows, found through its income record's tradeId.
     alpha.futures_create_order(symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.05")
     with Running(Watcher(settings, options=FAST)):
@@ -116,10 +124,12 @@ def test_the_watcher_stores_what_the_exchange_holds(sim_server: Any, alpha: Any)
     assert snap["wallet_balance"] == near[-1].wallet
     held = {p["symbol"]: D(p["positionAmt"]) for p in alpha.futures_position_information()}
     assert held == {"ETHUSDT": D("0.5")}
-    assert dict(zip(positions["symbol"], positions["position_amt"], strict=True)) == held
+    stored = positions.filter(pl.col("position_amt") != 0)
+    assert dict(zip(stored["symbol"], stored["position_amt"], strict=True)) == held
+    assert positions.filter(pl.col("symbol") == "BTCUSDT")["mark_price"][0] > 0  # targeted, not held: its mark
     assert beta.latest()[0]["equity"] == D("50000")  # type: ignore[index]
     view = account_view(DataPaths(settings.data_dir), "sim_alpha")
-    assert view is not None and view.exposure.long == pytest.approx(float(positions["notional"].sum()))
+    assert view is not None and view.exposure.long == pytest.approx(float(stored["notional"].sum()))
     assert view.metadata()["equity"] == pytest.approx(float(snap["equity"]))
 
     # Fills equal userTrades, the one before the stream included; the history reads them as the orders meant.
@@ -133,6 +143,21 @@ def test_the_watcher_stores_what_the_exchange_holds(sim_server: Any, alpha: Any)
     changes = position_changes(fills, store.read("income"))
     by_symbol = {s: changes.filter(pl.col("symbol") == s)["action"].to_list() for s in ("BTCUSDT", "ETHUSDT")}
     assert by_symbol == {"BTCUSDT": ["open", "reduce", "close"], "ETHUSDT": ["open", "flip"]}
+
+    # The report's fees and funding are the exchange's income records, summed exactly; shortfall for the window.
+    report = account_report(DataPaths(settings.data_dir), "sim_alpha", 0, snap["time_ms"] + 1)
+    by_type = {
+        kind: sum(expected_income.filter(pl.col("income_type") == kind)["income"].to_list(), D(0))
+        for kind in ("COMMISSION", "FUNDING_FEE", "REALIZED_PNL")
+    }
+    assert D(report.totals["fees"]) == -by_type["COMMISSION"] and D(report.totals["funding"]) == by_type["FUNDING_FEE"]
+    assert D(report.totals["realized_pnl"]) == by_type["REALIZED_PNL"]
+    shortfall = {r["symbol"]: r for r in report.windows.to_dicts()}
+    assert set(shortfall) == {"BTCUSDT", "ETHUSDT"} and {r["window_ms"] for r in shortfall.values()} == {decided}
+    assert shortfall["ETHUSDT"]["decision_price"] == float(eth_price)
+    assert shortfall["ETHUSDT"]["arrival_price"] is not None  # the watcher stored ETH's mark before its first fill
+    assert shortfall["BTCUSDT"]["arrival_price"] is None  # BTC filled before the watcher ran: no mark to compare
+    assert view.deviation is not None and view.deviation.deviation_notional == 0  # 0.5 ETH held as targeted
 
     # The order log holds every streamed order, ending FILLED.
     log = store.read("orders")
