@@ -182,8 +182,14 @@ class AccountStore:
             path = self._dir(kind) / f"{tag}.parquet"
             new = part.drop("_tag")
             old = pl.read_parquet(path) if path.exists() else empty(kind)
-            merged = pl.concat([old, new]).unique(subset=list(layout.key), keep="last", maintain_order=True)
-            merged = merged.sort(["time_ms", *[k for k in layout.key if k != "time_ms"]])
+            order = ["time_ms", *[k for k in layout.key if k != "time_ms"]]
+            new = new.unique(subset=list(layout.key), keep="last", maintain_order=True).sort(order)
+            newest = old["time_ms"].max()
+            if old.height == 0 or (isinstance(newest, int) and int(new["time_ms"].min()) > newest):  # type: ignore[arg-type]
+                merged = pl.concat([old, new])  # the usual case, later rows only: no need to re-sort the day
+            else:
+                merged = pl.concat([old, new]).unique(subset=list(layout.key), keep="last", maintain_order=True)
+                merged = merged.sort(order)
             added += merged.height - old.height
             buf = io.BytesIO()
             merged.write_parquet(buf)

@@ -3,8 +3,8 @@
 Per account two loops share one python-binance AsyncClient:
 - the user data stream (/private/ws?listenKey=K, the key kept alive every 30 min): ORDER_TRADE_UPDATE gives the
   order log and fills as they happen; any event asks for a fresh snapshot, so equity follows a fill within a second;
-- a REST snapshot (account, positionRisk, the marks of targeted symbols not held, income since the last stored
-  record, and the fills the income names that the stream did not deliver) at least every `snapshot_interval_s`.
+- a REST snapshot (account, positionRisk, the marks of targeted symbols not held, income since shortly before the last
+  stored record, and the fills the income names that the stream did not deliver) at least every `snapshot_interval_s`.
 The stream is fast, REST is the truth: a fill missed while the socket was down is found through the income record's
 tradeId, and income is re-read from the last stored record's time (the store deduplicates), so nothing is lost
 across reconnects or restarts. Failures reconnect with jittered exponential backoff, like the collector; one
@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 INCOME_PAGE = 1000
 TRADES_PAGE = 1000
+# Records can be published after later ones (funding is stamped with the funding time, booked moments later): each
+# sync re-reads this much before the newest stored record, which costs nothing while it stays within one page.
+INCOME_OVERLAP_MS = 15 * 60_000
 INCOME_SPAN_MS = 7 * DAY_MS  # one income request spans at most 7 days (safe under any of Binance's limits)
 RATE_LIMIT_PAUSE_S = 60.0
 _STABLE_S = 10.0  # a stream that lived this long resets the backoff
@@ -160,9 +163,9 @@ class AccountWatcher:
         return RefreshResult(now, snapshot["equity"], len(held), new_income.height, added_fills)
 
     async def _sync_income(self, client: Any, now: int) -> pl.DataFrame:
-        """Income from the newest stored record's time (inclusive: the store drops what it has) up to now."""
+        """Income from a while before the newest stored record (the store drops what it has) up to now."""
         since = self.store.last_time("income")
-        start = since if since is not None else now - self.options.income_history_days * DAY_MS
+        start = since - INCOME_OVERLAP_MS if since is not None else now - self.options.income_history_days * DAY_MS
         rows: list[dict[str, Any]] = []
         while start <= now:
             end = min(start + INCOME_SPAN_MS - 1, now)
