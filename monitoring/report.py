@@ -3,8 +3,9 @@ measured from the account's own fills, income records and snapshots, never from 
 
 - By symbol: turnover (Σ fill notional), fees paid (−Σ COMMISSION), funding received and paid (FUNDING_FEE), and PnL
   split into price (REALIZED_PNL + the change of unrealized PnL over the range, from the snapshots at or before its
-  bounds), funding and fees; total = price + funding − fees. Other income (insurance clear, ...) is listed apart;
-  transfers are capital, reported but never PnL.
+  bounds), funding and fees; total = price + funding − fees.
+- Per UTC day and in total: the same over every income record, those without a symbol included; other income
+  (insurance clear, ...) is added to the total and listed apart; transfers are capital, reported but never PnL.
 - Per window (a target file's decision time up to the next one): implementation shortfall of the window's fills
   against the target file's decision price and against the arrival mark (the latest stored mark at or before the
   symbol's first fill in the window), in USDT (positive = cost) and in bps of the filled notional at the reference;
@@ -99,28 +100,26 @@ def pnl_by_symbol(
     return out.select(list(BY_SYMBOL_SCHEMA)).sort("symbol")
 
 
-def _totals(by_symbol: pl.DataFrame, income: pl.DataFrame, start_ms: int, end_ms: int) -> dict[str, Any]:
-    i = income.filter(pl.col("time_ms").is_between(start_ms, end_ms, closed="left"))
-    money = [c for c, d in BY_SYMBOL_SCHEMA.items() if d == MONEY]
-    sums = {c: Decimal(str(by_symbol[c].sum() or 0)) for c in money}
-    other = i.filter(~pl.col("income_type").is_in([*PNL_TYPES, *FLOW_TYPES]))
-    flows = i.filter(pl.col("income_type").is_in(FLOW_TYPES))
-    # Income without a symbol (rare: e.g. an account-level commission) still counts, so the totals equal Σ income.
-    unassigned = i.filter((pl.col("symbol") == "") & pl.col("income_type").is_in(PNL_TYPES))
-    loose = {t: Decimal(str(unassigned.filter(pl.col("income_type") == t)["income"].sum() or 0)) for t in PNL_TYPES}
-    sums["fees"] -= loose["COMMISSION"]
-    sums["funding"] += loose["FUNDING_FEE"]
-    sums["realized_pnl"] += loose["REALIZED_PNL"]
-    sums["price_pnl"] += loose["REALIZED_PNL"]
-    other_total = Decimal(str(other["income"].sum() or 0))
-    sums["total_pnl"] += loose["REALIZED_PNL"] + loose["FUNDING_FEE"] + loose["COMMISSION"] + other_total
-    return {
-        **{k: str(v) for k, v in sums.items()},
-        "fills": int(by_symbol["fills"].sum() or 0),
-        "other_income": str(other_total),
-        "transfers": str(Decimal(str(flows["income"].sum() or 0))),
-    }
+def _totals(daily: pl.DataFrame) -> dict[str, Any]:
+    """The range's totals: the days' sums (unrealized changes telescope), exact; zeros for a range without data."""
+    if daily.height == 0:
+        return {"fills": 0, **{c: "0" for c in DAILY_MONEY}}
+    return {"fills": int(daily["fills"].sum()), **{c: str(daily[c].sum()) for c in DAILY_MONEY}}
 
+
+DAILY_MONEY = (
+    "turnover",
+    "fees",
+    "funding_received",
+    "funding_paid",
+    "funding",
+    "realized_pnl",
+    "unrealized_change",
+    "price_pnl",
+    "total_pnl",
+    "other_income",
+    "transfers",
+)
 
 WINDOW_SCHEMA: dict[str, pl.DataType] = {
     "window_ms": pl.Int64(),
@@ -404,9 +403,7 @@ def daily_totals(
         )
         .with_columns(pl.from_epoch("day_ms", time_unit="ms").dt.strftime("%Y-%m-%d").alias("day"))
     )
-    return out.select(
-        "day", "fills", *money[:6], "unrealized_change", "price_pnl", "total_pnl", "other_income", "transfers"
-    ).sort("day")
+    return out.select("day", "fills", *DAILY_MONEY).sort("day")
 
 
 def strategy_report(
@@ -423,7 +420,8 @@ def strategy_report(
     if end_ms <= start_ms:
         raise ValueError(f"empty report range: end {end_ms} is not after start {start_ms}")
     by_symbol = pnl_by_symbol(fills, income, snapshots, positions, start_ms, end_ms)
-    totals = _totals(by_symbol, income, start_ms, end_ms)
+    daily = daily_totals(fills, income, snapshots, positions, start_ms, end_ms)
+    totals = _totals(daily)
     windows = shortfall_by_window(fills, positions, targets, end_ms)
     deviation = deviation_by_window(snapshots, positions, targets, end_ms)
     shares = deviation["deviation_share"].drop_nulls()
@@ -439,7 +437,7 @@ def strategy_report(
         end_ms,
         totals,
         by_symbol,
-        daily_totals(fills, income, snapshots, positions, start_ms, end_ms),
+        daily,
         windows,
         deviation,
     )
