@@ -17,8 +17,6 @@ from typing import Any
 
 import polars as pl
 
-ZERO = Decimal(0)
-
 
 def _f(frame: pl.DataFrame, name: str) -> pl.Expr:
     return pl.col(name).cast(pl.Float64) if name in frame.columns else pl.lit(None, dtype=pl.Float64)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ from lsq.timelabels import DAY_MS
 from monitoring.store import MONEY, AccountStore
 from monitoring.targets import read_targets
 
-ZERO = Decimal(0)
 PNL_TYPES = ("REALIZED_PNL", "FUNDING_FEE", "COMMISSION")
 FLOW_TYPES = ("TRANSFER",)
 
