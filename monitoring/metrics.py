@@ -47,10 +47,14 @@ def deviation_by_symbol(positions: pl.DataFrame, targets: pl.DataFrame) -> pl.Da
     snapshot) the target's decision price values it. `share_of_target_gross` is the symbol's deviation over the whole
     target book's gross, so it is defined for targets of 0.
     """
-    held = positions.select(
-        pl.col("symbol"),
-        _f(positions, "position_amt").alias("current"),
-        _f(positions, "mark_price").alias("mark_price"),
+    held = (
+        positions.select(
+            pl.col("symbol"),
+            _f(positions, "position_amt").alias("current"),
+            _f(positions, "mark_price").alias("mark_price"),
+        )
+        .group_by("symbol", maintain_order=True)  # hedge mode holds a LONG and a SHORT row: the net counts
+        .agg(pl.col("current").sum(), pl.col("mark_price").max())
     )
     wanted = targets.select(
         pl.col("symbol"),

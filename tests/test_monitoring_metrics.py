@@ -65,3 +65,10 @@ def test_health_is_binance_margin_ratio_of_the_margin_balance() -> None:
     assert h.unrealized_pnl_share == pytest.approx(-50 / 950)
     gone = health(D("100"), D("-100"), D("10"), D("0"))
     assert gone.margin_ratio is None and gone.as_dict()["margin_balance"] == "0"
+
+
+def test_hedge_mode_sides_net_out_against_one_target() -> None:
+    held = positions(("BTCUSDT", 0.5, 40_000.0), ("BTCUSDT", -0.2, 40_000.0))
+    rows = deviation_by_symbol(held, targets(("BTCUSDT", 0.3, 39_000.0))).to_dicts()
+    assert len(rows) == 1 and rows[0]["current"] == pytest.approx(0.3) and rows[0]["deviation_notional"] < 1e-6
+    assert exposure(held, D("10000")).gross == pytest.approx(28_000.0)  # both legs are exposure
