@@ -2,7 +2,8 @@
 
 Per account two loops share one python-binance AsyncClient:
 - the user data stream (/private/ws?listenKey=K, the key kept alive every 30 min): ORDER_TRADE_UPDATE gives the
-  order log and fills as they happen; any event asks for a fresh snapshot, so equity follows a fill within a second;
+  order log and fills as they happen; any event asks for a light snapshot (account and positionRisk, at most
+  every 5 s), so equity follows a fill within seconds;
 - a REST snapshot (account, positionRisk, the marks of targeted symbols not held, income since shortly before the last
   stored record, and the fills the income names that the stream did not deliver) at least every `snapshot_interval_s`.
 The stream is fast, REST is the truth: a fill missed while the socket was down is found through the income record's
@@ -64,7 +65,7 @@ def _earliest(frame: pl.DataFrame, default: int) -> int:
 class WatcherOptions:
     snapshot_interval_s: float = 60.0
     event_delay_s: float = 0.5  # a burst of events settles this long before the snapshot it asks for
-    min_gap_s: float = 1.0  # at most one event-driven snapshot per this interval
+    min_gap_s: float = 5.0  # at most one event-driven (light) snapshot per this interval
     keepalive_s: float = 30 * 60.0  # a listenKey lives 60 min
     income_history_days: int = 90  # Binance keeps income for 3 months: a new store starts that far back
     backoff_cap_s: float = 30.0
@@ -113,6 +114,8 @@ class AccountWatcher:
         self._orders: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._last_refresh: float | None = None
+        self._marks: dict[str, Decimal] = {}
+        self._catch_up = False
         self.status: dict[str, Any] = {
             "account_id": self.account.account_id,
             "mode": self.mode or self.settings.execution.mode,
@@ -133,26 +136,31 @@ class AccountWatcher:
 
     # ----- REST snapshot -----------------------------------------------------------------------------------------
 
-    async def refresh(self, client: Any) -> RefreshResult:
-        """One snapshot: balances and positions at mark, new income and the fills it names, the stream's buffers."""
+    async def refresh(self, client: Any, full: bool = True) -> RefreshResult:
+        """One snapshot: balances and positions at mark and the stream's buffers; a `full` one also the marks of
+        targeted symbols not held, new income and the fills it names. A light one (after stream events) costs 10
+        request weight instead of 50+, so a busy execution window does not eat the IP's limit."""
         now = self.clock.now_ms()
         account, risk = await asyncio.gather(client.futures_account(version=3), client.futures_position_information())
         held = {p["symbol"] for p in risk if Decimal(str(p.get("positionAmt") or 0)) != 0}
-        target = latest_target(self.paths, self.account_id)
-        wanted = set() if target is None else set(target.positions["symbol"].to_list()) - held
-        marks: dict[str, Decimal] = {}
-        if wanted:
-            marks = {
-                m["symbol"]: Decimal(str(m["markPrice"]))
-                for m in await client.futures_mark_price()
-                if m.get("symbol") in wanted
-            }
-        new_income = await self._sync_income(client, now)
+        if full:
+            target = latest_target(self.paths, self.account_id)
+            wanted = set() if target is None else set(target.positions["symbol"].to_list()) - held
+            self._marks = {}
+            if wanted:
+                self._marks = {
+                    m["symbol"]: Decimal(str(m["markPrice"]))
+                    for m in await client.futures_mark_price()
+                    if m.get("symbol") in wanted
+                }
+        marks = {s: m for s, m in self._marks.items() if s not in held}
+        new_income = await self._sync_income(client, now) if full else as_frame("income", [])
         fills, orders = self._fills, self._orders
         self._fills, self._orders = [], []
         added_fills = self.store.append("fills", as_frame("fills", fills))
         self.store.append("orders", as_frame("orders", orders))
-        added_fills += await self._sync_fills(client, new_income)
+        if full:
+            added_fills += await self._sync_fills(client, new_income)
         snapshot = records.snapshot_row(account, now)
         positions = records.position_rows(risk, marks, now)
         self.store.append("positions", as_frame("positions", positions))
@@ -256,7 +264,8 @@ class AccountWatcher:
                 key = await client.futures_stream_get_listen_key()
                 async with websockets.connect(self._url(key), open_timeout=10, max_size=2**22) as ws:
                     self._set_stream("up")
-                    self._wake.set()  # catch up on whatever happened while the stream was down
+                    self._catch_up = True  # a full snapshot: whatever happened while the stream was down
+                    self._wake.set()
                     keepalive = asyncio.create_task(self._keepalive(client, key, ws))
                     try:
                         async for raw in ws:
@@ -290,19 +299,26 @@ class AccountWatcher:
         return self._wake.is_set()
 
     async def snapshots(self, client: Any) -> None:
-        """A snapshot at least every `snapshot_interval_s`, and soon after every stream event."""
+        """A full snapshot every `snapshot_interval_s`; a light one soon after stream events, at most every
+        `min_gap_s`."""
+        full_due = self.clock.monotonic()
         while True:
             self._wake.clear()
+            full = self._catch_up or self.clock.monotonic() >= full_due
+            self._catch_up = False
             try:
-                await self.refresh(client)
+                await self.refresh(client, full=full)
+                if full:
+                    full_due = self.clock.monotonic() + self.options.snapshot_interval_s
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self._error(f"snapshot: {type(exc).__name__}: {exc}")
+                full_due = self.clock.monotonic() + self.options.snapshot_interval_s
                 if getattr(exc, "status_code", None) in (418, 429):
                     # Over the weight limit: pressing on turns a 429 into an IP ban (418). Stay quiet a minute.
                     await self.clock.asleep(RATE_LIMIT_PAUSE_S)
-            if await self._wait(self.options.snapshot_interval_s):
+            if await self._wait(max(0.0, full_due - self.clock.monotonic())):
                 since = self.clock.monotonic() - (self._last_refresh or 0.0)
                 await self.clock.asleep(max(self.options.event_delay_s, self.options.min_gap_s - since))
 

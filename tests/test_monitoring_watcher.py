@@ -103,8 +103,8 @@ def test_the_watcher_stores_what_the_exchange_holds(sim_server: Any, alpha: Any)
 
         def caught_up() -> bool:
             stored = store.read("income").sort("tran_id", "income_type", "symbol")
-            snap, _ = store.latest()
-            return stored.equals(expected_income) and snap is not None and snap["time_ms"] > done_ms + 500
+            after = store.read("snapshots", done_ms + 500)
+            return stored.equals(expected_income) and after.height >= 2
 
         wait_for("income and a snapshot after the last order", caught_up)
         beta = AccountStore(DataPaths(settings.data_dir), "sim_beta")
@@ -115,13 +115,17 @@ def test_the_watcher_stores_what_the_exchange_holds(sim_server: Any, alpha: Any)
     assert store.read("income").sort("tran_id", "income_type", "symbol").equals(expected_income)
     assert set(expected_income["income_type"]) >= {"TRANSFER", "COMMISSION", "REALIZED_PNL"}
 
-    # The stored equity is the simulator's own valuation (wallet + unrealized at mark) at the snapshot's moment.
+    # Every stored equity since the last fill is the simulator's own valuation (wallet + unrealized at mark) at the
+    # moment it answered (within a few seconds of the sample's time: the search finds that millisecond).
+    engine = sim_server.engine
+    after = store.read("snapshots", done_ms + 500)
+    for sample in after.iter_rows(named=True):
+        t = sample["time_ms"]
+        near = [engine.valuation("sim_alpha", ms) for ms in range(t - 1_000, t + 5_000)]
+        assert min(abs(sample["equity"] - (v.wallet + v.total_upnl)) for v in near) < D("0.000001")
+        assert sample["wallet_balance"] == near[-1].wallet
     snap, positions = store.latest()
     assert snap is not None
-    engine = sim_server.engine
-    near = [engine.valuation("sim_alpha", t) for t in range(snap["time_ms"] - 1_000, snap["time_ms"] + 5_000)]
-    assert min(abs(snap["equity"] - (v.wallet + v.total_upnl)) for v in near) < D("0.000001")
-    assert snap["wallet_balance"] == near[-1].wallet
     held = {p["symbol"]: D(p["positionAmt"]) for p in alpha.futures_position_information()}
     assert held == {"ETHUSDT": D("0.5")}
     stored = positions.filter(pl.col("position_amt") != 0)
