@@ -1,7 +1,8 @@
 """Monitoring costs (run: python benchmarks/bench_monitoring.py).
 
-1. The account-state refresh (account, positionRisk, income, store appends) for 2 accounts x 40 positions against
-   the real simulator over loopback, both accounts refreshed concurrently as the watcher does.
+1. The account-state refresh for 2 accounts x 40 positions against the real simulator over loopback, both accounts
+   concurrently as the watcher does: full (account, positionRisk, income, fills, store appends) and light (account,
+   positionRisk, store appends: after stream events).
 2. The strategy report over 30 days of scripted trading: a target file every 5 minutes (30 symbols), 10 fills per
    window, commissions and funding as income, and a snapshot a minute with 30 positions.
 """
@@ -74,14 +75,15 @@ def bench_refresh(rounds: int = 20) -> None:
         )
         watchers = [AccountWatcher(settings, a) for a in accounts]
 
-        async def run() -> list[float]:
+        async def run(full: bool) -> list[float]:
             clients = [await async_rest_client(settings, a) for a in accounts]
+            pairs = list(zip(watchers, clients, strict=True))
             try:
-                await asyncio.gather(*(w.refresh(c) for w, c in zip(watchers, clients, strict=True)))  # first: backfill
+                await asyncio.gather(*(w.refresh(c) for w, c in pairs))  # the first one backfills income
                 took = []
                 for _ in range(rounds):
                     start = time.perf_counter()
-                    results = await asyncio.gather(*(w.refresh(c) for w, c in zip(watchers, clients, strict=True)))
+                    results = await asyncio.gather(*(w.refresh(c, full=full) for w, c in pairs))
                     took.append(time.perf_counter() - start)
                     assert all(r.positions == SYMBOLS for r in results)
                 return took
@@ -89,11 +91,12 @@ def bench_refresh(rounds: int = 20) -> None:
                 for c in clients:
                     await c.close_connection()
 
-        took = asyncio.run(run())
-        print(
-            f"refresh 2 accounts x {SYMBOLS} positions          {rounds:>4} rounds  "
-            f"median {np.median(took) * 1e3:7.1f} ms  max {max(took) * 1e3:7.1f} ms"
-        )
+        for full in (True, False):
+            took = asyncio.run(run(full))
+            print(
+                f"{'full' if full else 'light'} refresh, 2 accounts x {SYMBOLS} positions  {rounds:>4} rounds  "
+                f"median {np.median(took) * 1e3:7.1f} ms  max {max(took) * 1e3:7.1f} ms"
+            )
     finally:
         server.stop()
         engine.close()
