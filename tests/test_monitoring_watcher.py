@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from factors.sizing import TargetPosition, write_account_targets
+from lsq.clock import SYSTEM_CLOCK
 from lsq.exchange import rest_client
 from lsq.paths import DataPaths
 from lsq.timelabels import WINDOW_MS
@@ -23,10 +24,31 @@ from monitoring.report import account_report
 from monitoring.state import account_view
 from monitoring.store import AccountStore, as_frame
 from monitoring.watcher import Watcher, WatcherOptions
+from simulator.ratelimit import RateLimits
+from tests.conftest import SimServer, start_sim_server
 
 D = Decimal
 # A snapshot every 5 s (events bring one sooner) keeps two accounts well inside the 2400 weight a minute.
 FAST = WatcherOptions(snapshot_interval_s=5.0, event_delay_s=0.2, min_gap_s=0.5, income_history_days=1)
+
+
+class ShiftedClock:
+    """The wall clock moved forward by hand: the watcher's samples jump a minute without the test waiting one."""
+
+    def __init__(self) -> None:
+        self.offset_ms = 0
+
+    def now_ms(self) -> int:
+        return SYSTEM_CLOCK.now_ms() + self.offset_ms
+
+    def monotonic(self) -> float:
+        return SYSTEM_CLOCK.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        SYSTEM_CLOCK.sleep(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        await SYSTEM_CLOCK.asleep(seconds)
 
 
 class Running:
@@ -69,6 +91,17 @@ def wait_for(what: str, condition: Callable[[], Any], timeout: float = 60.0) -> 
 def exchange_income(client: Any) -> pl.DataFrame:
     rows = client.futures_income_history(startTime=0, limit=1000)
     return as_frame("income", [income_row(r) for r in rows]).sort("tran_id", "income_type", "symbol")
+
+
+@pytest.fixture(scope="module")
+def _module_sim_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimServer]:
+    """This module's simulator. Its watchers snapshot every 5 s, twelve times the product's pace, so the
+    exchange's weight limit is raised as much: no test waits out the watcher's minute of quiet after a 429."""
+    sim = start_sim_server(tmp_path_factory.mktemp("sim-monitoring"), limits=RateLimits().scaled(12))
+    try:
+        yield sim
+    finally:
+        sim.stop()
 
 
 @pytest.fixture
@@ -198,14 +231,17 @@ def test_the_watcher_rides_out_dropped_streams_and_rest_errors(sim_server: Any) 
         beta.close_connection()
 
 
-def test_snapshot_time_comes_from_the_injected_clock(sim_server: Any) -> None:
+def test_snapshot_time_comes_from_the_injected_clock(sim_server: Any, tmp_path: Any) -> None:
     from lsq.clock import FakeClock
     from monitoring.watcher import AccountWatcher
 
     fake_now = sim_server.clock.now_ms() // 1000 * 1000 + 123_456  # not the wall clock, but near it
     clock = FakeClock(now_ms=fake_now)
     account = sim_server.settings.execution.mock.accounts[1]
-    watcher = AccountWatcher(sim_server.settings, account, clock=clock)
+    own = sim_server.settings.model_copy(
+        update={"data": sim_server.settings.data.model_copy(update={"data_dir": tmp_path})}
+    )  # a store of its own: a snapshot from the future would confuse the other tests' waits
+    watcher = AccountWatcher(own, account, clock=clock)
 
     async def once() -> Any:
         from lsq.exchange import async_rest_client
@@ -258,3 +294,40 @@ def test_lsq_watch_runs_until_interrupted(sim_server: Any, tmp_path: Any) -> Non
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert store.read_status()["stream"] == "stopped"  # type: ignore[index]
+
+
+def test_a_deposit_and_a_withdrawal_are_capital_not_return(sim_server: Any) -> None:
+    from monitoring.state import account_curve
+
+    settings = sim_server.settings
+    paths = DataPaths(settings.data_dir)
+    beta = rest_client(settings, settings.execution.mock.accounts[1])
+    store = AccountStore(paths, "sim_beta")
+    try:
+        clock = ShiftedClock()
+        with Running(Watcher(settings, clock=clock, options=FAST)):
+            wait_for("the user stream", lambda: (store.read_status() or {}).get("stream") == "up")
+            start = store.last_time("snapshots") or 0
+            wait_for("a first snapshot", lambda: (store.last_time("snapshots") or 0) > start)
+            clock.offset_ms += 60_000  # the next samples fall in a later minute of the curve
+            deposit = sim_server.admin("transfer", {"account": "sim_beta", "type": "DEPOSIT", "amount": "1000"})
+            withdrawal = sim_server.admin("transfer", {"account": "sim_beta", "type": "WITHDRAW", "amount": "250.5"})
+            expected = exchange_income(beta)
+
+            def booked() -> bool:
+                stored = store.read("income").sort("tran_id", "income_type", "symbol")
+                snap, _ = store.latest()  # (its time is shifted: the wallet tells whether it saw both)
+                wallet = None if snap is None else snap["wallet_balance"]
+                return stored.equals(expected) and wallet == D(withdrawal["walletBalance"])
+
+            wait_for("both transfers stored and a snapshot after them", booked)
+    finally:
+        beta.close_connection()
+    transfers = store.read("income").filter(pl.col("income_type") == "TRANSFER")
+    assert {deposit["tranId"], withdrawal["tranId"]} <= set(transfers["tran_id"])
+    curve, summary = account_curve(paths, "sim_beta")
+    assert summary["transfers"] == pytest.approx(1000 - 250.5)  # after the first sample: the opening 50000 is in it
+    moved = curve["equity"][-1] - curve["equity"][0]
+    assert moved > 700  # the equity rose by the net deposit ...
+    assert abs(summary["cum_return"]) < 0.001 and abs(summary["pnl"]) < 50  # ... and none of it is return
+    assert summary["pnl"] == pytest.approx(moved - (1000 - 250.5))
