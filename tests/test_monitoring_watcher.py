@@ -331,3 +331,47 @@ def test_a_deposit_and_a_withdrawal_are_capital_not_return(sim_server: Any) -> N
     assert moved > 700  # the equity rose by the net deposit ...
     assert abs(summary["cum_return"]) < 0.001 and abs(summary["pnl"]) < 50  # ... and none of it is return
     assert summary["pnl"] == pytest.approx(moved - (1000 - 250.5))
+
+
+def test_a_fresh_store_pages_through_thousands_of_records(sim_server: Any, tmp_path: Any) -> None:
+    from monitoring.watcher import AccountWatcher
+
+    engine, clock = sim_server.engine, sim_server.clock
+    account = sim_server.settings.execution.mock.accounts[1]
+    for i in range(700):  # straight into the engine: the order rate limits would make this take minutes
+        side = "BUY" if i % 2 == 0 else "SELL"
+        engine.place_order("sim_beta", {"symbol": "ETHUSDT", "side": side, "type": "MARKET", "quantity": "0.01"},
+                           clock.now_ms())  # fmt: skip
+    now = clock.now_ms()
+    everything: dict[int, dict[str, Any]] = {}
+    start = 0
+    while True:  # the exchange's own records, every page of them
+        page = engine.income_history("sim_beta", {"startTime": str(start), "limit": "1000"}, now)
+        everything.update({(r["tranId"], r["incomeType"], r["symbol"]): r for r in page})  # type: ignore[misc]
+        if len(page) < 1000:
+            break
+        start = page[-1]["time"]
+    trades = engine.user_trades("sim_beta", {"symbol": "ETHUSDT", "fromId": "0", "limit": "1000"}, now)
+    assert len(everything) > 1000 and len(trades) == 1000  # more than one page of each
+
+    own = sim_server.settings.model_copy(
+        update={"data": sim_server.settings.data.model_copy(update={"data_dir": tmp_path})}
+    )
+    watcher = AccountWatcher(own, account)
+
+    async def once() -> Any:
+        from lsq.exchange import async_rest_client
+
+        client = await async_rest_client(own, account)
+        try:
+            return await watcher.refresh(client)
+        finally:
+            await client.close_connection()
+
+    asyncio.run(once())
+    expected = as_frame("income", [income_row(r) for r in everything.values()]).sort("tran_id", "income_type", "symbol")
+    stored = watcher.store.read("income").filter(pl.col("time_ms") <= now)
+    assert stored.sort("tran_id", "income_type", "symbol").equals(expected)
+    fills = watcher.store.read("fills").filter(pl.col("symbol") == "ETHUSDT")
+    named = expected.filter(pl.col("income_type") == "COMMISSION", pl.col("symbol") == "ETHUSDT")
+    assert set(fills["trade_id"]) >= {int(t) for t in named["trade_id"]}  # every fill the income names
