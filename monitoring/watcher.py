@@ -269,7 +269,14 @@ class AccountWatcher:
                     keepalive = asyncio.create_task(self._keepalive(client, key, ws))
                     try:
                         async for raw in ws:
-                            if not self.on_event(json.loads(raw)):
+                            try:
+                                keep = self.on_event(json.loads(raw))
+                            except (ValueError, KeyError, TypeError) as exc:  # one bad message is not a dead stream
+                                log.warning(
+                                    "%s: unreadable user-stream message (%s): %.200r", self.account_id, exc, raw
+                                )
+                                continue
+                            if not keep:
                                 break
                     finally:
                         keepalive.cancel()
