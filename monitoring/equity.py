@@ -10,6 +10,7 @@ with √365 because crypto trades every day.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,19 +40,42 @@ def transfers(income: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def equity_curve(snapshots: pl.DataFrame, income: pl.DataFrame) -> pl.DataFrame:
-    """Minute curve: `minute_ms, time_ms, equity, flow, pnl, ret, cum_return, drawdown`.
+CURVE_SCHEMA: dict[str, pl.DataType] = {
+    "minute_ms": pl.Int64(),
+    "time_ms": pl.Int64(),
+    "equity": pl.Float64(),
+    "flow": pl.Float64(),
+    "pnl": pl.Float64(),
+    "ret": pl.Float64(),
+    "wealth": pl.Float64(),
+    "peak": pl.Float64(),
+    "cum_return": pl.Float64(),
+    "drawdown": pl.Float64(),
+}
 
-    `flow` is the net transfer since the previous sample (for the first sample, every transfer up to it, which
-    is what the account started with).
+
+def equity_curve(
+    snapshots: pl.DataFrame, income: pl.DataFrame, previous: Mapping[str, Any] | None = None
+) -> pl.DataFrame:
+    """Minute curve: `minute_ms, time_ms, equity, flow, pnl, ret, wealth, peak, cum_return, drawdown`.
+
+    `flow` is the net transfer since the previous sample. Without `previous` the first sample takes every transfer
+    up to it (what the account started with) and has no return; with `previous` (the last row of a stored curve)
+    the new samples continue it: flows after its time, returns from its equity, wealth and peak carried on.
     """
     samples = minute_samples(snapshots)
-    flows = transfers(income).with_columns(pl.col("amount").cum_sum().alias("cum_flow"))
+    moves = transfers(income)
+    if previous is not None:
+        samples = samples.filter(pl.col("minute_ms") > previous["minute_ms"])
+        moves = moves.filter(pl.col("time_ms") > previous["time_ms"])
+    if samples.height == 0:
+        return pl.DataFrame(schema=CURVE_SCHEMA)
+    flows = moves.with_columns(pl.col("amount").cum_sum().alias("cum_flow"))
     if flows.height:
         samples = samples.join_asof(flows.select("time_ms", "cum_flow"), on="time_ms", strategy="backward")
     else:
         samples = samples.with_columns(pl.lit(None, dtype=pl.Float64).alias("cum_flow"))
-    prev_equity = pl.col("equity").shift(1).fill_null(0.0)
+    prev_equity = pl.col("equity").shift(1).fill_null(0.0 if previous is None else float(previous["equity"]))
     curve = samples.with_columns(pl.col("cum_flow").fill_null(0.0)).with_columns(
         (pl.col("cum_flow") - pl.col("cum_flow").shift(1).fill_null(0.0)).alias("flow")
     )
@@ -60,21 +84,25 @@ def equity_curve(snapshots: pl.DataFrame, income: pl.DataFrame) -> pl.DataFrame:
         (pl.col("equity") - prev_equity - pl.col("flow")).alias("pnl"),
         pl.when(base > 0).then(pl.col("equity") / base - 1).otherwise(0.0).alias("ret"),
     )
-    # The first sample has no previous one: its PnL and return are unknown, not the whole opening balance.
-    first = pl.int_range(pl.len()) == 0
-    curve = curve.with_columns(
-        pl.when(first).then(0.0).otherwise(pl.col("pnl")).alias("pnl"),
-        pl.when(first).then(0.0).otherwise(pl.col("ret")).alias("ret"),
-    )
-    return _with_wealth(curve).drop("cum_flow")
+    if previous is None:  # the first sample has no previous one: no PnL or return, not the opening balance
+        first = pl.int_range(pl.len()) == 0
+        curve = curve.with_columns(
+            pl.when(first).then(0.0).otherwise(pl.col("pnl")).alias("pnl"),
+            pl.when(first).then(0.0).otherwise(pl.col("ret")).alias("ret"),
+        )
+        return _with_wealth(curve)
+    return _with_wealth(curve, float(previous["wealth"]), float(previous["peak"]))
 
 
-def _with_wealth(curve: pl.DataFrame) -> pl.DataFrame:
-    wealth = (1 + pl.col("ret")).cum_prod()
-    return curve.with_columns(
-        (wealth - 1).alias("cum_return"),
-        (wealth / wealth.cum_max() - 1).alias("drawdown"),
+def _with_wealth(curve: pl.DataFrame, wealth0: float = 1.0, peak0: float = 1.0) -> pl.DataFrame:
+    wealth = wealth0 * (1 + pl.col("ret")).cum_prod()
+    out = curve.with_columns(wealth.alias("wealth")).with_columns(
+        pl.max_horizontal(pl.col("wealth").cum_max(), pl.lit(peak0)).alias("peak")
     )
+    return out.with_columns(
+        (pl.col("wealth") - 1).alias("cum_return"),
+        (pl.col("wealth") / pl.col("peak") - 1).alias("drawdown"),
+    ).select(list(CURVE_SCHEMA))
 
 
 def in_range(curve: pl.DataFrame, start_ms: int | None = None, end_ms: int | None = None) -> pl.DataFrame:

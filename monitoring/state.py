@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 
 from lsq.paths import DataPaths
-from lsq.timelabels import DAY_MS
+from lsq.timelabels import DAY_MS, MINUTE_MS
 from monitoring.equity import equity_curve, summarize
 from monitoring.history import position_changes, position_legs
 from monitoring.metrics import (
@@ -27,8 +27,6 @@ from monitoring.metrics import (
 from monitoring.store import AccountStore
 from monitoring.targets import latest_target
 
-DRAWDOWN_LOOKBACK_MS = 30 * DAY_MS
-
 
 @dataclass(frozen=True)
 class AccountView:
@@ -40,7 +38,7 @@ class AccountView:
     target_ms: int | None  # the decision time of the targets the deviation is measured against
     deviation: DeviationSummary | None
     deviation_by_symbol: pl.DataFrame
-    drawdown: float  # from the peak of the transfer-adjusted curve over the last 30 days
+    drawdown: float  # from the peak of the stored transfer-adjusted curve
     watcher: dict[str, Any] | None  # the watcher's status file
 
     def metadata(self) -> dict[str, float]:
@@ -91,7 +89,12 @@ def account_view(paths: DataPaths, account_id: str) -> AccountView | None:
     if target is not None:
         by_symbol = deviation_by_symbol(positions, target.positions)
         summary = deviation_summary(by_symbol)
-    curve = equity_curve(store.read("snapshots", t - DRAWDOWN_LOOKBACK_MS, t + 1), store.read("income", None, t + 1))
+    stored = store.last_row("equity")
+    if stored is not None:
+        drawdown = float(stored["drawdown"])
+    else:  # before the curve's first completed minute
+        curve = equity_curve(store.read("snapshots", t - DAY_MS, t + 1), store.read("income", None, t + 1))
+        drawdown = float(curve["drawdown"][-1]) if curve.height else 0.0
     return AccountView(
         account_id=account_id,
         snapshot=snap,
@@ -101,19 +104,29 @@ def account_view(paths: DataPaths, account_id: str) -> AccountView | None:
         target_ms=None if target is None else target.timestamp_ms,
         deviation=summary,
         deviation_by_symbol=by_symbol,
-        drawdown=float(curve["drawdown"][-1]) if curve.height else 0.0,
+        drawdown=drawdown,
         watcher=store.read_status(),
     )
+
+
+def update_equity_curve(paths: DataPaths, account_id: str, now_ms: int) -> int:
+    """Append the completed minutes since the stored curve's last sample (the watcher calls this after each full
+    snapshot: one writer); returns how many were added. A transfer stamped before the last stored sample but
+    published after it is not in the curve (the snapshots' equity still is)."""
+    store = AccountStore(paths, account_id)
+    last = store.last_row("equity")
+    since = None if last is None else int(last["time_ms"]) + 1
+    minute = now_ms - now_ms % MINUTE_MS
+    new = equity_curve(store.read("snapshots", since, minute), store.read("income", since, minute), last)
+    return store.append("equity", new)
 
 
 def account_curve(
     paths: DataPaths, account_id: str, start_ms: int | None = None, end_ms: int | None = None
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """The transfer-adjusted minute curve over [start_ms, end_ms) and its summary (return, PnL, Sharpe, max DD).
-    Income is read from the start of the store: every transfer before the range is in the first sample."""
-    store = AccountStore(paths, account_id)
-    curve = equity_curve(store.read("snapshots", start_ms, end_ms), store.read("income", None, end_ms))
-    return curve, summarize(curve).as_dict()
+    """The stored minute curve over [start_ms, end_ms) and its summary (return, PnL, transfers, Sharpe, max DD)."""
+    curve = AccountStore(paths, account_id).read("equity", start_ms, end_ms)
+    return curve, summarize(curve, start_ms, end_ms).as_dict()
 
 
 def account_history(paths: DataPaths, account_id: str, end_ms: int | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:

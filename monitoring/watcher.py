@@ -5,7 +5,8 @@ Per account two loops share one python-binance AsyncClient:
   order log and fills as they happen; any event asks for a light snapshot (account and positionRisk, at most
   every 5 s), so equity follows a fill within seconds;
 - a REST snapshot (account, positionRisk, the marks of targeted symbols not held, income since shortly before the last
-  stored record, and the fills the income names that the stream did not deliver) at least every `snapshot_interval_s`.
+  stored record, and the fills the income names that the stream did not deliver) at least every `snapshot_interval_s`,
+  after which the completed minutes of the equity curve are appended.
 The stream is fast, REST is the truth: a fill missed while the socket was down is found through the income record's
 tradeId, and income is re-read from the last stored record's time (the store deduplicates), so nothing is lost
 across reconnects or restarts. Failures reconnect with jittered exponential backoff, like the collector; one
@@ -34,6 +35,7 @@ from lsq.exchange import async_rest_client
 from lsq.paths import DataPaths
 from lsq.timelabels import DAY_MS
 from monitoring import records
+from monitoring.state import update_equity_curve
 from monitoring.store import AccountStore, as_frame
 from monitoring.targets import latest_target
 
@@ -165,6 +167,8 @@ class AccountWatcher:
         positions = records.position_rows(risk, marks, now)
         self.store.append("positions", as_frame("positions", positions))
         self.store.append("snapshots", as_frame("snapshots", [snapshot]))
+        if full:
+            update_equity_curve(self.paths, self.account_id, now)
         self._last_refresh = self.clock.monotonic()
         self.status.update(last_snapshot_ms=now, equity=str(snapshot["equity"]))
         self._write_status()

@@ -121,7 +121,7 @@ def test_an_empty_range_is_refused_and_a_quiet_one_is_zero(paths: DataPaths) -> 
 
 
 def test_account_view_curve_and_history_read_the_store(paths: DataPaths) -> None:
-    from monitoring.state import account_curve, account_history, account_view
+    from monitoring.state import account_curve, account_history, account_view, update_equity_curve
 
     view = account_view(paths, "acc")
     assert view is not None and view.snapshot["time_ms"] == T0 + 3 * H
@@ -130,6 +130,9 @@ def test_account_view_curve_and_history_read_the_store(paths: DataPaths) -> None
     meta = view.metadata()
     assert meta["equity"] == 10_004.0 and meta["gross"] == 105.0 and meta["deviation"] == 0.0
     assert json.loads(json.dumps(view.as_dict()))["snapshot"]["equity"] == "10004.0000000000"
+    assert account_curve(paths, "acc")[0].height == 0  # the watcher writes the curve
+    assert update_equity_curve(paths, "acc", T0 + 4 * H) == 2
+    assert update_equity_curve(paths, "acc", T0 + 4 * H) == 0  # appendable: nothing twice
     curve, summary = account_curve(paths, "acc")
     assert curve["equity"].to_list() == [10_000.0, 10_004.0] and summary["transfers"] == 0.0
     assert summary["cum_return"] == pytest.approx(0.0004)  # the opening deposit is not a return

@@ -33,10 +33,10 @@ FAST = WatcherOptions(snapshot_interval_s=5.0, event_delay_s=0.2, min_gap_s=0.5,
 
 
 class ShiftedClock:
-    """The wall clock moved forward by hand: the watcher's samples jump a minute without the test waiting one."""
+    """The wall clock shifted by `offset_ms`, changed by hand."""
 
-    def __init__(self) -> None:
-        self.offset_ms = 0
+    def __init__(self, offset_ms: int = 0) -> None:
+        self.offset_ms = offset_ms
 
     def now_ms(self) -> int:
         return SYSTEM_CLOCK.now_ms() + self.offset_ms
@@ -296,27 +296,29 @@ def test_lsq_watch_runs_until_interrupted(sim_server: Any, tmp_path: Any) -> Non
     assert store.read_status()["stream"] == "stopped"  # type: ignore[index]
 
 
-def test_a_deposit_and_a_withdrawal_are_capital_not_return(sim_server: Any) -> None:
-    from monitoring.state import account_curve
+def test_a_deposit_and_a_withdrawal_are_capital_not_return(make_sim_server: Callable[..., SimServer]) -> None:
+    from monitoring.state import account_curve, update_equity_curve
 
-    settings = sim_server.settings
+    sim = make_sim_server(limits=RateLimits().scaled(12))  # a fresh exchange: this account's first curve
+    settings = sim.settings
     paths = DataPaths(settings.data_dir)
     beta = rest_client(settings, settings.execution.mock.accounts[1])
     store = AccountStore(paths, "sim_beta")
+    # Once the transfers are booked the watcher's clock jumps a minute, so the curve has a sample after them in a
+    # later minute without the test waiting one; every stamp stays after the exchange's time of what it saw.
+    clock = ShiftedClock()
     try:
-        clock = ShiftedClock()
         with Running(Watcher(settings, clock=clock, options=FAST)):
             wait_for("the user stream", lambda: (store.read_status() or {}).get("stream") == "up")
-            start = store.last_time("snapshots") or 0
-            wait_for("a first snapshot", lambda: (store.last_time("snapshots") or 0) > start)
-            clock.offset_ms += 60_000  # the next samples fall in a later minute of the curve
-            deposit = sim_server.admin("transfer", {"account": "sim_beta", "type": "DEPOSIT", "amount": "1000"})
-            withdrawal = sim_server.admin("transfer", {"account": "sim_beta", "type": "WITHDRAW", "amount": "250.5"})
+            wait_for("a first snapshot", lambda: store.last_time("snapshots") is not None)
+            deposit = sim.admin("transfer", {"account": "sim_beta", "type": "DEPOSIT", "amount": "1000"})
+            withdrawal = sim.admin("transfer", {"account": "sim_beta", "type": "WITHDRAW", "amount": "250.5"})
             expected = exchange_income(beta)
+            clock.offset_ms = 60_000
 
             def booked() -> bool:
                 stored = store.read("income").sort("tran_id", "income_type", "symbol")
-                snap, _ = store.latest()  # (its time is shifted: the wallet tells whether it saw both)
+                snap, _ = store.latest()
                 wallet = None if snap is None else snap["wallet_balance"]
                 return stored.equals(expected) and wallet == D(withdrawal["walletBalance"])
 
@@ -325,12 +327,12 @@ def test_a_deposit_and_a_withdrawal_are_capital_not_return(sim_server: Any) -> N
         beta.close_connection()
     transfers = store.read("income").filter(pl.col("income_type") == "TRANSFER")
     assert {deposit["tranId"], withdrawal["tranId"]} <= set(transfers["tran_id"])
+    update_equity_curve(paths, "sim_beta", clock.now_ms() + 120_000)  # the last sample's minute, completed
     curve, summary = account_curve(paths, "sim_beta")
-    assert summary["transfers"] == pytest.approx(1000 - 250.5)  # after the first sample: the opening 50000 is in it
-    moved = curve["equity"][-1] - curve["equity"][0]
-    assert moved > 700  # the equity rose by the net deposit ...
-    assert abs(summary["cum_return"]) < 0.001 and abs(summary["pnl"]) < 50  # ... and none of it is return
-    assert summary["pnl"] == pytest.approx(moved - (1000 - 250.5))
+    # Nothing is held, so the equity is the wallet: 50000 opened, +1000 -250.5 moved, and none of it is return.
+    assert curve.height >= 2 and curve["equity"][-1] == 50_749.5
+    assert curve["flow"].sum() == 50_749.5 and summary["transfers"] == 50_749.5 - curve["flow"][0]
+    assert summary["cum_return"] == 0.0 and summary["pnl"] == 0.0 and summary["max_drawdown"] == 0.0
 
 
 def test_a_fresh_store_pages_through_thousands_of_records(sim_server: Any, tmp_path: Any) -> None:
