@@ -6,6 +6,7 @@ import itertools
 import math
 import statistics
 
+import polars as pl
 import pytest
 
 from lsq.timelabels import DAY_MS, MINUTE_MS
@@ -75,3 +76,14 @@ def test_daily_pnl_sharpe_and_max_drawdown_over_days() -> None:
     every_day = [0.0, *rets]
     assert s.sharpe == pytest.approx(statistics.mean(every_day) / statistics.stdev(every_day) * math.sqrt(365))
     assert s.max_drawdown == pytest.approx(1020 / 1030 - 1)  # deeper than 1005 / 1010
+
+
+def test_a_curve_continued_from_its_last_row_equals_the_curve_at_once() -> None:
+    points = [(T0 + i * MINUTE_MS + 1_000, str(1000 + 7 * i - (i % 3) * 11 + (500 if i >= 4 else 0))) for i in range(8)]
+    income = as_frame("income", [transfer(1, T0, "1000"), transfer(2, T0 + 3 * MINUTE_MS + 30_000, "500")])
+    whole = equity_curve(snapshots(points), income)
+    head = equity_curve(snapshots(points[:3]), income)
+    tail = equity_curve(snapshots(points), income, previous=head.row(-1, named=True))
+    assert tail["minute_ms"][0] == T0 + 3 * MINUTE_MS and tail["flow"][0] == 0.0 and tail["flow"][1] == 500.0
+    for column in ("equity", "flow", "pnl", "ret", "cum_return", "drawdown"):
+        assert pl.concat([head, tail])[column].to_list() == pytest.approx(whole[column].to_list()), column
