@@ -9,7 +9,7 @@ import dagster as dg
 
 from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.config import Settings, load_config
-from lsq_pipeline.defs import factors, market, universe
+from lsq_pipeline.defs import execution, factors, market, universe
 from lsq_pipeline.resources import LsqResource
 
 
@@ -30,6 +30,7 @@ def build_definitions(
         market.defs(settings, clock),
         universe.defs(settings, clock),
         factors.defs(settings),
+        execution.defs(settings, clock),
         shared,
     )
 

@@ -9,3 +9,7 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 def range_tags(first_key: str, last_key: str) -> dict[str, str]:
     """Tags of one run over the partition range [first_key, last_key] (both inclusive)."""
     return {RANGE_START_TAG: first_key, RANGE_END_TAG: last_key}
+
+
+# Run retries (dagster.yaml run_retries) per job or run: "0" turns them off.
+MAX_RETRIES_TAG = "dagster/max_retries"

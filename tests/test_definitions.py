@@ -26,6 +26,7 @@ GROUPS = {
     **{f"factor_{name}": "factors" for name in FACTORS},
     "alpha": "factors",
     "target_positions": "factors",
+    "executions": "execution",
 }
 BAR_CHECKS = {
     "bars_universe_coverage",
@@ -104,7 +105,7 @@ def test_checks(graph) -> None:
 
 
 def test_jobs_schedules_and_sensors(defs: dg.Definitions) -> None:
-    assert sorted(job.name for job in defs.jobs) == ["funding_job", "universe_job", "window_job"]
+    assert sorted(job.name for job in defs.jobs) == ["execution_job", "funding_job", "universe_job", "window_job"]
     window = defs.resolve_job_def("window_job")
     assert {k.to_user_string() for k in window.asset_layer.executable_asset_keys} == {
         name for name, group in GROUPS.items() if group in ("bars_5m", "factors")
@@ -115,9 +116,27 @@ def test_jobs_schedules_and_sensors(defs: dg.Definitions) -> None:
         "funding_schedule": ("2 * * * *", "UTC", "funding_job"),
     }
     sensors = {s.name: s for s in defs.sensors}
-    assert sorted(sensors) == ["rollup_automation", "sealed_window_sensor"]
+    assert sorted(sensors) == ["execution_sensor", "rollup_automation", "sealed_window_sensor"]
     assert sensors["sealed_window_sensor"].job_name == "window_job"
+    assert sensors["execution_sensor"].job_name == "execution_job"
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
+
+
+def test_executions_are_partitioned_by_account_in_their_own_job(defs: dg.Definitions, graph) -> None:
+    """One partition per account (the sensor keeps them in step with the configuration), one run per account and
+    window in a job of its own (never holding up window_job), not retried automatically, and the account's tag
+    limited to one run at a time by dagster.yaml."""
+    import yaml
+
+    executions = graph.get(dg.AssetKey("executions"))
+    assert isinstance(executions.partitions_def, dg.DynamicPartitionsDefinition)
+    assert executions.partitions_def.name == "accounts"
+    assert {k.to_user_string() for k in executions.parent_keys} == {"target_positions"}
+    job = defs.resolve_job_def("execution_job")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} == {"executions"}
+    assert job.tags["dagster/max_retries"] == "0"
+    limits = yaml.safe_load((ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert {"key": "lsq/account", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
 
 
 def test_the_configuration_is_read_once_at_the_bottom_of_definitions() -> None:
