@@ -147,7 +147,7 @@ def test_sensor_fans_each_target_window_out_to_every_enabled_account(sim_server:
         assert stale.run_requests == [] and stale.cursor == later.cursor
 
 
-# ----- the executions asset against the simulator ---------------------------------------------------------------------
+# ----- the executions asset against the simulator -------------------------------------------------------------------
 
 
 def test_executions_trades_the_window_and_records_its_figures(sim_server: Any, tmp_path: Path) -> None:
@@ -217,3 +217,57 @@ def test_a_failing_run_fails_the_step_with_one_clear_message(sim_server: Any, tm
         "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
     )
     assert data.user_failure_data.metadata["status"].value == "failed"
+
+
+# ----- end to end: target_positions -> sensor -> execution runs ---------------------------------------------------
+
+
+def test_a_window_target_fans_out_to_execution_runs_that_trade(sim_server: Any, tmp_path: Path) -> None:
+    """The factor stage sizes a window for every account; the sensor turns that materialisation into one run of
+    execution_job per account, and each run trades its account toward its own file on the simulator."""
+    from builders import market, universe_def
+    from test_factor_assets import FIVE_MINUTE, write_trades
+
+    from factors.discovery import discover
+    from lsq.exchange import rest_client
+    from lsq.timelabels import format_day, now_ms, window_start
+    from lsq_pipeline.defs.factors.assets import build_factor_assets
+
+    lsq = LsqResource(config_path=str(config(tmp_path, sim_server)))
+    settings = lsq.settings
+    accounts = sorted(a.account_id for a in sim_server.accounts)
+    for acct in accounts:
+        flatten(settings, acct)
+    window = window_start(now_ms()) - 2 * WINDOW_MS
+    prices = {t["symbol"]: float(t["lastPrice"]) for t in rest_client(settings).futures_ticker()}
+    write_trades(DataPaths(tmp_path), prices, window)
+    calculators, _ = discover()
+    stage = build_factor_assets(calculators, settings.strategy.history_days, FIVE_MINUTE)
+    clock = FakeClock(now_ms=window + WINDOW_MS + 4_000)
+    defs = dg.Definitions.merge(execution.defs(settings, clock), dg.Definitions(resources={"lsq": lsq}))
+    with dg.instance_for_test() as instance:
+        day = dg.materialize(
+            [universe_def()], instance=instance, partition_key=format_day(window), resources={"lsq": lsq}
+        )
+        sized = dg.materialize(
+            [market().window_stats_5m, market().premium_index_5m, *stage],
+            instance=instance,
+            partition_key=partition_key(window),
+            resources={"lsq": lsq},
+        )
+        assert day.success and sized.success
+        result = tick(instance, lsq, clock, "0")
+        assert sorted(r.run_key for r in result.run_requests) == [f"{a}:{partition_key(window)}" for a in accounts]
+        apply_partitions(instance, result)
+        job = defs.resolve_job_def("execution_job")
+        seq = last_seq(sim_server)
+        for request in result.run_requests:
+            run = job.execute_in_process(partition_key=request.partition_key, tags=request.tags, instance=instance)
+            assert run.success
+            assert run.dagster_run.tags["dagster/max_retries"] == "0"
+        records = instance.fetch_materializations(dg.AssetKey("executions"), limit=10).records
+        statuses = {r.partition_key: r.asset_materialization.metadata["status"].value for r in records}
+        assert statuses == dict.fromkeys(accounts, "completed")
+    for acct in accounts:
+        assert_converged(settings, acct, positions_file(DataPaths(tmp_path), acct, window))
+        assert any(r["result"] == "placed" for r in order_requests(sim_server, acct, seq))
