@@ -1,7 +1,10 @@
-"""Latency of live windows in a running (or stopped) `make run`: window end -> marker -> bars -> target positions.
+"""Latency of live windows in a running (or stopped) `make run`: window end -> marker -> bars -> target positions,
+then execution: window end -> first order acknowledged -> schedule complete, and executed vs decision price.
 
 Reads the markers under the data directory and the materialisations in the project's Dagster instance
 (.dagster_home), so it measures the real path: collector, `dagster dev`'s sensor daemon, the run queue, the run.
+The execution figures come from the `executions` asset's metadata (ExecutionReport: first_ack_ms, finished_ms,
+slippage against the target file's decision price), one materialisation per account and window.
 Not part of `make bench` (it needs a system that has been running): start `make run`, wait, then
 `.venv/bin/python benchmarks/live_window_latency.py --hours 1`.
 """
@@ -13,6 +16,7 @@ import json
 import os
 import statistics
 import time
+from typing import Any
 
 import dagster as dg
 
@@ -38,6 +42,34 @@ def window_run(instance: dg.DagsterInstance, key: str) -> dg.RunRecord | None:
     runs = dg.RunsFilter(tags={"dagster/partition": key, "lsq/window": "serial"})
     records = instance.get_run_records(filters=runs, limit=1, ascending=True)
     return records[0] if records else None
+
+
+def executions_since(instance: dg.DagsterInstance, since_s: float) -> list[dict[str, Any]]:
+    """The `executions` materialisations after `since_s`: account, status and figures, oldest first."""
+    filt = dg.AssetRecordsFilter(asset_key=dg.AssetKey("executions"), after_timestamp=since_s)
+    rows = []
+    for record in reversed(instance.fetch_materializations(filt, limit=10_000).records):
+        meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+        rows.append({"account": record.partition_key, **meta})
+    return rows
+
+
+def print_executions(rows: list[dict[str, Any]]) -> None:
+    """Per window and account, then the medians over the windows that traded."""
+    print("window          account     status      orders  filled USDT  ack s  done s  slip bps  (vs decision price)")
+    for r in rows:
+        ack = r.get("first_ack_after_window_end_s")
+        done = r.get("complete_after_window_end_s")
+        print(
+            f"{r.get('window', '-'):15} {r['account']:11} {r.get('status', '-'):11} {r.get('orders_sent', 0):6} "
+            f"{r.get('filled_notional', 0.0):12.2f} {'-' if ack is None else f'{ack:5.2f}':>6} "
+            f"{'-' if done is None else f'{done:6.1f}':>7} {r.get('slippage_bps', 0.0):9.2f}"
+        )
+    traded = [r for r in rows if r.get("first_ack_after_window_end_s") is not None]
+    print(f"window end -> first order acked:  {summary([r['first_ack_after_window_end_s'] for r in traded])}")
+    print(f"window end -> schedule complete:  {summary([r['complete_after_window_end_s'] for r in traded])}")
+    slips = [r["slippage_bps"] for r in traded]
+    print(f"slippage vs decision price (bps): {summary(slips).replace(' s', '')}")
 
 
 def summary(values: list[float]) -> str:
@@ -89,6 +121,8 @@ def main() -> None:
     print(f"  marker -> run requested:        {summary(requested)}")
     print(f"  run requested -> run started:   {summary(started)}")
     print(f"  run started -> bars_5m stored:  {summary(computed)}")
+    with dg.DagsterInstance.get() as instance:
+        print_executions(executions_since(instance, since))
 
 
 if __name__ == "__main__":

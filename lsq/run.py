@@ -112,6 +112,17 @@ def _lsq(*args: str) -> list[str]:
     return [sys.executable, "-m", "lsq.cli", *args]
 
 
+def _execution_line(settings: Settings) -> str:
+    """What the Dagster daemon's execution_sensor will trade, so nobody is surprised by orders on the simulator."""
+    accounts, _ = settings.usable_accounts()
+    if not accounts:
+        return "no account with credentials: target positions are computed, nothing is traded"
+    executor = settings.execution.executor
+    algos = ", ".join(f"{a.account_id} ({executor.algorithm_for(a.account_id).name})" for a in accounts)
+    mode = "dry run, no order is sent" if settings.execution.dry_run else "orders are sent"
+    return f"each window's targets are executed for {algos}: {mode}; `lsq halt ACCOUNT` stops one"
+
+
 def run(args: argparse.Namespace, prepare_dagster: PrepareDagster) -> int:
     settings: Settings = load_config(args.config)
     if settings.execution.mode != "mock":
@@ -151,6 +162,7 @@ def run(args: argparse.Namespace, prepare_dagster: PrepareDagster) -> int:
             sup.start("dagster dev", [*dagster, "-p", str(args.dagster_port), "-w", "workspace.yaml"], dagster_env)
             sup.start("trigger", _lsq("trigger", "--dagster-url", f"http://127.0.0.1:{args.dagster_port}"), dagster_env)
             print(f"lsq run: Dagster UI on http://127.0.0.1:{args.dagster_port}", flush=True)
+            print(f"lsq run: {_execution_line(settings)}", flush=True)
         print(f"lsq run: simulator on {settings.endpoints().rest_url}; Ctrl-C stops everything", flush=True)
         while not stopping:
             exited = sup.first_exited()
