@@ -92,7 +92,22 @@ def test_lsq_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert "lsq run: stopped" in output
+    # it says what execution_sensor will trade: this configuration lists no account
+    assert "lsq run: no account with credentials: target positions are computed, nothing is traded" in output
     time.sleep(0.5)
     left = sorted(p for p in family if _alive(p))
     assert not left, f"processes left behind after Ctrl-C: {left}"
     assert not _answers(f"http://127.0.0.1:{dagster_port}/server_info")
+
+
+def test_make_run_trades_the_simulators_accounts_twap_by_default() -> None:
+    """The shipped configuration: both simulator accounts have credentials, TWAP over the window, not a dry run."""
+    from lsq.config import load_config
+    from lsq.run import _execution_line
+
+    settings = load_config(Path(__file__).resolve().parents[1] / "config" / "default.yaml")
+    twap = settings.execution.executor.algorithm.twap
+    assert (twap.horizon_seconds, twap.interval_seconds) == (240, 30)  # ends inside the 5-minute window
+    assert _execution_line(settings).startswith(
+        "each window's targets are executed for sim_alpha (twap), sim_beta (twap): orders are sent"
+    )
