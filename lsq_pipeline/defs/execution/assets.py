@@ -32,7 +32,8 @@ ACCOUNT_TAG = "lsq/account"
 WINDOW_TAG = "lsq/target_window"
 # Materialisation tags allow no ':' (a partition key has one): there the window goes by its label (2026-12-01-110).
 LABEL_TAG = "lsq/target_label"
-# Statuses after which the step succeeds: the status is in the metadata (plotted and searchable) and logged.
+# Every report materialises (its status in the metadata); these are logged as info, the others (halted, stale,
+# superseded, stopped, busy) as a warning with the report's notes.
 QUIET = ("completed", "dry_run", "no_targets")
 KNOWN_ERRORS = (LiveNotConfirmed, TargetFileError, ValueError)
 EXCHANGE_ERRORS = (BinanceAPIException, BinanceRequestException, RequestException)
@@ -51,7 +52,7 @@ def execution_metadata(report: ExecutionReport) -> dict[str, dg.MetadataValue]:
     meta: dict[str, dg.MetadataValue] = {}
     for key, value in report.metadata().items():
         if isinstance(value, str):
-            meta[key] = dg.MetadataValue.text(str(value))
+            meta[key] = dg.MetadataValue.text(value)
         elif isinstance(value, int):
             meta[key] = dg.MetadataValue.int(value)
         else:
@@ -107,7 +108,10 @@ def executions_asset(clock: Clock = SYSTEM_CLOCK) -> dg.AssetsDefinition:
         account = context.partition_key
         window_key = context.run.tags.get(WINDOW_TAG)
         settings = lsq.settings
-        targets = window_targets(lsq.paths, account, window_key)
+        try:
+            targets = window_targets(lsq.paths, account, window_key)
+        except ValueError as exc:  # a run launched by hand with a mistyped tag
+            raise dg.Failure(description=f"tag {WINDOW_TAG}: {exc}", allow_retries=False) from None
 
         def should_stop() -> bool:
             """A run being cancelled in Dagster stops at the next slice (its orders are journaled: safe)."""
