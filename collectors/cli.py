@@ -15,6 +15,7 @@ from collectors.options import CollectorOptions
 from collectors.status import format_status, liveness, read_status
 from lsq.config import load_config
 from lsq.paths import DataPaths
+from lsq.runstate import format_state, read_state
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="streams per WebSocket connection, at most 1024 (default %(default)s)",
     )
     p.set_defaults(func=run_collect)
-    s = subparsers.add_parser("status", help="show the collector's heartbeat")
+    s = subparsers.add_parser("status", help="show what `lsq run` started and the collector's heartbeat")
     s.add_argument("--json", action="store_true", help="print the raw status JSON")
     s.set_defaults(func=run_status)
 
@@ -99,7 +100,16 @@ def run_collect(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
-    path = DataPaths(settings.data_dir).collector_status
+    paths = DataPaths(settings.data_dir)
+    if not args.json:
+        try:
+            state = read_state(paths)
+        except ValueError as exc:
+            print(f"lsq status: {exc}", file=sys.stderr)
+            state = None
+        if state is not None:
+            print(format_state(state))
+    path = paths.collector_status
     try:
         status = read_status(path)
     except ValueError as exc:

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "factors.cli",
     "executors.cli",
     "monitoring.cli",
+    "monitoring.web.cli",
 )
 
 # Commands served by one light module: `lsq status` must answer in well under a second, so it does not import every

@@ -238,11 +238,33 @@ class BinanceSettings(_Strict):
     )
 
 
+# --- monitor: the web monitor (monitoring/web); kept in one block apart from the other sections ---------------
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class MonitorSettings(_Strict):
+    """Where `lsq monitor` listens. Binding beyond loopback needs a token (here or $LSQ_MONITOR_TOKEN)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    token: SecretStr | None = None
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+
+# --- end of monitor block -------------------------------------------------------------------------------------
+
+
 class Settings(_Strict):
     strategy: StrategySettings = StrategySettings()
     execution: ExecutionSettings = ExecutionSettings()
     data: DataSettings = DataSettings()
     binance: BinanceSettings = BinanceSettings()
+    monitor: MonitorSettings = MonitorSettings()
 
     @property
     def data_dir(self) -> Path:
@@ -280,7 +302,7 @@ class Settings(_Strict):
 
 
 PARTITIONS_MARGIN_DAYS = 2
-SECRET_FIELDS = frozenset({"api_key", "api_secret"})
+SECRET_FIELDS = frozenset({"api_key", "api_secret", "token"})
 PRIVATE_SECTIONS = SECRET_FIELDS | {"accounts"}
 ALLOWED_NOTES = {"strategy.calculation_interval": "the pipeline computes one alpha per sealed 5-minute window"}
 SIMULATOR_ONLY = "starting_balance_usdt"
@@ -395,6 +417,11 @@ def load_config(
     if not isinstance(raw, dict):
         raise ConfigError(f"configuration file {source} must be a mapping of sections, got {type(raw).__name__}")
     _apply_env_credentials(raw, env)
+    if env.get("LSQ_MONITOR_TOKEN"):
+        monitor = raw.get("monitor") or {}
+        if not isinstance(monitor, dict):
+            raise ConfigError("monitor: must be a mapping of settings")
+        raw["monitor"] = {**monitor, "token": env["LSQ_MONITOR_TOKEN"]}
     if env.get("LSQ_DATA_DIR"):
         raw["data"] = {**(raw.get("data") or {}), "data_dir": str(Path(env["LSQ_DATA_DIR"]).resolve())}
     try:

@@ -24,6 +24,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lsq.config import PROJECT_ROOT, Settings, load_config
+from lsq.paths import DataPaths
+from lsq.runstate import pid_alive, read_state, supervisor_running, write_state
+from lsq.timelabels import now_ms
 
 STOP_GRACE_SECONDS = 15.0
 # env -> the variables `dagster dev` and the Dagster commands need (DAGSTER_HOME), its storage created.
@@ -44,6 +47,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], prepare_d
         "takes minutes rather than an hour (default 20; 1 = Binance's own limits)",
     )
     parser.set_defaults(func=partial(run, prepare_dagster=prepare_dagster))
+    stop = sub.add_parser("stop", help="stop a running `lsq run` (from another terminal), cleanly")
+    stop.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to stop (default 60)")
+    stop.set_defaults(func=run_stop)
 
 
 @dataclass
@@ -52,6 +58,21 @@ class Supervisor:
 
     children: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     oneshots: set[str] = field(default_factory=set)
+    paths: DataPaths | None = None  # where data/run/state.json is kept, for `lsq stop`, `lsq status`, the monitor
+    parts: list[dict[str, object]] = field(default_factory=list)
+    started_at: int = field(default_factory=now_ms)
+
+    def save(self, running: bool = True) -> None:
+        """Record the supervisor and every part (pid, start, end) in data/run/state.json, atomically."""
+        if self.paths is not None:
+            state = {"pid": os.getpid(), "started_at": self.started_at, "running": running, "parts": self.parts}
+            write_state(self.paths, {**state, "updated_at": now_ms()})
+
+    def _ended(self, proc: subprocess.Popen[bytes], code: int) -> None:
+        for part in self.parts:
+            if part["pid"] == proc.pid and part.get("exit_code") is None:
+                part.update(exit_code=code, ended_at=now_ms())
+        self.save()
 
     def start(
         self, name: str, argv: list[str], env: dict[str, str] | None = None, oneshot: bool = False
@@ -61,6 +82,8 @@ class Supervisor:
         self.children.append((name, proc))
         if oneshot:
             self.oneshots.add(name)
+        self.parts.append({"name": name, "pid": proc.pid, "started_at": now_ms(), "oneshot": oneshot})
+        self.save()
         print(f"lsq run: started {name} (pid {proc.pid})", flush=True)
         return proc
 
@@ -72,6 +95,7 @@ class Supervisor:
             if name not in self.oneshots:
                 return name, code
             self.children.remove((name, proc))
+            self._ended(proc, code)
             _signal_group(proc, signal.SIGKILL)  # anything it left behind in its group
             outcome = "finished" if code == 0 else f"failed with code {code} (the live system keeps running)"
             print(f"lsq run: {name} {outcome}", flush=True)
@@ -89,6 +113,8 @@ class Supervisor:
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait()
             _signal_group(proc, signal.SIGKILL)  # stragglers the child left in its group
+            self._ended(proc, proc.returncode)
+        self.save(running=False)
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -132,7 +158,8 @@ def run(args: argparse.Namespace, prepare_dagster: PrepareDagster) -> int:
     env = dict(os.environ)
     if args.config:
         env["LSQ_CONFIG"] = str(Path(args.config).resolve())
-    sup = Supervisor()
+    sup = Supervisor(paths=DataPaths(settings.data_dir))
+    sup.save()
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -163,6 +190,8 @@ def run(args: argparse.Namespace, prepare_dagster: PrepareDagster) -> int:
             sup.start("trigger", _lsq("trigger", "--dagster-url", f"http://127.0.0.1:{args.dagster_port}"), dagster_env)
             print(f"lsq run: Dagster UI on http://127.0.0.1:{args.dagster_port}", flush=True)
             print(f"lsq run: {_execution_line(settings)}", flush=True)
+        sup.start("monitor", _lsq("monitor"), env)
+        print(f"lsq run: web monitor on http://{settings.monitor.host}:{settings.monitor.port}", flush=True)
         print(f"lsq run: simulator on {settings.endpoints().rest_url}; Ctrl-C stops everything", flush=True)
         while not stopping:
             exited = sup.first_exited()
@@ -174,3 +203,27 @@ def run(args: argparse.Namespace, prepare_dagster: PrepareDagster) -> int:
     finally:
         sup.stop()
         print("lsq run: stopped", flush=True)
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    """Signal the supervisor recorded in data/run/state.json (SIGTERM, as Ctrl-C) and wait until it is gone."""
+    paths = DataPaths(load_config(args.config).data_dir)
+    try:
+        state = read_state(paths)
+    except ValueError as exc:
+        print(f"lsq stop: {exc}", file=sys.stderr)
+        return 2
+    if state is None or not supervisor_running(state):
+        print("lsq stop: no `lsq run` is running here")
+        return 1
+    pid = int(state["pid"])
+    os.kill(pid, signal.SIGTERM)
+    print(f"lsq stop: asked lsq run (pid {pid}) to stop", flush=True)
+    deadline = time.monotonic() + args.timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if pid_alive(pid):
+        print(f"lsq stop: lsq run (pid {pid}) is still stopping after {args.timeout:.0f} s", file=sys.stderr)
+        return 1
+    print("lsq stop: stopped")
+    return 0

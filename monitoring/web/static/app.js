@@ -1,0 +1,294 @@
+// The LSQ monitor page: fetches each panel's JSON from /api/..., re-renders the panels an SSE `change` event names.
+"use strict";
+
+const state = { accounts: [], selected: null, charts: {} };
+const $ = (sel, root = document) => root.querySelector(sel);
+
+async function api(path, options) {
+  const response = await fetch(path, { credentials: "same-origin", ...options });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+function fmt(value, digits = 2) {
+  if (value === null || value === undefined || value === "") return "–";
+  const n = Number(value);
+  if (!Number.isFinite(n)) return String(value);
+  return n.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+const pct = (v, digits = 2) => (v === null || v === undefined ? "–" : `${fmt(100 * v, digits)} %`);
+const when = (ms) => (ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC" : "never");
+function ago(ms) {
+  if (!ms) return "never";
+  const s = Math.max(0, (Date.now() - ms) / 1000);
+  return s < 120 ? `${s.toFixed(0)} s ago` : s < 7200 ? `${(s / 60).toFixed(0)} min ago` : when(ms);
+}
+const bytes = (n) => `${(n / 2 ** 30).toFixed(1)} GiB`;
+
+function cell(text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  return td;
+}
+const num = (text, signed) => cell(text, "num" + (signed === undefined ? "" : signed < 0 ? " neg" : signed > 0 ? " pos" : ""));
+
+function fillTable(table, rows, toCells, empty) {
+  const body = $("tbody", table);
+  body.replaceChildren();
+  for (const row of rows) {
+    const tr = document.createElement("tr");
+    tr.append(...toCells(row));
+    body.append(tr);
+  }
+  if (!rows.length) {
+    const tr = document.createElement("tr");
+    const td = cell(empty, "muted");
+    td.colSpan = $("thead tr", table).children.length;
+    tr.append(td);
+    body.append(tr);
+  }
+}
+
+// --- panels ------------------------------------------------------------------------------------------------
+
+async function loadStatus() {
+  const s = await api("/api/status");
+  const panel = $("#panel-status");
+  fillTable(panel, s.parts, (p) => [
+    cell(p.name), cell(p.state, `state-${p.state.split(" ")[0]}`), cell(p.pid ?? "–"), cell(when(p.started_at)),
+    cell(p.heartbeat_ms ? ago(p.heartbeat_ms) : "–"), cell(p.detail || "", "muted"),
+  ], "nothing started: run `make run` (or `lsq run`)");
+  const sup = s.supervisor;
+  $(".note", panel).textContent = sup.pid
+    ? `lsq run pid ${sup.pid} ${sup.running ? "running" : "not running"} since ${when(sup.started_at)}`
+    : "no lsq run state (data/run/state.json)";
+}
+
+async function loadSystem() {
+  const s = await api("/api/system");
+  const dl = $("#panel-system dl");
+  dl.replaceChildren();
+  const items = [
+    ["CPU", `${fmt(s.cpu_percent, 0)} % of ${s.cpu_count} cores`],
+    ["load", s.load_average.map((v) => v.toFixed(2)).join(" ")],
+    ["memory", `${bytes(s.memory.used)} / ${bytes(s.memory.total)} (${fmt(s.memory.percent, 0)} %)`],
+    ["disk", `${bytes(s.disk.used)} / ${bytes(s.disk.total)} (${fmt(s.disk.percent, 0)} %), ${bytes(s.disk.free)} free`],
+    ["data dir", s.disk.path],
+  ];
+  for (const [k, v] of items) {
+    const dt = document.createElement("dt");
+    dt.textContent = k;
+    const dd = document.createElement("dd");
+    dd.textContent = v;
+    dd.style.margin = "0";
+    dl.append(dt, dd);
+  }
+}
+
+async function loadAlerts() {
+  const a = await api("/api/alerts");
+  const panel = $("#panel-alerts");
+  const list = $("ul.active", panel);
+  list.replaceChildren();
+  for (const item of a.active) {
+    const li = document.createElement("li");
+    li.className = `sev-${item.severity}`;
+    li.textContent = `${item.severity} ${item.message}`;
+    list.append(li);
+  }
+  if (!a.active.length) list.append(Object.assign(document.createElement("li"), { textContent: "all clear", className: "state-running" }));
+  fillTable($("table", panel), a.log, (e) => [
+    cell(when(e.time_ms)), cell(e.severity || e.status || "", `sev-${e.severity}`), cell(e.source || e.check || ""),
+    cell(e.message || ""),
+  ], "no alerts recorded");
+}
+
+const MODE_TEXT = { active: "active", halted: "HALTED", reduce_only: "REDUCE-ONLY" };
+
+async function loadAccounts() {
+  state.accounts = await api("/api/accounts");
+  fillTable($("#panel-accounts"), state.accounts, (a) => [
+    cell(a.account_id), num(fmt(a.equity)), num(fmt(a.available_balance)), num(pct(a.margin_ratio)),
+    num(fmt(a.today_pnl), a.today_pnl), cell(a.snapshot_ms ? ago(a.snapshot_ms) : "no snapshot yet"),
+    cell(MODE_TEXT[a.halt.mode], `mode-${a.halt.mode}`),
+  ], "no accounts configured");
+  if (!state.selected && state.accounts.length) state.selected = state.accounts[0].account_id;
+  renderTabs();
+  renderKillSwitch();
+}
+
+function renderTabs() {
+  const nav = $("#account-tabs");
+  nav.replaceChildren();
+  for (const a of state.accounts) {
+    const b = document.createElement("button");
+    b.textContent = a.account_id;
+    b.dataset.account = a.account_id;
+    if (a.account_id === state.selected) b.className = "selected";
+    b.onclick = () => { state.selected = a.account_id; renderTabs(); loadAccountDetail(); };
+    nav.append(b);
+  }
+}
+
+function renderKillSwitch() {
+  const a = state.accounts.find((x) => x.account_id === state.selected);
+  const panel = $("#panel-killswitch");
+  if (!a) return;
+  $(".account-name", panel).textContent = a.account_id;
+  const mode = $(".halt-mode", panel);
+  mode.textContent = MODE_TEXT[a.halt.mode];
+  mode.className = `halt-mode mode-${a.halt.mode}`;
+  $(".halt-since", panel).textContent = a.halt.since_ms ? `since ${when(a.halt.since_ms)} (${a.halt.by})` : "";
+}
+
+async function loadPositions() {
+  if (!state.selected) return;
+  const p = await api(`/api/accounts/${state.selected}/positions`);
+  const panel = $("#panel-positions");
+  $(".summary", panel).textContent =
+    `deviation ${fmt(p.deviation_notional)} USDT = ${pct(p.deviation_share)} of target gross ${fmt(p.target_gross_notional)} · ` +
+    `snapshot ${p.snapshot_ms ? when(p.snapshot_ms) : "none"} · targets ${p.targets_ms ? when(p.targets_ms) : "none"}`;
+  fillTable(panel, p.rows, (r) => [
+    cell(r.symbol), num(fmt(r.current, 4), r.current), num(fmt(r.target, 4), r.target), num(fmt(r.price, 4)),
+    num(fmt(r.current_notional)), num(fmt(r.target_notional)), num(fmt(r.deviation_notional)),
+    num(pct(r.deviation_share)), num(fmt(r.unrealized_pnl), r.unrealized_pnl),
+  ], "no positions and no targets");
+}
+
+async function loadOrders() {
+  if (!state.selected) return;
+  const [orders, fills] = await Promise.all([
+    api(`/api/accounts/${state.selected}/orders?limit=50`), api(`/api/accounts/${state.selected}/fills?limit=50`),
+  ]);
+  fillTable($("#panel-orders"), orders, (o) => [
+    cell(when(o.time_ms)), cell(o.symbol), cell(o.side), cell(o.order_type), cell(o.status), num(o.price),
+    num(o.orig_qty), num(o.filled_qty), cell(o.client_order_id, "muted"),
+  ], "no orders");
+  fillTable($("#panel-fills"), fills, (f) => [
+    cell(when(f.time_ms)), cell(f.symbol), cell(f.side), num(f.price), num(f.qty), num(f.commission),
+    num(f.realized_pnl, Number(f.realized_pnl)),
+  ], "no fills");
+}
+
+function chart(key, el, title, times, values, color) {
+  const data = [times.map((t) => t / 1000), values];
+  const width = Math.max(300, el.clientWidth || 500);
+  if (state.charts[key]) {
+    state.charts[key].setData(data);
+    return;
+  }
+  el.replaceChildren();
+  const opts = {
+    width, height: 220, legend: { show: false },
+    axes: [{ stroke: "#8796a8", grid: { stroke: "#2a3542" } }, { stroke: "#8796a8", grid: { stroke: "#2a3542" }, size: 70 }],
+    series: [{}, { label: title, stroke: color, width: 1.5, fill: color + "22" }],
+  };
+  state.charts[key] = new uPlot(opts, data, el);
+}
+
+async function loadEquity() {
+  if (!state.selected) return;
+  const e = await api(`/api/accounts/${state.selected}/equity`);
+  chart("equity", $("#panel-equity .chart"), "equity", e.time_ms, e.equity, "#58a6ff");
+  chart("drawdown", $("#panel-drawdown .chart"), "drawdown", e.time_ms, e.drawdown.map((d) => 100 * d), "#f85149");
+  $("#panel-equity .summary").textContent = e.time_ms.length
+    ? `${e.time_ms.length} samples · return ${pct(e.cumulative_return)} (transfers ${fmt(e.net_transfers)} excluded) · max drawdown ${pct(e.max_drawdown)}`
+    : "no snapshots yet";
+}
+
+async function loadReport() {
+  if (!state.selected) return;
+  const day = $("#report-day").value;
+  const query = day ? `?day=${day}` : "";
+  const base = `/api/accounts/${state.selected}/report${query}`;
+  $("#report-json").href = base;
+  $("#report-csv").href = base + (query ? "&" : "?") + "format=csv";
+  const r = await api(base);
+  const t = r.totals;
+  $("#panel-report .summary").textContent =
+    `${when(r.start_ms)} – ${when(r.end_ms)} · ${t.fills} fills · turnover ${fmt(t.turnover)} · fees ${fmt(t.fees_paid)} · ` +
+    `funding +${fmt(t.funding_received)} / ${fmt(t.funding_paid)} · realized ${fmt(t.realized_pnl)} · net ${fmt(t.net_pnl)}`;
+  fillTable($("#panel-report"), r.by_symbol, (s) => [
+    cell(s.symbol), num(s.fills), num(fmt(s.turnover)), num(fmt(s.fees_paid)), num(fmt(s.funding_received, 4)),
+    num(fmt(s.funding_paid, 4)), num(fmt(s.realized_pnl), s.realized_pnl), num(fmt(s.net_pnl), s.net_pnl),
+  ], "no trading in this range");
+}
+
+function loadAccountDetail() {
+  for (const key of Object.keys(state.charts)) { state.charts[key].destroy(); delete state.charts[key]; }
+  renderKillSwitch();
+  return Promise.all([loadPositions(), loadOrders(), loadEquity(), loadReport()]);
+}
+
+// --- kill switch with confirmation ---------------------------------------------------------------------------
+
+function confirmDialog(question) {
+  const modal = $("#confirm");
+  $(".question", modal).textContent = question;
+  modal.hidden = false;
+  return new Promise((resolve) => {
+    const done = (answer) => { modal.hidden = true; resolve(answer); };
+    $("#confirm-yes").onclick = () => done(true);
+    $("#confirm-no").onclick = () => done(false);
+  });
+}
+
+const MODE_QUESTION = {
+  halted: (a) => `Halt ${a}? Its open orders are cancelled and nothing more is sent until you resume.`,
+  reduce_only: (a) => `Set ${a} to reduce-only? Only orders that reduce positions go through.`,
+  active: (a) => `Resume ${a}? The executor trades to the targets again.`,
+};
+
+for (const button of document.querySelectorAll("#panel-killswitch button")) {
+  button.onclick = async () => {
+    const account = state.selected;
+    const mode = button.dataset.mode;
+    if (!account || !(await confirmDialog(MODE_QUESTION[mode](account)))) return;
+    await api(`/api/accounts/${account}/halt`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ mode }),
+    });
+    await Promise.all([loadAccounts(), loadAlerts()]);
+  };
+}
+
+// --- live updates --------------------------------------------------------------------------------------------
+
+function guarded(fn) {
+  return fn().catch((err) => console.error(err));
+}
+
+function onChange(panels) {
+  const jobs = new Set();
+  for (const name of panels) {
+    const [kind, account] = name.split(":");
+    if (kind === "status") { jobs.add(loadStatus); jobs.add(loadAlerts); }
+    else if (kind === "system") jobs.add(loadSystem);
+    else if (kind === "alerts") jobs.add(loadAlerts);
+    else if (kind === "account") {
+      jobs.add(loadAccounts);
+      if (account === state.selected) { jobs.add(loadEquity); jobs.add(loadReport); }
+    } else if (kind === "positions" && account === state.selected) jobs.add(loadPositions);
+    else if (kind === "orders" && account === state.selected) { jobs.add(loadOrders); jobs.add(loadReport); }
+  }
+  for (const job of jobs) guarded(job);
+  $("#updated").textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC`;
+}
+
+function subscribe() {
+  const events = new EventSource("/api/events");
+  const live = $("#live");
+  events.addEventListener("hello", () => { live.textContent = "live"; live.className = "badge on"; });
+  events.addEventListener("change", (e) => onChange(JSON.parse(e.data).panels));
+  events.onerror = () => { live.textContent = "reconnecting"; live.className = "badge off"; };
+}
+
+$("#report-day").onchange = () => guarded(loadReport);
+
+(async function start() {
+  await Promise.all([guarded(loadStatus), guarded(loadSystem), guarded(loadAlerts), guarded(loadAccounts)]);
+  await guarded(loadAccountDetail);
+  subscribe();
+  document.body.dataset.ready = "1";
+})();

@@ -1,0 +1,294 @@
+"""Scripted account-store files for the web monitor's tests: what the account watcher stores under
+data/monitoring/{account}/ (monitoring.store's layout: snapshots and positions by UTC day, income and fills by UTC
+month, orders by day; parquet, money as Decimal(38, 10)).
+
+LEAD: once monitoring.store is on main, `write_rows` should be
+`AccountStore(paths, account).append(kind, as_frame(kind, rows))`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import polars as pl
+
+from factors.sizing import TargetPosition, write_account_targets
+from lsq.paths import DataPaths, atomic_write_bytes
+from lsq.timelabels import MINUTE_MS, WINDOW_MS
+
+MONEY = pl.Decimal(38, 10)
+SCHEMAS: dict[str, tuple[dict[str, Any], str]] = {
+    "snapshots": (
+        {
+            "time_ms": pl.Int64,
+            "wallet_balance": MONEY,
+            "unrealized_pnl": MONEY,
+            "equity": MONEY,
+            "available_balance": MONEY,
+            "initial_margin": MONEY,
+            "maint_margin": MONEY,
+            "margin_ratio": pl.Float64,
+        },
+        "%Y-%m-%d",
+    ),
+    "positions": (
+        {
+            "time_ms": pl.Int64,
+            "symbol": pl.String,
+            "position_side": pl.String,
+            "position_amt": MONEY,
+            "entry_price": MONEY,
+            "mark_price": MONEY,
+            "notional": MONEY,
+            "unrealized_pnl": MONEY,
+            "maint_margin": MONEY,
+        },
+        "%Y-%m-%d",
+    ),
+    "income": (
+        {
+            "tran_id": pl.Int64,
+            "time_ms": pl.Int64,
+            "symbol": pl.String,
+            "income_type": pl.String,
+            "income": MONEY,
+            "asset": pl.String,
+            "info": pl.String,
+            "trade_id": pl.String,
+        },
+        "%Y-%m",
+    ),
+    "fills": (
+        {
+            "trade_id": pl.Int64,
+            "time_ms": pl.Int64,
+            "symbol": pl.String,
+            "order_id": pl.Int64,
+            "side": pl.String,
+            "position_side": pl.String,
+            "price": MONEY,
+            "qty": MONEY,
+            "quote_qty": MONEY,
+            "commission": MONEY,
+            "commission_asset": pl.String,
+            "realized_pnl": MONEY,
+            "maker": pl.Boolean,
+        },
+        "%Y-%m",
+    ),
+    "orders": (
+        {
+            "time_ms": pl.Int64,
+            "symbol": pl.String,
+            "order_id": pl.Int64,
+            "client_order_id": pl.String,
+            "side": pl.String,
+            "order_type": pl.String,
+            "exec_type": pl.String,
+            "status": pl.String,
+            "price": MONEY,
+            "avg_price": MONEY,
+            "orig_qty": MONEY,
+            "filled_qty": MONEY,
+            "reduce_only": pl.Boolean,
+        },
+        "%Y-%m-%d",
+    ),
+}
+
+
+def write_rows(paths: DataPaths, account: str, kind: str, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Merge rows into the kind's period files, atomically, as the watcher does."""
+    schema, fmt = SCHEMAS[kind]
+    strings = {k: (pl.String if v == MONEY else v) for k, v in schema.items()}
+    new = pl.DataFrame(
+        [
+            {k: (str(r.get(k)) if schema[k] == MONEY and r.get(k) is not None else r.get(k)) for k in schema}
+            for r in rows
+        ],
+        schema=strings,
+    ).with_columns(pl.col(k).cast(MONEY) for k, v in schema.items() if v == MONEY)
+    tagged = new.with_columns(pl.from_epoch("time_ms", time_unit="ms").dt.strftime(fmt).alias("_tag"))
+    for (tag,), part in tagged.group_by("_tag"):
+        path = paths.root / "monitoring" / account / kind / f"{tag}.parquet"
+        old = pl.read_parquet(path) if path.exists() else None
+        merged = pl.concat([old, part.drop("_tag")]) if old is not None else part.drop("_tag")
+        buf = io.BytesIO()
+        merged.sort("time_ms").write_parquet(buf)
+        atomic_write_bytes(path, buf.getvalue())
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What the scripted account holds, so tests can check the figures the monitor shows."""
+
+    now_ms: int
+    snapshot_times: list[int]
+    equities: list[float]
+    deposit_ms: int
+    deposit: float
+    fees: Decimal
+    funding_received: Decimal
+    funding_paid: Decimal
+    last_snapshot_ms: int
+
+
+def equity_at(i: int, deposited: bool) -> float:
+    return round(100_000 + 300 * math.sin(i / 20) + 5 * i + (10_000 if deposited else 0), 2)
+
+
+def script_account(paths: DataPaths, account: str, now_ms: int, minutes: int = 180) -> Scenario:
+    """Three hours of minute snapshots with a deposit half way, positions against targets (one symbol held with a
+    target of 0, one targeted and not held), orders, fills and income (commission, funding both ways, PnL)."""
+    first = (now_ms - minutes * MINUTE_MS) // MINUTE_MS * MINUTE_MS
+    times = [first + i * MINUTE_MS for i in range(minutes)]
+    deposit_ms = times[minutes // 2] + 30_000
+    equities = [equity_at(i, t > deposit_ms) for i, t in enumerate(times)]
+    write_rows(
+        paths,
+        account,
+        "snapshots",
+        [
+            {
+                "time_ms": t,
+                "wallet_balance": e - 150,
+                "unrealized_pnl": 150,
+                "equity": e,
+                "available_balance": round(e * 0.7, 2),
+                "initial_margin": 28_000,
+                "maint_margin": 420,
+                "margin_ratio": 420 / e,
+            }
+            for t, e in zip(times, equities, strict=True)
+        ],
+    )
+    last = times[-1]
+    held = [("BTCUSDT", "0.5", "59000", "60000"), ("ETHUSDT", "-8", "3050", "3000"), ("SOLUSDT", "20", "140", "150")]
+    write_rows(
+        paths,
+        account,
+        "positions",
+        [
+            {
+                "time_ms": last,
+                "symbol": s,
+                "position_side": "BOTH",
+                "position_amt": q,
+                "entry_price": entry,
+                "mark_price": mark,
+                "notional": Decimal(q) * Decimal(mark),
+                "unrealized_pnl": Decimal(q) * (Decimal(mark) - Decimal(entry)),
+                "maint_margin": 100,
+            }
+            for s, q, entry, mark in held
+        ],
+    )
+    targets = [
+        ("BTCUSDT", "0.45", "60010"),
+        ("ETHUSDT", "-8", "2999"),
+        ("SOLUSDT", "0", "150"),
+        ("DOGEUSDT", "10000", "0.2"),
+    ]
+    window = (last - WINDOW_MS) // WINDOW_MS * WINDOW_MS
+    write_account_targets(
+        paths,
+        account,
+        window,
+        Decimal(100_000),
+        [TargetPosition(s, Decimal(q), Decimal(q) * Decimal(p), Decimal(p)) for s, q, p in targets],
+    )
+    t0 = last - 20 * MINUTE_MS
+    orders = [
+        (t0, "BTCUSDT", 11, "BUY", "0.5", "60000", "FILLED"),
+        (t0 + 1000, "ETHUSDT", 12, "SELL", "8", "3000", "FILLED"),
+        (t0 + 2000, "SOLUSDT", 13, "BUY", "20", "150", "PARTIALLY_FILLED"),
+    ]
+    write_rows(
+        paths,
+        account,
+        "orders",
+        [
+            {
+                "time_ms": t,
+                "symbol": s,
+                "order_id": oid,
+                "client_order_id": f"lsq-{account}-{oid}",
+                "side": side,
+                "order_type": "LIMIT",
+                "exec_type": "TRADE",
+                "status": status,
+                "price": px,
+                "avg_price": px,
+                "orig_qty": q,
+                "filled_qty": q,
+                "reduce_only": False,
+            }
+            for t, s, oid, side, q, px, status in orders
+        ],
+    )
+    fills = [
+        (101, t0 + 100, "BTCUSDT", 11, "BUY", "60000", "0.5", "12.0", "0"),
+        (102, t0 + 1100, "ETHUSDT", 12, "SELL", "3000", "8", "9.6", "0"),
+        (103, t0 + 2100, "SOLUSDT", 13, "BUY", "150", "20", "1.2", "0"),
+        (104, t0 + 3100, "BTCUSDT", 14, "SELL", "60100", "0.25", "6.01", "25"),
+    ]
+    write_rows(
+        paths,
+        account,
+        "fills",
+        [
+            {
+                "trade_id": tid,
+                "time_ms": t,
+                "symbol": s,
+                "order_id": oid,
+                "side": side,
+                "position_side": "BOTH",
+                "price": px,
+                "qty": q,
+                "quote_qty": Decimal(px) * Decimal(q),
+                "commission": fee,
+                "commission_asset": "USDT",
+                "realized_pnl": pnl,
+                "maker": True,
+            }
+            for tid, t, s, oid, side, px, q, fee, pnl in fills
+        ],
+    )
+    income = [
+        (1, deposit_ms, "", "TRANSFER", "10000"),
+        *[(10 + i, f[1], f[2], "COMMISSION", f"-{f[7]}") for i, f in enumerate(fills)],
+        (20, t0 + 3100, "BTCUSDT", "REALIZED_PNL", "25"),
+        (30, t0 + 5000, "BTCUSDT", "FUNDING_FEE", "1.5"),
+        (31, t0 + 5000, "ETHUSDT", "FUNDING_FEE", "-2.25"),
+    ]
+    write_rows(
+        paths,
+        account,
+        "income",
+        [
+            {"tran_id": i, "time_ms": t, "symbol": s, "income_type": k, "income": v, "asset": "USDT", "info": k}
+            for i, t, s, k, v in income
+        ],
+    )
+    return Scenario(
+        now_ms=now_ms,
+        snapshot_times=times,
+        equities=equities,
+        deposit_ms=deposit_ms,
+        deposit=10_000.0,
+        fees=sum((Decimal(f[7]) for f in fills), Decimal(0)),
+        funding_received=Decimal("1.5"),
+        funding_paid=Decimal("-2.25"),
+        last_snapshot_ms=last,
+    )
+
+
+def utc_day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
