@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from lsq.paths import DataPaths
+from lsq.runstate import read_state
 
 LSQ = str(Path(sys.executable).with_name("lsq"))
 
@@ -66,7 +67,8 @@ def test_lsq_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -
     base = f"127.0.0.1:{sim_port}"
     mock = {"rest_url": f"http://{base}", "ws_url": f"ws://{base}", "data_url": f"http://{base}/data"}
     config = tmp_path / "lsq.yaml"
-    config.write_text(yaml.safe_dump({"data": {"data_dir": str(data)}, "binance": {"mock": mock}}))
+    monitor = {"port": _free_port()}
+    config.write_text(yaml.safe_dump({"data": {"data_dir": str(data)}, "binance": {"mock": mock}, "monitor": monitor}))
     env = {**os.environ, "LSQ_CONFIG": str(config), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
     argv = [LSQ, "run", "--symbols", "4", "--dagster-port", str(dagster_port)]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -83,7 +85,7 @@ def test_lsq_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -
         assert _answers(f"http://{base}/fapi/v1/ping")
         family = _descendants(proc.pid)
         commands = " ".join(Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ") for p in family if _alive(p))
-        for part in ("sim serve", "collect", "dagster dev", "trigger"):
+        for part in ("sim serve", "collect", "dagster dev", "trigger", "monitor"):
             assert part in commands, f"{part!r} is not running under lsq run: {commands}"
         assert (tmp_path / "dagster_home" / "dagster.yaml").exists()  # the chosen DAGSTER_HOME, not the project's
     finally:
@@ -111,3 +113,61 @@ def test_make_run_trades_the_simulators_accounts_twap_by_default() -> None:
     assert _execution_line(settings).startswith(
         "each window's targets are executed for sim_alpha (twap), sim_beta (twap): orders are sent"
     )
+
+
+def test_lsq_stop_from_another_terminal_stops_everything_and_status_shows_each_part(tmp_path: Path) -> None:
+    sim_port, monitor_port = _free_port(), _free_port()
+    data = tmp_path / "data"
+    base = f"127.0.0.1:{sim_port}"
+    mock = {"rest_url": f"http://{base}", "ws_url": f"ws://{base}", "data_url": f"http://{base}/data"}
+    config = tmp_path / "lsq.yaml"
+    settings = {"data": {"data_dir": str(data)}, "binance": {"mock": mock}, "monitor": {"port": monitor_port}}
+    config.write_text(yaml.safe_dump(settings))
+    env = {**os.environ, "LSQ_CONFIG": str(config)}
+    proc = subprocess.Popen(
+        [LSQ, "run", "--no-dagster", "--symbols", "4"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    paths = DataPaths(data)
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(f"http://127.0.0.1:{monitor_port}/api/status"):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "the web monitor never answered"
+            time.sleep(0.5)
+        state = read_state(paths)
+        assert state is not None and state["pid"] == proc.pid and state["running"]
+        assert [p["name"] for p in state["parts"]] == ["simulator", "collector", "monitor"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/api/status", timeout=10) as response:
+            shown = {p["name"]: p["state"] for p in json.loads(response.read())["parts"]}
+        assert shown == {"simulator": "running", "collector": "running", "monitor": "running"}
+        status_file = paths.collector_status
+        while not (status_file.exists() and json.loads(status_file.read_text()).get("running")):
+            assert time.monotonic() < deadline, "the collector never reported itself running"
+            time.sleep(0.5)
+        status = subprocess.run([LSQ, "status"], env=env, capture_output=True, text=True, timeout=60)
+        lines = status.stdout.splitlines()
+        for name in ("lsq run", "simulator", "collector", "monitor"):
+            assert any(line.startswith(name) and "running" in line for line in lines), status.stdout
+        assert any(line.startswith("connections") for line in lines), status.stdout  # the collector's heartbeat
+        family = _descendants(proc.pid)
+        stop = subprocess.run([LSQ, "stop"], env=env, capture_output=True, text=True, timeout=120)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert "stopped" in stop.stdout
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, output
+    assert "lsq run: stopped" in output
+    time.sleep(0.5)
+    assert not sorted(p for p in family if _alive(p)), "processes left behind after lsq stop"
+    state = read_state(paths)
+    assert state is not None and not state["running"]
+    assert all(p.get("exit_code") is not None for p in state["parts"]), state
+    again = subprocess.run([LSQ, "stop"], env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "no `lsq run` is running" in again.stdout
