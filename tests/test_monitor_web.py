@@ -181,11 +181,11 @@ def _open(browser: Browser, url: str) -> Page:
     return page
 
 
-def _shoot(page: Page, name: str) -> None:
+def _shoot(page: Page, name: str, full_page: bool = True) -> None:
     target = os.environ.get("LSQ_SCREENSHOTS")
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(target) / f"monitor-{name}.png"), full_page=True)
+        page.screenshot(path=str(Path(target) / f"monitor-{name}.png"), full_page=full_page)
 
 
 def _local_day(ms: int) -> str:
@@ -301,7 +301,7 @@ def test_kill_switch_halts_the_account_where_the_executor_reads_it(
     expect(panel.locator(".halt-mode")).to_have_text("active")
     panel.get_by_role("button", name="Halt").click()
     expect(page.locator("#confirm .question")).to_contain_text("Halt sim_alpha?")
-    _shoot(page, "kill-switch")
+    _shoot(page, "kill-switch", full_page=False)
     page.get_by_role("button", name="Cancel").click()
     assert data.halt_state(settings, "sim_alpha")["mode"] == "active"  # cancelled: nothing written
 

@@ -37,7 +37,6 @@ TOKEN_COOKIE = "token"
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 TOKEN = web.AppKey("token", str)
-HUB = web.AppKey("hub", "EventHub")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -90,6 +89,9 @@ class EventHub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+HUB = web.AppKey("hub", EventHub)
 
 
 # --- auth and request hygiene -----------------------------------------------------------------------------------

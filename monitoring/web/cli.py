@@ -9,7 +9,7 @@ import sys
 from lsq.config import load_config
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("monitor", help="serve the web monitor (default http://127.0.0.1:8080)")
     parser.add_argument("--host", help="interface to bind (default monitor.host); beyond loopback needs a token")
     parser.add_argument("--port", type=int, help="port (default monitor.port)")

@@ -172,7 +172,7 @@ async function loadOrders() {
   ], "no fills");
 }
 
-function chart(key, el, title, times, values, color) {
+function chart(key, el, title, times, values, color, unit = "") {
   const data = [times.map((t) => t / 1000), values];
   const width = Math.max(300, el.clientWidth || 500);
   if (state.charts[key]) {
@@ -182,7 +182,10 @@ function chart(key, el, title, times, values, color) {
   el.replaceChildren();
   const opts = {
     width, height: 220, legend: { show: false },
-    axes: [{ stroke: "#8796a8", grid: { stroke: "#2a3542" } }, { stroke: "#8796a8", grid: { stroke: "#2a3542" }, size: 70 }],
+    axes: [
+      { stroke: "#8796a8", grid: { stroke: "#2a3542" } },
+      { stroke: "#8796a8", grid: { stroke: "#2a3542" }, size: 70, values: (u, ticks) => ticks.map((v) => fmt(v, unit ? 2 : 0) + unit) },
+    ],
     series: [{}, { label: title, stroke: color, width: 1.5, fill: color + "22" }],
   };
   state.charts[key] = new uPlot(opts, data, el);
@@ -192,7 +195,7 @@ async function loadEquity() {
   if (!state.selected) return;
   const e = await api(`/api/accounts/${state.selected}/equity`);
   chart("equity", $("#panel-equity .chart"), "equity", e.time_ms, e.equity, "#58a6ff");
-  chart("drawdown", $("#panel-drawdown .chart"), "drawdown", e.time_ms, e.drawdown.map((d) => 100 * d), "#f85149");
+  chart("drawdown", $("#panel-drawdown .chart"), "drawdown", e.time_ms, e.drawdown.map((d) => 100 * d), "#f85149", " %");
   $("#panel-equity .summary").textContent = e.time_ms.length
     ? `${e.time_ms.length} samples · return ${pct(e.cumulative_return)} (transfers ${fmt(e.net_transfers)} excluded) · max drawdown ${pct(e.max_drawdown)}`
     : "no snapshots yet";
