@@ -49,6 +49,7 @@ CHROMIUM_ARGS = [
 ]
 DEADLINE_MS = 30_000
 TZ = "Asia/Shanghai"
+expect.set_options(timeout=DEADLINE_MS)  # conditions are waited for generously, never timed
 
 
 def _free_port() -> int:
@@ -128,6 +129,7 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Scenario]:
                 {"name": "simulator", "pid": me, "started_at": now - 3_600_000, "oneshot": False},
                 {"name": "collector", "pid": me, "started_at": now - 3_590_000, "oneshot": False},
                 {"name": "recent backfill", "pid": 1, "started_at": now - 3_590_000, "oneshot": True, "exit_code": 0},
+                {"name": "account watcher", "pid": me, "started_at": now - 3_585_000, "oneshot": False},
                 {"name": "monitor", "pid": me, "started_at": now - 3_580_000, "oneshot": False},
             ],
         },
@@ -144,6 +146,8 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Scenario]:
         },
     )
     scenario = script_account(paths, "sim_alpha", now)
+    watcher_beat = paths.root / "monitoring" / "sim_alpha" / "status.json"
+    watcher_beat.write_text(json.dumps({"updated_at": now + 3_600_000, "connected": True}))
     write_rows(
         paths,
         "sim_beta",
@@ -243,6 +247,7 @@ def test_api_figures_match_the_stored_account(monitor: Monitor, stored: tuple[Pa
     parts = {p["name"]: p for p in procs["parts"]}
     assert parts["collector"]["state"] == "running" and parts["collector"]["heartbeat_ms"]
     assert parts["recent backfill"]["state"] == "finished"
+    assert parts["account watcher"]["state"] == "running" and parts["account watcher"]["detail"] == "1 accounts"
     _, system = _get(f"{monitor.url}/api/system")
     assert system["disk"]["total"] > 0 and 0 < system["memory"]["percent"] <= 100
 

@@ -109,11 +109,19 @@ def _heartbeat(paths: DataPaths, name: str) -> tuple[int | None, str]:
         up = sum(1 for c in conns if c.get("up"))
         sealed = (status.get("last_sealed_window") or {}).get("partition_key", "none")
         return status.get("updated_at"), f"{up}/{len(conns)} connections, last sealed {sealed}"
-    if name == "account watcher":
-        beats = [s for s in (_read_json(d / "status.json") for d in _watcher_dirs(paths)) if s]
-        times = [int(s["updated_at"]) for s in beats if isinstance(s.get("updated_at"), int)]
-        return (max(times) if times else None), f"{len(beats)} accounts"
+    if "watch" in name:  # the account watcher, however `lsq run` names it
+        beats = [b for b in (_file_beat(d / "status.json") for d in _watcher_dirs(paths)) if b is not None]
+        return (max(beats) if beats else None), f"{len(beats)} accounts"
     return None, ""
+
+
+def _file_beat(path: Path) -> int | None:
+    """A status file's `updated_at`, else the time it was last written."""
+    status = _read_json(path)
+    if status is None:
+        return None
+    beat = status.get("updated_at")
+    return beat if isinstance(beat, int) else path.stat().st_mtime_ns // 1_000_000
 
 
 def _watcher_dirs(paths: DataPaths) -> Iterable[Path]:
@@ -122,8 +130,8 @@ def _watcher_dirs(paths: DataPaths) -> Iterable[Path]:
 
 
 def process_status(settings: Settings, now_ms: int) -> dict[str, Any]:
-    """Every part `lsq run` started (data/run/state.json) with its state and last heartbeat; the collector and the
-    account watcher are also shown when started on their own (their heartbeat files exist)."""
+    """Every part `lsq run` started (data/run/state.json) with its state and last heartbeat; the collector is also
+    shown when started on its own (its heartbeat file exists)."""
     paths = DataPaths(settings.data_dir)
     try:
         state = read_state(paths) or {}
@@ -221,8 +229,7 @@ def account_summary(settings: Settings, account_id: str, now_ms: int) -> dict[st
     day_start = _day_start_ms(settings, now_ms)
     snaps = _floats(_read_kind(paths, account_id, "snapshots", day_start - DAY_MS))
     out: dict[str, Any] = {"account_id": account_id, "halt": halt_state(settings, account_id)}
-    watcher = _read_json(_account_dir(paths, account_id) / "status.json")
-    out["watcher_heartbeat_ms"] = watcher.get("updated_at") if watcher else None
+    out["watcher_heartbeat_ms"] = _file_beat(_account_dir(paths, account_id) / "status.json")
     if snaps.height == 0:
         return {**out, "snapshot_ms": None}
     last = snaps.row(-1, named=True)

@@ -193,7 +193,9 @@ function chart(key, el, title, times, values, color, unit = "") {
 
 async function loadEquity() {
   if (!state.selected) return;
-  const e = await api(`/api/accounts/${state.selected}/equity`);
+  const days = $("#equity-range").value;
+  const since = days ? `?start=${Date.now() - days * 86400000}` : "";
+  const e = await api(`/api/accounts/${state.selected}/equity${since}`);
   chart("equity", $("#panel-equity .chart"), "equity", e.time_ms, e.equity, "#58a6ff");
   chart("drawdown", $("#panel-drawdown .chart"), "drawdown", e.time_ms, e.drawdown.map((d) => 100 * d), "#f85149", " %");
   $("#panel-equity .summary").textContent = e.time_ms.length
@@ -288,6 +290,7 @@ function subscribe() {
 }
 
 $("#report-day").onchange = () => guarded(loadReport);
+$("#equity-range").onchange = () => guarded(loadEquity);
 
 (async function start() {
   await Promise.all([guarded(loadStatus), guarded(loadSystem), guarded(loadAlerts), guarded(loadAccounts)]);
