@@ -32,7 +32,7 @@ from collectors.status import write_status
 from lsq.config import load_config
 from lsq.paths import DataPaths
 from lsq.runstate import write_state
-from lsq.timelabels import MINUTE_MS, now_ms
+from lsq.timelabels import MINUTE_MS, WINDOW_MS, now_ms
 from monitoring.web import data
 
 LSQ = str(Path(sys.executable).with_name("lsq"))
@@ -146,6 +146,9 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Scenario]:
         },
     )
     scenario = script_account(paths, "sim_alpha", now)
+    sealed = now // WINDOW_MS * WINDOW_MS - WINDOW_MS
+    paths.marker_file(sealed).parent.mkdir(parents=True, exist_ok=True)
+    paths.marker_file(sealed).write_text("{}")
     watcher_beat = paths.root / "monitoring" / "sim_alpha" / "status.json"
     watcher_beat.write_text(json.dumps({"updated_at": now + 3_600_000, "connected": True}))
     write_rows(
@@ -248,6 +251,12 @@ def test_api_figures_match_the_stored_account(monitor: Monitor, stored: tuple[Pa
     assert parts["collector"]["state"] == "running" and parts["collector"]["heartbeat_ms"]
     assert parts["recent backfill"]["state"] == "finished"
     assert parts["account watcher"]["state"] == "running" and parts["account watcher"]["detail"] == "1 accounts"
+    sealed_end = sc.now_ms // WINDOW_MS * WINDOW_MS
+    assert procs["pipeline"]["last_marker_window_end_ms"] == sealed_end
+    assert procs["pipeline"]["last_targets_ms"] == {
+        "sim_alpha": sc.last_snapshot_ms // WINDOW_MS * WINDOW_MS,
+        "sim_beta": None,
+    }
     _, system = _get(f"{monitor.url}/api/system")
     assert system["disk"]["total"] > 0 and 0 < system["memory"]["percent"] <= 100
 

@@ -32,7 +32,7 @@ import polars as pl
 from lsq.config import Settings
 from lsq.paths import DataPaths, atomic_write_text
 from lsq.runstate import part_state, pid_alive, read_state
-from lsq.timelabels import DAY_MS
+from lsq.timelabels import DAY_MS, WINDOW_MS
 
 HaltMode = Literal["halted", "reduce_only", "active"]
 HALT_MODES: tuple[HaltMode, ...] = ("halted", "reduce_only", "active")
@@ -176,7 +176,33 @@ def process_status(settings: Settings, now_ms: int) -> dict[str, Any]:
         "running": bool(state.get("running")) and pid_alive(state.get("pid")),
         "error": state.get("error"),
     }
-    return {"now_ms": now_ms, "supervisor": supervisor, "parts": parts}
+    return {"now_ms": now_ms, "supervisor": supervisor, "parts": parts, "pipeline": pipeline(settings, now_ms)}
+
+
+def _newest(folder: Path, pattern: str) -> Path | None:
+    found = sorted(folder.glob(pattern)) if folder.is_dir() else []
+    return found[-1] if found else None
+
+
+def pipeline(settings: Settings, now_ms: int) -> dict[str, Any]:
+    """How far the pipeline has got: the newest sealed window marker and how long after its window end we are, and
+    each account's newest target file (the last window run that reached sizing).
+
+    LEAD: switch to monitoring's pipeline-health metrics (marker lag, last window run, last execution per account).
+    """
+    paths = DataPaths(settings.data_dir)
+    day = _newest(paths.markers, "????-??-??")
+    marker = _newest(day, "????.json") if day else None
+    window_end = None
+    if day and marker:
+        start = datetime.strptime(f"{day.name} {marker.stem}", "%Y-%m-%d %H%M").replace(tzinfo=ZoneInfo("UTC"))
+        window_end = int(start.timestamp() * 1000) + WINDOW_MS
+    targets = {a: (latest_targets(paths, a) or {}).get("timestamp") for a in accounts(settings)}
+    return {
+        "last_marker_window_end_ms": window_end,
+        "marker_lag_ms": now_ms - window_end if window_end else None,
+        "last_targets_ms": targets,
+    }
 
 
 def system(settings: Settings) -> dict[str, Any]:

@@ -61,9 +61,13 @@ async function loadStatus() {
     cell(p.heartbeat_ms ? ago(p.heartbeat_ms) : "–"), cell(p.detail || "", "muted"),
   ], "nothing started: run `make run` (or `lsq run`)");
   const sup = s.supervisor;
-  $(".note", panel).textContent = sup.pid
+  const pipe = s.pipeline;
+  const targets = Object.entries(pipe.last_targets_ms).map(([a, t]) => `${a} ${t ? ago(t) : "none"}`).join(", ");
+  $(".note", panel).textContent = (sup.pid
     ? `lsq run pid ${sup.pid} ${sup.running ? "running" : "not running"} since ${when(sup.started_at)}`
-    : "no lsq run state (data/run/state.json)";
+    : "no lsq run state (data/run/state.json)") +
+    ` · last sealed window ended ${pipe.last_marker_window_end_ms ? ago(pipe.last_marker_window_end_ms) : "never"}` +
+    ` · last targets: ${targets || "none"}`;
 }
 
 async function loadSystem() {
@@ -269,7 +273,7 @@ function onChange(panels) {
   for (const name of panels) {
     const [kind, account] = name.split(":");
     if (kind === "status") { jobs.add(loadStatus); jobs.add(loadAlerts); }
-    else if (kind === "system") jobs.add(loadSystem);
+    else if (kind === "system") { jobs.add(loadSystem); jobs.add(loadStatus); }  // heartbeat ages move on
     else if (kind === "alerts") jobs.add(loadAlerts);
     else if (kind === "account") {
       jobs.add(loadAccounts);
