@@ -183,9 +183,22 @@ def browser() -> Iterator[Browser]:
 def _open(browser: Browser, url: str) -> Page:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(DEADLINE_MS)
+    page.on("pageerror", lambda exc: SCRIPT_ERRORS.append(f"{url}: {exc}"))
+    page.on("console", lambda msg: SCRIPT_ERRORS.append(f"{url}: {msg.text}") if msg.type == "error" else None)
     page.goto(url)
     expect(page.locator("body")).to_have_attribute("data-ready", "1")
     return page
+
+
+SCRIPT_ERRORS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def no_script_errors() -> Iterator[None]:
+    """A page that throws (or logs an error) fails the test that opened it."""
+    SCRIPT_ERRORS.clear()
+    yield
+    assert not SCRIPT_ERRORS, SCRIPT_ERRORS
 
 
 def _shoot(page: Page, name: str, full_page: bool = True) -> None:
@@ -394,3 +407,22 @@ def test_beyond_loopback_every_request_needs_the_token(stored: tuple[Path, Scena
     finally:
         output = m.stop()
     assert token not in output
+
+
+def test_every_endpoint_answers_before_anything_is_stored(tmp_path: Path) -> None:
+    config = tmp_path / "lsq.yaml"
+    accounts = {"mock": {"accounts": [{"account_id": "sim_beta"}]}}
+    config.write_text(yaml.safe_dump({"data": {"data_dir": str(tmp_path / "data")}, "execution": accounts}))
+    m = start_monitor(config)
+    try:
+        for path in ("/api", "/api/status", "/api/system", "/api/alerts", "/api/accounts"):
+            assert _get(f"{m.url}{path}")[0] == 200, path
+        for kind in ("", "/positions", "/orders", "/fills", "/equity", "/report", "/report?format=csv"):
+            status, body = _get(f"{m.url}/api/accounts/sim_beta{kind}")
+            assert status == 200, (kind, body)
+        _, summary = _get(f"{m.url}/api/accounts/sim_beta")
+        assert summary["snapshot_ms"] is None and summary["halt"]["mode"] == "active"
+        _, procs = _get(f"{m.url}/api/status")
+        assert procs["parts"] == [] and procs["supervisor"]["running"] is False
+    finally:
+        m.stop()
