@@ -150,7 +150,7 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Scenario]:
     paths.marker_file(sealed).parent.mkdir(parents=True, exist_ok=True)
     paths.marker_file(sealed).write_text("{}")
     watcher_beat = paths.root / "monitoring" / "sim_alpha" / "status.json"
-    watcher_beat.write_text(json.dumps({"updated_at": now + 3_600_000, "connected": True}))
+    watcher_beat.write_text(json.dumps({"updated_ms": now + 3_600_000, "stream": "up"}))
     write_rows(
         paths,
         "sim_beta",

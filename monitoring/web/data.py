@@ -116,11 +116,11 @@ def _heartbeat(paths: DataPaths, name: str) -> tuple[int | None, str]:
 
 
 def _file_beat(path: Path) -> int | None:
-    """A status file's `updated_at`, else the time it was last written."""
+    """A status file's `updated_ms` (the watcher's) or `updated_at` (the collector's), else when it was written."""
     status = _read_json(path)
     if status is None:
         return None
-    beat = status.get("updated_at")
+    beat = status.get("updated_ms", status.get("updated_at"))
     return beat if isinstance(beat, int) else path.stat().st_mtime_ns // 1_000_000
 
 
