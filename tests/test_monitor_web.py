@@ -336,18 +336,20 @@ def test_kill_switch_halts_the_account_where_the_executor_reads_it(
     page.get_by_role("button", name="Confirm").click()
     expect(panel.locator(".halt-mode")).to_have_text("HALTED")
     assert data.halt_state(settings, "sim_alpha")["mode"] == "halted"
+    halt_file = settings.data_dir / "execution" / "sim_alpha" / "halt.json"  # what the executor reads
+    assert json.loads(halt_file.read_text())["mode"] == "halt"
     expect(page.locator("#panel-accounts tbody tr", has_text="sim_alpha")).to_contain_text("HALTED")
     expect(page.locator("#panel-alerts ul")).to_contain_text("sim_alpha is halted")
 
     panel.get_by_role("button", name="Reduce-only").click()
     page.get_by_role("button", name="Confirm").click()
     expect(panel.locator(".halt-mode")).to_have_text("REDUCE-ONLY")
-    assert data.halt_state(settings, "sim_alpha")["mode"] == "reduce_only"
+    assert json.loads(halt_file.read_text())["mode"] == "reduce_only"
 
     panel.get_by_role("button", name="Resume").click()
     page.get_by_role("button", name="Confirm").click()
     expect(panel.locator(".halt-mode")).to_have_text("active")
-    assert data.halt_state(settings, "sim_alpha")["mode"] == "active"
+    assert not halt_file.exists()  # resumed: trading allowed
     page.close()
 
 

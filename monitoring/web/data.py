@@ -10,7 +10,7 @@ directly, each place marked `LEAD:` with the function that should replace it:
                                               monitoring.store.AccountStore layout (the account watcher's files)
   data/monitoring/alerts.jsonl                the alert sensor's log, one JSON object a line
   data/positions/{account}_target_positions_*.json   factors.sizing's target files
-  data/execution/{account}/halt.json          the kill switch (executors' halt/resume)
+  data/execution/{account}/halt.json          the kill switch (executors.safety's file: halt / reduce_only)
 """
 
 from __future__ import annotations
@@ -568,22 +568,41 @@ def _halt_path(settings: Settings, account_id: str) -> Path:
 
 
 def halt_state(settings: Settings, account_id: str) -> dict[str, Any]:
-    """The account's kill switch: halted, reduce_only or active (LEAD: executors' halt state reader)."""
-    doc = _read_json(_halt_path(settings, account_id)) or {}
-    mode = doc.get("mode") if doc.get("mode") in HALT_MODES else "active"
-    return {"mode": mode, "since_ms": doc.get("since_ms"), "by": doc.get("by"), "reason": doc.get("reason")}
+    """The account's kill switch: halted, reduce_only or active. No file means trading is allowed; a file that
+    cannot be read counts as a full halt, as the executor reads it.
+
+    LEAD: switch to executors.safety.read_halt (same file, same rules) once on main.
+    """
+    path = _halt_path(settings, account_id)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"mode": "active", "since_ms": None, "reason": None}
+    except (OSError, ValueError):
+        return {"mode": "halted", "since_ms": None, "reason": f"unreadable halt file {path}"}
+    mode = "reduce_only" if isinstance(doc, dict) and doc.get("mode") == "reduce_only" else "halted"
+    doc = doc if isinstance(doc, dict) else {}
+    return {"mode": mode, "since_ms": doc.get("since_ms"), "reason": doc.get("reason")}
 
 
 def set_halt(settings: Settings, account_id: str, mode: HaltMode, now_ms: int, by: str) -> dict[str, Any]:
     """Halt, set reduce-only or resume an account: the one write path of the web monitor's kill switch.
 
-    LEAD: replace the body with the executors' halt()/resume() (the same as `lsq halt ACCOUNT [--reduce-only]`,
-    `lsq resume ACCOUNT`) once on main; until then the state is data/execution/{account}/halt.json.
+    LEAD: replace the body with the executors' functions behind `lsq halt ACCOUNT [--reduce-only]` / `lsq resume
+    ACCOUNT` once on main (executors.safety.set_halt / clear_halt, plus the CLI's immediate cancel of our resting
+    orders on a full halt: best moved into one executors function both call). Until then this writes the same file
+    in the same format: {"mode": "halt" | "reduce_only", "reason", "since_ms"}; resume removes it and the drawdown
+    peak, so a resumed account is not halted again at once.
     """
     if account_id not in accounts(settings):
         raise KeyError(account_id)
-    doc = {"account_id": account_id, "mode": mode, "since_ms": now_ms, "by": by, "reason": f"{mode} from {by}"}
-    atomic_write_text(_halt_path(settings, account_id), json.dumps(doc, indent=1, sort_keys=True))
+    path = _halt_path(settings, account_id)
+    if mode == "active":
+        path.unlink(missing_ok=True)
+        (path.parent / "equity_peak.json").unlink(missing_ok=True)
+    else:
+        doc = {"mode": "halt" if mode == "halted" else "reduce_only", "reason": f"from the {by}", "since_ms": now_ms}
+        atomic_write_text(path, json.dumps(doc))
     return halt_state(settings, account_id)
 
 

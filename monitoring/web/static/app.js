@@ -144,7 +144,7 @@ function renderKillSwitch() {
   const mode = $(".halt-mode", panel);
   mode.textContent = MODE_TEXT[a.halt.mode];
   mode.className = `halt-mode mode-${a.halt.mode}`;
-  $(".halt-since", panel).textContent = a.halt.since_ms ? `since ${when(a.halt.since_ms)} (${a.halt.by})` : "";
+  $(".halt-since", panel).textContent = a.halt.since_ms ? `since ${when(a.halt.since_ms)} (${a.halt.reason})` : "";
 }
 
 async function loadPositions() {
