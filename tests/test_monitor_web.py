@@ -389,6 +389,19 @@ def test_beyond_loopback_refuses_to_start_without_a_token(stored: tuple[Path, Sc
     assert "needs a token" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_taken_port_or_a_bad_one_gets_one_clear_message(stored: tuple[Path, Scenario]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = [LSQ, "--config", str(stored[0]), "monitor", "--port", str(port)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = subprocess.run([*argv[:-1], "70000"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "1 to 65535" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_beyond_loopback_every_request_needs_the_token(stored: tuple[Path, Scenario], browser: Browser) -> None:
     token = "s3cret-token-for-the-test"
     m = start_monitor(stored[0], "--host", "0.0.0.0", env={"LSQ_MONITOR_TOKEN": token})

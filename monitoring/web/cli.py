@@ -12,8 +12,14 @@ from lsq.config import load_config
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("monitor", help="serve the web monitor (default http://127.0.0.1:8080)")
     parser.add_argument("--host", help="interface to bind (default monitor.host); beyond loopback needs a token")
-    parser.add_argument("--port", type=int, help="port (default monitor.port)")
+    parser.add_argument("--port", type=_port, help="port (default monitor.port)")
     parser.set_defaults(func=run_monitor)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {text!r}")
+    return int(text)
 
 
 def run_monitor(args: argparse.Namespace) -> int:
@@ -34,5 +40,9 @@ def run_monitor(args: argparse.Namespace) -> int:
 
     app = build_app(settings, token=token)
     print(f"lsq monitor: http://{host}:{port}/ over {settings.data_dir}" + (" (token required)" if token else ""))
-    web.run_app(app, host=host, port=port, print=None, access_log_class=AccessLogger)
+    try:
+        web.run_app(app, host=host, port=port, print=None, access_log_class=AccessLogger)
+    except OSError as exc:
+        print(f"lsq monitor: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
