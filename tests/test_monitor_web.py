@@ -29,7 +29,7 @@ from account_files import Scenario, script_account, write_rows
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from collectors.status import write_status
-from lsq.config import load_config
+from lsq.config import ConfigError, load_config
 from lsq.paths import DataPaths
 from lsq.runstate import write_state
 from lsq.timelabels import MINUTE_MS, WINDOW_MS, now_ms
@@ -375,6 +375,12 @@ def test_a_stored_change_reaches_the_page_over_sse(
         [{"trade_id": 105, "time_ms": now_ms(), "symbol": "ETHUSDT", "side": "BUY", "price": "3011.5", "qty": "1"}],
     )
     expect(page.locator("#panel-fills tbody tr").first).to_contain_text("3011.5")
+    halt = paths.root / "execution" / "sim_beta" / "halt.json"  # as `lsq halt sim_beta --reduce-only` writes it
+    halt.parent.mkdir(parents=True, exist_ok=True)
+    halt.write_text(json.dumps({"mode": "reduce_only", "reason": "operator", "since_ms": now_ms()}))
+    expect(row).to_contain_text("REDUCE-ONLY")
+    halt.unlink()
+    expect(row).to_contain_text("active")
     page.close()
 
 
@@ -441,3 +447,36 @@ def test_every_endpoint_answers_before_anything_is_stored(tmp_path: Path) -> Non
         assert procs["parts"] == [] and procs["supervisor"]["running"] is False
     finally:
         m.stop()
+
+
+# --- without a server: the figures at a chosen time ----------------------------------------------------------------
+
+
+def test_todays_pnl_counts_from_the_operators_midnight_and_takes_out_a_deposit(tmp_path: Path) -> None:
+    config = tmp_path / "lsq.yaml"
+    config.write_text(yaml.safe_dump({"data": {"data_dir": str(tmp_path / "data"), "timezone": TZ}}))
+    settings = load_config(config)
+    now = int(datetime(2026, 12, 1, 2, 0, tzinfo=ZoneInfo(TZ)).timestamp() * 1000)  # 02:00 local, 18:00 UTC
+    sc = script_account(DataPaths(settings.data_dir), "sim_alpha", now)  # 23:00 .. 01:59 local, deposit at 00:30
+    midnight = int(datetime(2026, 12, 1, tzinfo=ZoneInfo(TZ)).timestamp() * 1000)
+    opening = max(i for i, t in enumerate(sc.snapshot_times) if t < midnight)
+    assert sc.snapshot_times[opening] < midnight < sc.deposit_ms
+    summary = data.account_summary(settings, "sim_alpha", now)
+    assert summary["day_start_ms"] == midnight
+    assert summary["today_pnl"] == pytest.approx(sc.equities[-1] - sc.equities[opening] - sc.deposit)
+    start, end = data.report_range(settings, "2026-12-01", now)
+    assert (start, end) == (midnight, midnight + 86_400_000)
+
+
+def test_monitor_settings_validate_and_never_echo_the_token(tmp_path: Path) -> None:
+    config = tmp_path / "lsq.yaml"
+    config.write_text(yaml.safe_dump({"monitor": {"port": 0, "token": "top-secret-value-1"}}))
+    with pytest.raises(ConfigError) as bad:
+        load_config(config, env={})
+    assert "monitor.port" in str(bad.value) and "top-secret-value-1" not in str(bad.value)
+    config.write_text(yaml.safe_dump({"monitor": {"host": "0.0.0.0"}}))
+    settings = load_config(config, env={"LSQ_MONITOR_TOKEN": "top-secret-value-2"})
+    assert not settings.monitor.loopback_only
+    assert settings.monitor.token is not None and settings.monitor.token.get_secret_value() == "top-secret-value-2"
+    assert "top-secret-value-2" not in repr(settings) and "top-secret-value-2" not in str(settings.model_dump())
+    assert load_config(config, env={}).monitor.token is None
