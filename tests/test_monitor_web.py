@@ -238,6 +238,10 @@ def test_api_figures_match_the_stored_account(monitor: Monitor, stored: tuple[Pa
     assert rows["DOGEUSDT"]["deviation_notional"] == pytest.approx(10_000 * 0.2)  # not held: at the decision price
     gross = 0.45 * 60_000 + 8 * 3_000 + 10_000 * 0.2
     assert pos["deviation_share"] == pytest.approx(8_000 / gross)
+    x = pos["exposure"]
+    assert (x["gross"], x["net"], x["long"], x["short"]) == pytest.approx((57_000, 9_000, 33_000, -24_000))
+    assert x["largest_share"] == pytest.approx(30_000 / 57_000)
+    assert x["leverage"] == pytest.approx(57_000 / sc.equities[-1])
 
     _, curve = _get(f"{monitor.url}/api/accounts/sim_alpha/equity")
     assert len(curve["time_ms"]) == len(sc.snapshot_times)
@@ -305,6 +309,7 @@ def test_every_panel_renders_with_data(monitor: Monitor, browser: Browser, store
     expect(positions.locator("tr")).to_have_count(4)
     expect(positions.locator("tr", has_text="SOLUSDT")).to_contain_text("3,000.00")
     expect(page.locator("#panel-positions .summary")).to_contain_text("8,000.00")
+    expect(page.locator("#panel-positions .exposure")).to_contain_text("gross 57,000.00")
     expect(page.locator("#panel-equity canvas")).to_have_count(1)
     expect(page.locator("#panel-drawdown canvas")).to_have_count(1)
     expect(page.locator("#panel-equity .summary")).to_contain_text(f"{len(sc.snapshot_times)} samples")

@@ -346,8 +346,11 @@ def positions(settings: Settings, account_id: str) -> dict[str, Any]:
         (pl.col("deviation_notional") / gross if gross > 0 else pl.lit(None, pl.Float64)).alias("deviation_share")
     ).sort("deviation_notional", descending=True, nulls_last=True)
     total = float(table["deviation_notional"].sum()) if table.height else 0.0
+    snaps = _read_kind(paths, account_id, "snapshots", at) if at is not None else pl.DataFrame()
+    equity = float(snaps.filter(pl.col("time_ms") == at)["equity"].cast(pl.Float64).sum()) if snaps.height else 0.0
     return {
         "account_id": account_id,
+        "exposure": _exposure(held.select("symbol", (pl.col("current") * pl.col("mark_price")).alias("n")), equity),
         "snapshot_ms": at,
         "targets_ms": doc.get("timestamp") if doc else None,
         "targets_file": doc.get("file") if doc else None,
@@ -368,6 +371,23 @@ def positions(settings: Settings, account_id: str) -> dict[str, Any]:
                 "unrealized_pnl",
             )
         ),
+    }
+
+
+def _exposure(notional: pl.DataFrame, equity: float) -> dict[str, float | None]:
+    """Gross, net, long, short at mark, the largest symbol's share of gross, leverage (gross / equity).
+
+    LEAD: switch to monitoring.metrics.exposure.
+    """
+    n = notional["n"].fill_null(0.0)
+    gross = float(n.abs().sum())
+    return {
+        "gross": gross,
+        "net": float(n.sum()),
+        "long": float(n.clip(lower_bound=0).sum()),
+        "short": float(n.clip(upper_bound=0).sum()),
+        "largest_share": float(n.abs().max()) / gross if gross > 0 else None,  # type: ignore[arg-type]
+        "leverage": gross / equity if equity > 0 else None,
     }
 
 

@@ -151,6 +151,10 @@ async function loadPositions() {
   if (!state.selected) return;
   const p = await api(`/api/accounts/${state.selected}/positions`);
   const panel = $("#panel-positions");
+  const x = p.exposure;
+  $(".exposure", panel).textContent =
+    `exposure at mark: gross ${fmt(x.gross)} · net ${fmt(x.net)} · long ${fmt(x.long)} · short ${fmt(x.short)} · ` +
+    `largest symbol ${pct(x.largest_share)} of gross · leverage ${x.leverage === null ? "–" : fmt(x.leverage) + "×"}`;
   $(".summary", panel).textContent =
     `deviation ${fmt(p.deviation_notional)} USDT = ${pct(p.deviation_share)} of target gross ${fmt(p.target_gross_notional)} · ` +
     `snapshot ${p.snapshot_ms ? when(p.snapshot_ms) : "none"} · targets ${p.targets_ms ? when(p.targets_ms) : "none"}`;
