@@ -18,8 +18,8 @@ from typing import Any
 
 import polars as pl
 
-from factors.sizing import TargetPosition, write_account_targets
 from lsq.paths import DataPaths, atomic_write_bytes
+from lsq.targets import TargetPosition, write_targets
 from lsq.timelabels import MINUTE_MS, WINDOW_MS
 
 MONEY = pl.Decimal(38, 10)
@@ -196,7 +196,7 @@ def script_account(paths: DataPaths, account: str, now_ms: int, minutes: int = 1
         ("DOGEUSDT", "10000", "0.2"),
     ]
     window = (last - WINDOW_MS) // WINDOW_MS * WINDOW_MS
-    write_account_targets(
+    write_targets(
         paths,
         account,
         window,

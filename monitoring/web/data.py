@@ -9,8 +9,9 @@ directly, each place marked `LEAD:` with the function that should replace it:
   data/monitoring/{account}/snapshots|positions|orders|fills|income/*.parquet, status.json
                                               monitoring.store.AccountStore layout (the account watcher's files)
   data/monitoring/alerts.jsonl                the alert sensor's log, one JSON object a line
-  data/positions/{account}_target_positions_*.json   factors.sizing's target files
-  data/execution/{account}/halt.json          the kill switch (executors.safety's file: halt / reduce_only)
+  data/positions/{account}_target_positions_*.json   through lsq.targets
+  data/execution/{account}/halt.json          the kill switch: through executors.safety (read_halt, set_halt,
+                                              clear_halt), as `lsq halt` / `lsq resume`
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from executors.safety import clear_halt, halt_file, read_halt
+from executors.safety import set_halt as write_halt
 from lsq.config import Settings
-from lsq.paths import DataPaths, atomic_write_text
+from lsq.paths import DataPaths
 from lsq.runstate import part_state, pid_alive, read_state
+from lsq.targets import TargetFile, TargetFileError, read_targets, target_files
 from lsq.timelabels import DAY_MS, WINDOW_MS
 
 HaltMode = Literal["halted", "reduce_only", "active"]
@@ -197,7 +201,8 @@ def pipeline(settings: Settings, now_ms: int) -> dict[str, Any]:
     if day and marker:
         start = datetime.strptime(f"{day.name} {marker.stem}", "%Y-%m-%d %H%M").replace(tzinfo=ZoneInfo("UTC"))
         window_end = int(start.timestamp() * 1000) + WINDOW_MS
-    targets = {a: (latest_targets(paths, a) or {}).get("timestamp") for a in accounts(settings)}
+    newest = {a: latest_targets(paths, a) for a in accounts(settings)}
+    targets = {a: t.window_end_ms if t else None for a, t in newest.items()}
     return {
         "last_marker_window_end_ms": window_end,
         "marker_lag_ms": now_ms - window_end if window_end else None,
@@ -278,14 +283,13 @@ def account_summary(settings: Settings, account_id: str, now_ms: int) -> dict[st
     }
 
 
-def latest_targets(paths: DataPaths, account_id: str) -> dict[str, Any] | None:
-    """The newest target file (LEAD: monitoring.targets.latest_target / lsq targets store)."""
-    folder = paths.positions
-    files = sorted(folder.glob(f"{account_id}_target_positions_*.json")) if folder.is_dir() else []
-    for path in reversed(files):
-        doc = _read_json(path)
-        if doc and isinstance(doc.get("positions"), list):
-            return {**doc, "file": path.name}
+def latest_targets(paths: DataPaths, account_id: str) -> TargetFile | None:
+    """The newest readable target file (lsq.targets); a bad file is skipped, so it cannot hide the one before."""
+    for path in reversed(target_files(paths, account_id)):
+        try:
+            return read_targets(path)
+        except TargetFileError:
+            continue
     return None
 
 
@@ -322,8 +326,8 @@ def positions(settings: Settings, account_id: str) -> dict[str, Any]:
     doc = latest_targets(paths, account_id)
     wanted = pl.DataFrame(
         [
-            {"symbol": str(p["symbol"]), "target": float(p["target_position"]), "decision_price": float(p["price"])}
-            for p in (doc or {}).get("positions", [])
+            {"symbol": p.symbol, "target": float(p.target_position), "decision_price": float(p.price)}
+            for p in (doc.positions if doc else ())
         ],
         schema={"symbol": pl.String, "target": pl.Float64, "decision_price": pl.Float64},
     )
@@ -352,8 +356,8 @@ def positions(settings: Settings, account_id: str) -> dict[str, Any]:
         "account_id": account_id,
         "exposure": _exposure(held.select("symbol", (pl.col("current") * pl.col("mark_price")).alias("n")), equity),
         "snapshot_ms": at,
-        "targets_ms": doc.get("timestamp") if doc else None,
-        "targets_file": doc.get("file") if doc else None,
+        "targets_ms": doc.window_end_ms if doc else None,
+        "targets_file": doc.path.name if doc and doc.path else None,
         "target_gross_notional": gross,
         "deviation_notional": total,
         "deviation_share": total / gross if gross > 0 else None,
@@ -584,46 +588,62 @@ def alerts(settings: Settings, now_ms: int, limit: int = 100) -> dict[str, Any]:
 
 
 def _halt_path(settings: Settings, account_id: str) -> Path:
-    return settings.data_dir / "execution" / account_id / "halt.json"
+    return halt_file(DataPaths(settings.data_dir), account_id)
 
 
 def halt_state(settings: Settings, account_id: str) -> dict[str, Any]:
-    """The account's kill switch: halted, reduce_only or active. No file means trading is allowed; a file that
-    cannot be read counts as a full halt, as the executor reads it.
-
-    LEAD: switch to executors.safety.read_halt (same file, same rules) once on main.
-    """
-    path = _halt_path(settings, account_id)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
+    """The account's kill switch as the executor reads it before every child order: halted, reduce_only or active
+    (an unreadable switch file counts as a full halt)."""
+    state = read_halt(DataPaths(settings.data_dir), account_id)
+    if state is None:
         return {"mode": "active", "since_ms": None, "reason": None}
-    except (OSError, ValueError):
-        return {"mode": "halted", "since_ms": None, "reason": f"unreadable halt file {path}"}
-    mode = "reduce_only" if isinstance(doc, dict) and doc.get("mode") == "reduce_only" else "halted"
-    doc = doc if isinstance(doc, dict) else {}
-    return {"mode": mode, "since_ms": doc.get("since_ms"), "reason": doc.get("reason")}
+    return {
+        "mode": "halted" if state.mode == "halt" else state.mode,
+        "since_ms": state.since_ms,
+        "reason": state.reason,
+    }
 
 
 def set_halt(settings: Settings, account_id: str, mode: HaltMode, now_ms: int, by: str) -> dict[str, Any]:
-    """Halt, set reduce-only or resume an account: the one write path of the web monitor's kill switch.
+    """Halt, set reduce-only or resume an account, as `lsq halt ACCOUNT [--reduce-only]` / `lsq resume ACCOUNT`
+    do: the executors' switch functions, and on a full halt our resting orders are cancelled at once.
 
-    LEAD: replace the body with the executors' functions behind `lsq halt ACCOUNT [--reduce-only]` / `lsq resume
-    ACCOUNT` once on main (executors.safety.set_halt / clear_halt, plus the CLI's immediate cancel of our resting
-    orders on a full halt: best moved into one executors function both call). Until then this writes the same file
-    in the same format: {"mode": "halt" | "reduce_only", "reason", "since_ms"}; resume removes it and the drawdown
-    peak, so a resumed account is not halted again at once.
+    The answer adds `cancelled` (our open orders cancelled now) or `cancel_error` (the switch is set whatever the
+    exchange said: the executor sends nothing more either way).
     """
     if account_id not in accounts(settings):
         raise KeyError(account_id)
-    path = _halt_path(settings, account_id)
+    paths = DataPaths(settings.data_dir)
+    extra: dict[str, Any] = {}
     if mode == "active":
-        path.unlink(missing_ok=True)
-        (path.parent / "equity_peak.json").unlink(missing_ok=True)
+        clear_halt(paths, account_id)
     else:
-        doc = {"mode": "halt" if mode == "halted" else "reduce_only", "reason": f"from the {by}", "since_ms": now_ms}
-        atomic_write_text(path, json.dumps(doc))
-    return halt_state(settings, account_id)
+        write_halt(paths, account_id, "halt" if mode == "halted" else "reduce_only", f"from the {by}", now_ms)
+        if mode == "halted":
+            try:
+                extra["cancelled"] = cancel_our_orders(settings, account_id, now_ms)
+            except Exception as exc:  # the exchange unreachable or the account without keys: the switch holds
+                extra["cancel_error"] = f"{type(exc).__name__}: {exc}"
+    return {**halt_state(settings, account_id), **extra}
+
+
+def cancel_our_orders(settings: Settings, account_id: str, now_ms: int) -> int:
+    """Cancel our resting orders now (others are left alone), through the executor's reconciliation.
+
+    LEAD: this repeats executors/cli.py's `_cancel_ours` (which takes a config path and prints); one executors
+    function `halt_account(settings, account, mode, reason, clock)` used by both `lsq halt` and this would be the
+    single path.
+    """
+    from executors.journal import Journal, journal_path
+    from executors.reconcile import reconcile
+    from executors.router import OrderRouter
+    from lsq.clock import SYSTEM_CLOCK
+    from lsq.exchange import account_client
+
+    client = account_client(settings, account_id)
+    with Journal(journal_path(DataPaths(settings.data_dir), account_id)) as journal:
+        router = OrderRouter(account_id, client, journal, SYSTEM_CLOCK, "halt", 0)
+        return len(reconcile(client, journal, router, now_ms, dry_run=False).cancelled)
 
 
 # --- change detection for the event stream ----------------------------------------------------------------------
