@@ -485,3 +485,48 @@ def test_monitor_settings_validate_and_never_echo_the_token(tmp_path: Path) -> N
     assert settings.monitor.token is not None and settings.monitor.token.get_secret_value() == "top-secret-value-2"
     assert "top-secret-value-2" not in repr(settings) and "top-secret-value-2" not in str(settings.model_dump())
     assert load_config(config, env={}).monitor.token is None
+
+
+# --- the kill switch and the real executor -------------------------------------------------------------------------
+
+
+def _switch(page: Page, button: str, shown: str) -> None:
+    panel = page.locator("#panel-killswitch")
+    panel.get_by_role("button", name=button).click()
+    page.get_by_role("button", name="Confirm").click()
+    expect(panel.locator(".halt-mode")).to_have_text(shown)
+
+
+def test_the_kill_switch_in_the_page_stops_the_executor(sim_server: Any, tmp_path: Path, browser: Browser) -> None:
+    from execution_helpers import assert_converged, flatten, local, positions, trade, write_config, write_target
+
+    from executors.run import run_account
+    from lsq.clock import FakeClock
+
+    settings = local(sim_server.settings, tmp_path)
+    acct = sim_server.accounts[0].account_id
+    flatten(settings, acct)
+    trade(settings, acct, "BTCUSDT", "0.05")
+    target = write_target(settings, acct, {"BTCUSDT": 500, "ETHUSDT": 3000})
+    m = start_monitor(write_config(tmp_path, sim_server))
+    try:
+        page = _open(browser, m.url)
+        page.click(f"#account-tabs button[data-account={acct}]")
+        _switch(page, "Halt", "HALTED")
+        expect(page.locator("#panel-killswitch .outcome")).to_contain_text("of our open orders")  # asked the exchange
+        report = run_account(settings, acct, target, FakeClock(), algorithm="market")
+        assert report.status == "halted" and report.orders_sent == 0
+        assert positions(settings, acct) == {"BTCUSDT": Decimal("0.05")}  # halted: nothing sent
+
+        _switch(page, "Reduce-only", "REDUCE-ONLY")
+        report = run_account(settings, acct, target, FakeClock(), algorithm="market")
+        held = positions(settings, acct)
+        assert "ETHUSDT" not in held and held["BTCUSDT"] < Decimal("0.05")  # only the reduction went through
+
+        _switch(page, "Resume", "active")
+        report = run_account(settings, acct, target, FakeClock(), algorithm="market")
+        assert report.status == "completed", report
+        assert_converged(settings, acct, target)
+        page.close()
+    finally:
+        m.stop()

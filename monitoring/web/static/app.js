@@ -259,9 +259,14 @@ for (const button of document.querySelectorAll("#panel-killswitch button")) {
     const account = state.selected;
     const mode = button.dataset.mode;
     if (!account || !(await confirmDialog(MODE_QUESTION[mode](account)))) return;
-    await api(`/api/accounts/${account}/halt`, {
+    const result = await api(`/api/accounts/${account}/halt`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ mode }),
     });
+    const outcome = $("#panel-killswitch .outcome");
+    outcome.textContent = result.cancel_error
+      ? `switch set; cancelling resting orders failed: ${result.cancel_error}`
+      : result.cancelled !== undefined ? `cancelled ${result.cancelled} of our open orders` : "";
+    outcome.className = `outcome ${result.cancel_error ? "neg" : "muted"}`;
     await Promise.all([loadAccounts(), loadAlerts()]);
   };
 }
