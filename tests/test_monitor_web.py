@@ -443,7 +443,8 @@ def test_every_endpoint_answers_before_anything_is_stored(tmp_path: Path) -> Non
     try:
         for path in ("/api", "/api/status", "/api/system", "/api/alerts", "/api/accounts"):
             assert _get(f"{m.url}{path}")[0] == 200, path
-        for kind in ("", "/positions", "/orders", "/fills", "/equity", "/report", "/report?format=csv"):
+        kinds = ("", "/positions", "/orders", "/fills", "/executions", "/equity", "/report", "/report?format=csv")
+        for kind in kinds:
             status, body = _get(f"{m.url}/api/accounts/sim_beta{kind}")
             assert status == 200, (kind, body)
         _, summary = _get(f"{m.url}/api/accounts/sim_beta")
@@ -508,25 +509,34 @@ def test_the_kill_switch_in_the_page_stops_the_executor(sim_server: Any, tmp_pat
     flatten(settings, acct)
     trade(settings, acct, "BTCUSDT", "0.05")
     target = write_target(settings, acct, {"BTCUSDT": 500, "ETHUSDT": 3000})
+    clock = FakeClock(now_ms())  # each run a minute after the one before, as the journal orders them
     m = start_monitor(write_config(tmp_path, sim_server))
     try:
         page = _open(browser, m.url)
         page.click(f"#account-tabs button[data-account={acct}]")
         _switch(page, "Halt", "HALTED")
         expect(page.locator("#panel-killswitch .outcome")).to_contain_text("of our open orders")  # asked the exchange
-        report = run_account(settings, acct, target, FakeClock(), algorithm="market")
+        clock.advance(60)
+        report = run_account(settings, acct, target, clock, algorithm="market")
         assert report.status == "halted" and report.orders_sent == 0
         assert positions(settings, acct) == {"BTCUSDT": Decimal("0.05")}  # halted: nothing sent
 
         _switch(page, "Reduce-only", "REDUCE-ONLY")
-        report = run_account(settings, acct, target, FakeClock(), algorithm="market")
+        clock.advance(60)
+        report = run_account(settings, acct, target, clock, algorithm="market")
         held = positions(settings, acct)
         assert "ETHUSDT" not in held and held["BTCUSDT"] < Decimal("0.05")  # only the reduction went through
 
         _switch(page, "Resume", "active")
-        report = run_account(settings, acct, target, FakeClock(), algorithm="market")
+        clock.advance(60)
+        report = run_account(settings, acct, target, clock, algorithm="market")
         assert report.status == "completed", report
         assert_converged(settings, acct, target)
+        runs = page.locator("#panel-executions table.runs tbody tr")  # the journal, brought by the event stream
+        expect(runs.first).to_contain_text("completed")
+        expect(runs.filter(has_text="halted")).not_to_have_count(0)
+        children = page.locator("#panel-executions table.children tbody")
+        expect(children.locator("tr", has_text="ETHUSDT").first).to_contain_text("FILLED")
         page.close()
     finally:
         m.stop()

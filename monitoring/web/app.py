@@ -46,15 +46,15 @@ class EventHub:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.queues: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.queues: set[asyncio.Queue[dict[str, Any] | None]] = set()
         self._task: asyncio.Task[None] | None = None
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=100)
+    def subscribe(self) -> asyncio.Queue[dict[str, Any] | None]:
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=100)
         self.queues.add(queue)
         return queue
 
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
         self.queues.discard(queue)
 
     def publish(self, event: dict[str, Any]) -> None:
@@ -80,6 +80,12 @@ class EventHub:
             if changed:
                 self.publish({"panels": changed})
             previous = current
+
+    async def end_streams(self, _app: web.Application) -> None:
+        """On shutdown: every open event stream ends now, so stopping never waits on a page left open."""
+        for queue in list(self.queues):
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
 
     async def start(self, _app: web.Application) -> None:
         self._task = asyncio.create_task(self.run())
@@ -218,6 +224,11 @@ async def api_fills(request: web.Request) -> web.Response:
     return await _json(data.fills, _settings(request), _account(request), limit)
 
 
+async def api_executions(request: web.Request) -> web.Response:
+    limit = _int_query(request, "limit", 50) or 50
+    return await _json(data.executions, _settings(request), _account(request), _now(request), limit)
+
+
 async def api_equity(request: web.Request) -> web.Response:
     start = _int_query(request, "start", None)
     end = _int_query(request, "end", None)
@@ -273,6 +284,8 @@ async def api_events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await response.write(b": keepalive\n\n")
                 continue
+            if event is None:
+                break
             await response.write(f"event: change\ndata: {json.dumps(event)}\n\n".encode())
     except (ConnectionResetError, asyncio.CancelledError):
         pass
@@ -291,6 +304,7 @@ ENDPOINTS: list[tuple[str, str, Handler]] = [
     ("GET", "/api/accounts/{account}/positions", api_positions),
     ("GET", "/api/accounts/{account}/orders", api_orders),
     ("GET", "/api/accounts/{account}/fills", api_fills),
+    ("GET", "/api/accounts/{account}/executions", api_executions),
     ("GET", "/api/accounts/{account}/equity", api_equity),
     ("GET", "/api/accounts/{account}/report", api_report),
     ("POST", "/api/accounts/{account}/halt", api_halt),
@@ -306,6 +320,7 @@ def build_app(settings: Settings, token: str | None = None, clock: Clock = SYSTE
     hub = EventHub(settings)
     app[HUB] = hub
     app.on_startup.append(hub.start)
+    app.on_shutdown.append(hub.end_streams)
     app.on_cleanup.append(hub.stop)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC)

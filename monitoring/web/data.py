@@ -22,6 +22,7 @@ import json
 import math
 import shutil
 from collections.abc import Iterable
+from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -30,6 +31,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from executors.journal import Journal, journal_path
 from executors.safety import clear_halt, halt_file, read_halt
 from executors.safety import set_halt as write_halt
 from lsq.config import Settings
@@ -405,8 +407,21 @@ def _recent(settings: Settings, account_id: str, kind: str, limit: int, days: in
     return _rows(frame.sort("time_ms", descending=True).head(limit))
 
 
+def executions(settings: Settings, account_id: str, now_ms: int, limit: int = 50) -> dict[str, Any]:
+    """The executor's journal: its newest runs (window, algorithm, status) and the child orders it placed over the
+    last day, newest first, with exact quantities and prices. Nothing is created when there is no journal yet."""
+    path = journal_path(DataPaths(settings.data_dir), account_id)
+    if not path.exists():
+        return {"runs": [], "orders": []}
+    with Journal(path) as journal:
+        runs = journal.runs(10)
+        children = journal.children(since_ms=now_ms - DAY_MS)
+    newest = sorted(children, key=lambda c: (c.updated_ms, c.client_id), reverse=True)[:limit]
+    return {"runs": runs, "orders": [{k: _jsonable(v) for k, v in asdict(c).items()} for c in newest]}
+
+
 def orders(settings: Settings, account_id: str, limit: int = 100) -> list[dict[str, Any]]:
-    """The newest order events (LEAD: the executors' journal, data/execution/{account}/, once it has a reader)."""
+    """The newest order events the account watcher stored from the user data stream."""
     return _recent(settings, account_id, "orders", limit, days=3)
 
 
@@ -634,7 +649,6 @@ def cancel_our_orders(settings: Settings, account_id: str, now_ms: int) -> int:
     function `halt_account(settings, account, mode, reason, clock)` used by both `lsq halt` and this would be the
     single path.
     """
-    from executors.journal import Journal, journal_path
     from executors.reconcile import reconcile
     from executors.router import OrderRouter
     from lsq.clock import SYSTEM_CLOCK
@@ -673,6 +687,9 @@ def fingerprints(settings: Settings) -> dict[str, tuple[int, ...]]:
         halt = _halt_path(settings, account_id)
         prints[f"account:{account_id}"] = stamp(folder / "snapshots", folder / "income", halt.parent, halt)
         prints[f"positions:{account_id}"] = stamp(folder / "positions", paths.positions)
-        prints[f"orders:{account_id}"] = stamp(folder / "orders", folder / "fills")
+        journal = journal_path(paths, account_id)
+        prints[f"orders:{account_id}"] = stamp(
+            folder / "orders", folder / "fills", journal, journal.with_name(journal.name + "-wal")
+        )
         prints["alerts"] += stamp(halt)
     return prints

@@ -180,6 +180,21 @@ async function loadOrders() {
   ], "no fills");
 }
 
+async function loadExecutions() {
+  if (!state.selected) return;
+  const x = await api(`/api/accounts/${state.selected}/executions`);
+  const panel = $("#panel-executions");
+  fillTable($("table.runs", panel), x.runs, (r) => [
+    cell(r.run_id, "muted"), cell(when(r.window_ms)), cell(r.algorithm), cell(r.dry_run ? "yes" : "no"),
+    cell(when(r.started_ms)), cell(r.finished_ms ? when(r.finished_ms) : "–"), cell(r.status, `state-${r.status === "completed" ? "running" : r.status === "running" ? "stopped" : "dead"}`),
+  ], "no executor runs yet");
+  fillTable($("table.children", panel), x.orders, (c) => [
+    cell(when(c.updated_ms)), cell(c.symbol), cell(c.leg), cell(c.side), cell(c.type), num(c.qty), num(c.price ?? "–"),
+    cell(c.reduce_only ? "yes" : ""), cell(c.status), num(c.executed_qty), num(c.avg_price), cell(c.client_id, "muted"),
+    cell(c.error || "", "neg"),
+  ], "no orders placed by the executor in the last day");
+}
+
 function chart(key, el, title, times, values, color, unit = "") {
   const data = [times.map((t) => t / 1000), values];
   const width = Math.max(300, el.clientWidth || 500);
@@ -232,7 +247,7 @@ async function loadReport() {
 function loadAccountDetail() {
   for (const key of Object.keys(state.charts)) { state.charts[key].destroy(); delete state.charts[key]; }
   renderKillSwitch();
-  return Promise.all([loadPositions(), loadOrders(), loadEquity(), loadReport()]);
+  return Promise.all([loadPositions(), loadOrders(), loadExecutions(), loadEquity(), loadReport()]);
 }
 
 // --- kill switch with confirmation ---------------------------------------------------------------------------
@@ -288,7 +303,9 @@ function onChange(panels) {
       jobs.add(loadAccounts);
       if (account === state.selected) { jobs.add(loadEquity); jobs.add(loadReport); }
     } else if (kind === "positions" && account === state.selected) jobs.add(loadPositions);
-    else if (kind === "orders" && account === state.selected) { jobs.add(loadOrders); jobs.add(loadReport); }
+    else if (kind === "orders" && account === state.selected) {
+      jobs.add(loadOrders); jobs.add(loadExecutions); jobs.add(loadReport);
+    }
   }
   for (const job of jobs) guarded(job);
   $("#updated").textContent = `updated ${new Date().toISOString().slice(11, 19)} UTC`;
