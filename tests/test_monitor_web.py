@@ -537,6 +537,10 @@ def test_the_kill_switch_in_the_page_stops_the_executor(sim_server: Any, tmp_pat
         expect(runs.filter(has_text="halted")).not_to_have_count(0)
         children = page.locator("#panel-executions table.children tbody")
         expect(children.locator("tr", has_text="ETHUSDT").first).to_contain_text("FILLED")
+        if os.environ.get("LSQ_SCREENSHOTS"):
+            page.locator("#panel-executions").screenshot(
+                path=str(Path(os.environ["LSQ_SCREENSHOTS"]) / "monitor-executor.png")
+            )
         page.close()
     finally:
         m.stop()
