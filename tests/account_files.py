@@ -1,14 +1,8 @@
-"""Scripted account-store files for the web monitor's tests: what the account watcher stores under
-data/monitoring/{account}/ (monitoring.store's layout: snapshots and positions by UTC day, income and fills by UTC
-month, orders by day; parquet, money as Decimal(38, 10)).
-
-LEAD: once monitoring.store is on main, `write_rows` should be
-`AccountStore(paths, account).append(kind, as_frame(kind, rows))`.
-"""
+"""Scripted account-store contents for the web monitor's tests, written through monitoring.store as the account
+watcher writes them: three hours of snapshots with a deposit, positions, targets, orders, fills and income."""
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,112 +10,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import polars as pl
-
-from lsq.paths import DataPaths, atomic_write_bytes
+from lsq.paths import DataPaths
 from lsq.targets import TargetPosition, write_targets
 from lsq.timelabels import MINUTE_MS, WINDOW_MS
-
-MONEY = pl.Decimal(38, 10)
-SCHEMAS: dict[str, tuple[dict[str, Any], str]] = {
-    "snapshots": (
-        {
-            "time_ms": pl.Int64,
-            "wallet_balance": MONEY,
-            "unrealized_pnl": MONEY,
-            "equity": MONEY,
-            "available_balance": MONEY,
-            "initial_margin": MONEY,
-            "maint_margin": MONEY,
-            "margin_ratio": pl.Float64,
-        },
-        "%Y-%m-%d",
-    ),
-    "positions": (
-        {
-            "time_ms": pl.Int64,
-            "symbol": pl.String,
-            "position_side": pl.String,
-            "position_amt": MONEY,
-            "entry_price": MONEY,
-            "mark_price": MONEY,
-            "notional": MONEY,
-            "unrealized_pnl": MONEY,
-            "maint_margin": MONEY,
-        },
-        "%Y-%m-%d",
-    ),
-    "income": (
-        {
-            "tran_id": pl.Int64,
-            "time_ms": pl.Int64,
-            "symbol": pl.String,
-            "income_type": pl.String,
-            "income": MONEY,
-            "asset": pl.String,
-            "info": pl.String,
-            "trade_id": pl.String,
-        },
-        "%Y-%m",
-    ),
-    "fills": (
-        {
-            "trade_id": pl.Int64,
-            "time_ms": pl.Int64,
-            "symbol": pl.String,
-            "order_id": pl.Int64,
-            "side": pl.String,
-            "position_side": pl.String,
-            "price": MONEY,
-            "qty": MONEY,
-            "quote_qty": MONEY,
-            "commission": MONEY,
-            "commission_asset": pl.String,
-            "realized_pnl": MONEY,
-            "maker": pl.Boolean,
-        },
-        "%Y-%m",
-    ),
-    "orders": (
-        {
-            "time_ms": pl.Int64,
-            "symbol": pl.String,
-            "order_id": pl.Int64,
-            "client_order_id": pl.String,
-            "side": pl.String,
-            "order_type": pl.String,
-            "exec_type": pl.String,
-            "status": pl.String,
-            "price": MONEY,
-            "avg_price": MONEY,
-            "orig_qty": MONEY,
-            "filled_qty": MONEY,
-            "reduce_only": pl.Boolean,
-        },
-        "%Y-%m-%d",
-    ),
-}
+from monitoring.store import AccountStore, Kind, as_frame
 
 
-def write_rows(paths: DataPaths, account: str, kind: str, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Merge rows into the kind's period files, atomically, as the watcher does."""
-    schema, fmt = SCHEMAS[kind]
-    strings = {k: (pl.String if v == MONEY else v) for k, v in schema.items()}
-    new = pl.DataFrame(
-        [
-            {k: (str(r.get(k)) if schema[k] == MONEY and r.get(k) is not None else r.get(k)) for k in schema}
-            for r in rows
-        ],
-        schema=strings,
-    ).with_columns(pl.col(k).cast(MONEY) for k, v in schema.items() if v == MONEY)
-    tagged = new.with_columns(pl.from_epoch("time_ms", time_unit="ms").dt.strftime(fmt).alias("_tag"))
-    for (tag,), part in tagged.group_by("_tag"):
-        path = paths.root / "monitoring" / account / kind / f"{tag}.parquet"
-        old = pl.read_parquet(path) if path.exists() else None
-        merged = pl.concat([old, part.drop("_tag")]) if old is not None else part.drop("_tag")
-        buf = io.BytesIO()
-        merged.sort("time_ms").write_parquet(buf)
-        atomic_write_bytes(path, buf.getvalue())
+def write_rows(paths: DataPaths, account: str, kind: Kind, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Merge rows into the account store, as the watcher does (values as Binance sends them)."""
+    AccountStore(paths, account).append(kind, as_frame(kind, rows))
 
 
 @dataclass(frozen=True)

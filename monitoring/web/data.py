@@ -7,7 +7,7 @@ directly, each place marked `LEAD:` with the function that should replace it:
   data/run/state.json                         lsq.runstate (what `lsq run` started)
   data/collector/status.json                  collectors.status (the collector's heartbeat)
   data/monitoring/{account}/snapshots|positions|orders|fills|income/*.parquet, status.json
-                                              monitoring.store.AccountStore layout (the account watcher's files)
+                                              read through monitoring.store.AccountStore
   data/monitoring/alerts.jsonl                the alert sensor's log, one JSON object a line
   data/positions/{account}_target_positions_*.json   through lsq.targets
   data/execution/{account}/halt.json          the kill switch: through executors.safety (read_halt, set_halt,
@@ -39,6 +39,7 @@ from lsq.paths import DataPaths
 from lsq.runstate import part_state, pid_alive, read_state
 from lsq.targets import TargetFile, TargetFileError, read_targets, target_files
 from lsq.timelabels import DAY_MS, WINDOW_MS
+from monitoring.store import AccountStore, Kind
 
 HaltMode = Literal["halted", "reduce_only", "active"]
 HALT_MODES: tuple[HaltMode, ...] = ("halted", "reduce_only", "active")
@@ -62,21 +63,9 @@ def _account_dir(paths: DataPaths, account_id: str) -> Path:
     return paths.root / "monitoring" / account_id
 
 
-def _read_kind(paths: DataPaths, account_id: str, kind: str, start_ms: int | None = None) -> pl.DataFrame:
-    """Rows of one kind of the account store (LEAD: monitoring.store.AccountStore(paths, id).read(kind, start))."""
-    folder = _account_dir(paths, account_id) / kind
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if start_ms is not None:
-        tag_len = len(files[0].stem) if files else 10
-        fmt = "%Y-%m-%d" if tag_len == 10 else "%Y-%m"
-        low = datetime.fromtimestamp(start_ms / 1000, ZoneInfo("UTC")).strftime(fmt)
-        files = [f for f in files if f.stem >= low]
-    if not files:
-        return pl.DataFrame()
-    frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
-    if start_ms is not None:
-        frame = frame.filter(pl.col("time_ms") >= start_ms)
-    return frame.sort("time_ms", maintain_order=True)
+def _read_kind(paths: DataPaths, account_id: str, kind: Kind, start_ms: int | None = None) -> pl.DataFrame:
+    """Rows of one kind of the account watcher's store from `start_ms` on, sorted by time."""
+    return AccountStore(paths, account_id).read(kind, start_ms)
 
 
 def _floats(frame: pl.DataFrame) -> pl.DataFrame:
@@ -397,7 +386,7 @@ def _exposure(notional: pl.DataFrame, equity: float) -> dict[str, float | None]:
     }
 
 
-def _recent(settings: Settings, account_id: str, kind: str, limit: int, days: int) -> list[dict[str, Any]]:
+def _recent(settings: Settings, account_id: str, kind: Kind, limit: int, days: int) -> list[dict[str, Any]]:
     paths = DataPaths(settings.data_dir)
     folder = _account_dir(paths, account_id) / kind
     files = sorted(folder.glob("*.parquet"))[-days:] if folder.is_dir() else []
