@@ -14,7 +14,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from lsq.clock import SYSTEM_CLOCK, Clock
@@ -143,6 +143,49 @@ class ExecutorSettings(_Strict):
 # ----- end of the execution block -----
 
 
+# ----- monitoring: the Dagster checks' thresholds and the alerts (lsq_pipeline/defs/monitoring; issue 11) -----
+# (The web monitor's own settings, if any, live apart under `monitor:`.)
+
+
+class Threshold(_Strict):
+    """A measure's WARN and ERROR levels. `above`: a value above a level breaches it (leverage, margin ratio);
+    else a value below it does (available share)."""
+
+    warn: float = Field(ge=0)
+    error: float = Field(ge=0)
+    above: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Threshold:
+        if (self.above and self.error < self.warn) or (not self.above and self.error > self.warn):
+            worse = "above" if self.above else "below"
+            raise ValueError(f"error must be at or {worse} warn (got warn {self.warn}, error {self.error})")
+        return self
+
+
+class CheckThresholds(_Strict):
+    deviation: Threshold = Threshold(warn=0.05, error=0.15)  # Σ |current − target| × mark / target gross
+    leverage: Threshold = Threshold(warn=2.5, error=3.0)  # gross notional / equity
+    largest_share: Threshold = Threshold(warn=0.3, error=0.5)  # the largest symbol's share of gross
+    margin_ratio: Threshold = Threshold(warn=0.3, error=0.6)  # Binance's: 1.0 is liquidation
+    available_share: Threshold = Threshold(warn=0.2, error=0.05, above=False)  # available / margin balance
+    snapshot_age_seconds: Threshold = Threshold(warn=180, error=600)  # the watcher's newest snapshot
+
+
+class AlertSettings(_Strict):
+    webhook_url: SecretStr | None = None  # POSTed JSON {title, text, severity, account, ...}; it may hold a token
+    cooldown_seconds: float = Field(default=900.0, ge=0)  # no second alert of one key within this
+    timeout_seconds: float = Field(default=5.0, gt=0, le=30)  # a webhook POST (the sensor tick must not hang)
+
+
+class MonitoringSettings(_Strict):
+    checks: CheckThresholds = CheckThresholds()
+    alerts: AlertSettings = AlertSettings()
+
+
+# ----- end of the monitoring block -----
+
+
 class ExecutionSettings(_Strict):
     mode: Mode = "mock"
     dry_run: bool = False
@@ -261,6 +304,7 @@ class MonitorSettings(_Strict):
 
 class Settings(_Strict):
     strategy: StrategySettings = StrategySettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     execution: ExecutionSettings = ExecutionSettings()
     data: DataSettings = DataSettings()
     binance: BinanceSettings = BinanceSettings()

@@ -9,7 +9,7 @@ import dagster as dg
 
 from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.config import Settings, load_config
-from lsq_pipeline.defs import execution, factors, market, universe
+from lsq_pipeline.defs import execution, factors, market, monitoring, universe
 from lsq_pipeline.resources import LsqResource
 
 
@@ -31,6 +31,7 @@ def build_definitions(
         universe.defs(settings, clock),
         factors.defs(settings),
         execution.defs(settings, clock),
+        monitoring.defs(settings, clock),
         shared,
     )
 

@@ -27,6 +27,8 @@ GROUPS = {
     "alpha": "factors",
     "target_positions": "factors",
     "executions": "execution",
+    "account_state": "monitoring",
+    "strategy_report": "monitoring",
 }
 BAR_CHECKS = {
     "bars_universe_coverage",
@@ -101,11 +103,21 @@ def test_factor_lineage_follows_the_configured_history(graph) -> None:
 
 def test_checks(graph) -> None:
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
-    assert checks == {("bars_5m", name) for name in BAR_CHECKS} | {(f"factor_{n}", "succeeded") for n in FACTORS}
+    assert checks == (
+        {("bars_5m", name) for name in BAR_CHECKS}
+        | {(f"factor_{n}", "succeeded") for n in FACTORS}
+        | {("account_state", name) for name in ("deviation", "exposure", "health")}
+    )
 
 
 def test_jobs_schedules_and_sensors(defs: dg.Definitions) -> None:
-    assert sorted(job.name for job in defs.jobs) == ["execution_job", "funding_job", "universe_job", "window_job"]
+    assert sorted(job.name for job in defs.jobs) == [
+        "execution_job",
+        "funding_job",
+        "strategy_report_job",
+        "universe_job",
+        "window_job",
+    ]
     window = defs.resolve_job_def("window_job")
     assert {k.to_user_string() for k in window.asset_layer.executable_asset_keys} == {
         name for name, group in GROUPS.items() if group in ("bars_5m", "factors")
@@ -114,9 +126,17 @@ def test_jobs_schedules_and_sensors(defs: dg.Definitions) -> None:
     assert schedules == {
         "universe_schedule": ("40 22 * * *", "Europe/London", "universe_job"),
         "funding_schedule": ("2 * * * *", "UTC", "funding_job"),
+        "strategy_report_schedule": ("10 0 * * *", "UTC", "strategy_report_job"),
     }
+    assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in defs.schedules if "report" in s.name)
     sensors = {s.name: s for s in defs.sensors}
-    assert sorted(sensors) == ["execution_sensor", "rollup_automation", "sealed_window_sensor"]
+    assert sorted(sensors) == [
+        "account_state_sensor",
+        "alert_sensor",
+        "execution_sensor",
+        "rollup_automation",
+        "sealed_window_sensor",
+    ]
     assert sensors["sealed_window_sensor"].job_name == "window_job"
     assert sensors["execution_sensor"].job_name == "execution_job"
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
@@ -137,6 +157,20 @@ def test_executions_are_partitioned_by_account_in_their_own_job(defs: dg.Definit
     assert job.tags["dagster/max_retries"] == "0"
     limits = yaml.safe_load((ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {"key": "lsq/account", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+
+
+def test_monitoring_is_partitioned_by_the_execution_accounts(graph) -> None:
+    """account_state and its checks on the `accounts` partitions (the execution domain's, by name), recorded by a
+    sensor (no run materializes it); strategy_report per account and UTC day from the partitions start."""
+    state = graph.get(dg.AssetKey("account_state"))
+    assert isinstance(state.partitions_def, dg.DynamicPartitionsDefinition) and state.partitions_def.name == "accounts"
+    assert not state.is_executable
+    report = graph.get(dg.AssetKey("strategy_report")).partitions_def
+    assert isinstance(report, dg.MultiPartitionsDefinition)
+    dims = {d.name: d.partitions_def for d in report.partitions_defs}
+    assert dims["account"] == state.partitions_def
+    assert isinstance(dims["day"], dg.DailyPartitionsDefinition)
+    assert dims["day"].start == datetime(2026, 10, 15, tzinfo=UTC)
 
 
 def test_the_configuration_is_read_once_at_the_bottom_of_definitions() -> None:

@@ -1,0 +1,132 @@
+"""The account-state checks: deviation, exposure and health against the configured WARN and ERROR levels.
+
+One pure function (`evaluate`) judges an account view; the account-state sensor reports its outcomes as check
+evaluations beside each snapshot's materialization, and the same function backs the executable checks (the UI's
+"Execute" button), so both always agree.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import dagster as dg
+
+from lsq.clock import SYSTEM_CLOCK, Clock
+from lsq.config import CheckThresholds, Threshold
+from lsq_pipeline.defs.monitoring.assets import ACCOUNT_STATE, ACCOUNTS
+from lsq_pipeline.resources import LsqResource
+from monitoring.state import AccountView, account_view
+
+Level = Literal["OK", "WARN", "ERROR"]
+RANK: dict[str, int] = {"OK": 0, "WARN": 1, "ERROR": 2}
+
+Measure = Callable[[AccountView, int], float | None]
+
+
+def _snapshot_age_seconds(view: AccountView, now_ms: int) -> float:
+    return max(0.0, (now_ms - int(view.snapshot["time_ms"])) / 1000)
+
+
+# check -> (measure name in CheckThresholds, how to read it from a view at `now_ms`)
+MEASURES: dict[str, list[tuple[str, Measure]]] = {
+    "deviation": [("deviation", lambda v, _: v.deviation.share if v.deviation else None)],
+    "exposure": [
+        ("leverage", lambda v, _: v.exposure.leverage),
+        ("largest_share", lambda v, _: v.exposure.largest_share),
+    ],
+    "health": [
+        ("margin_ratio", lambda v, _: v.health.margin_ratio),
+        ("available_share", lambda v, _: v.health.available_share),
+        ("snapshot_age_seconds", _snapshot_age_seconds),
+    ],
+}
+DESCRIPTIONS = {
+    "deviation": "Σ |current − target| × mark as a share of the target's gross notional",
+    "exposure": "leverage (gross / equity) and the largest symbol's share of gross, at mark",
+    "health": "margin ratio, available share of the margin balance, and the age of the newest snapshot",
+}
+
+
+def level(value: float | None, threshold: Threshold) -> Level:
+    """A value at a level breaches it; no value (no targets, no equity) breaches nothing."""
+    if value is None:
+        return "OK"
+    if threshold.above:
+        return "ERROR" if value >= threshold.error else "WARN" if value >= threshold.warn else "OK"
+    return "ERROR" if value <= threshold.error else "WARN" if value <= threshold.warn else "OK"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    check: str
+    level: Level
+    values: dict[str, float | None]
+    breaches: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.level == "OK"
+
+    @property
+    def description(self) -> str:
+        return "; ".join(self.breaches) if self.breaches else "within limits"
+
+    def metadata(self) -> dict[str, dg.MetadataValue]:
+        meta = {k: dg.MetadataValue.float(v) for k, v in self.values.items() if v is not None}
+        return {**meta, "level": dg.MetadataValue.text(self.level)}
+
+    def evaluation(self, account_id: str) -> dg.AssetCheckEvaluation:
+        return dg.AssetCheckEvaluation(
+            asset_key=ACCOUNT_STATE,
+            check_name=self.check,
+            passed=self.passed,
+            severity=dg.AssetCheckSeverity.ERROR if self.level == "ERROR" else dg.AssetCheckSeverity.WARN,
+            metadata=self.metadata(),
+            description=self.description,
+            partition=account_id,
+        )
+
+
+def evaluate(view: AccountView, now_ms: int, thresholds: CheckThresholds) -> list[Outcome]:
+    """Every check's outcome: its worst measure's level, with one line per breached measure."""
+    outcomes = []
+    for check, measures in MEASURES.items():
+        values: dict[str, float | None] = {}
+        breaches: list[str] = []
+        worst: Level = "OK"
+        for name, read in measures:
+            value = read(view, now_ms)
+            values[name] = value
+            threshold: Threshold = getattr(thresholds, name)
+            got = level(value, threshold)
+            if got != "OK":
+                bound = threshold.error if got == "ERROR" else threshold.warn
+                breaches.append(f"{name} {value:.4g} {'≥' if threshold.above else '≤'} {bound:g} ({got})")
+                worst = got if RANK[got] > RANK[worst] else worst
+        outcomes.append(Outcome(check, worst, values, breaches))
+    return outcomes
+
+
+def account_checks(thresholds: CheckThresholds, clock: Clock = SYSTEM_CLOCK) -> list[dg.AssetChecksDefinition]:
+    """The checks, executable on demand per account; the sensor records the same outcomes every snapshot."""
+
+    def build(check: str) -> dg.AssetChecksDefinition:
+        @dg.asset_check(asset=ACCOUNT_STATE, name=check, partitions_def=ACCOUNTS, description=DESCRIPTIONS[check])
+        def _check(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
+            account = context.partition_key
+            view = account_view(lsq.paths, account)
+            if view is None:
+                return dg.AssetCheckResult(
+                    passed=False, severity=dg.AssetCheckSeverity.WARN, description=f"no snapshot of {account} yet"
+                )
+            outcome = next(o for o in evaluate(view, clock.now_ms(), thresholds) if o.check == check)
+            return dg.AssetCheckResult(
+                passed=outcome.passed,
+                severity=dg.AssetCheckSeverity.ERROR if outcome.level == "ERROR" else dg.AssetCheckSeverity.WARN,
+                metadata=outcome.metadata(),
+                description=outcome.description,
+            )
+
+        return _check
+
+    return [build(check) for check in MEASURES]
