@@ -12,7 +12,7 @@ from lsq_pipeline.defs.monitoring.assets import (
     strategy_report_job,
     strategy_report_schedule,
 )
-from lsq_pipeline.defs.monitoring.checks import account_checks
+from lsq_pipeline.defs.monitoring.checks import account_checks, account_checks_job
 from lsq_pipeline.defs.monitoring.sensors import account_state_sensor_for, alert_sensor_for
 
 
@@ -23,7 +23,7 @@ def defs(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> dg.Definitions:
     return dg.Definitions(
         assets=[account_state, strategy_report_asset(report_partitions(start))],
         asset_checks=account_checks(monitoring.checks, clock),
-        jobs=[strategy_report_job],
+        jobs=[strategy_report_job, account_checks_job],
         schedules=[strategy_report_schedule],
         sensors=[account_state_sensor_for(monitoring.checks, clock), alert_sensor_for(monitoring.alerts, clock)],
     )

@@ -18,6 +18,8 @@ from typing import Any
 from lsq.config import AlertSettings
 from lsq.paths import atomic_write_text
 
+log = logging.getLogger(__name__)  # the process log: the terminal of `make run` / the daemon's output
+
 RANK: dict[str, int] = {"WARN": 1, "ERROR": 2}
 RECENT = 200  # alerts kept in the book for display
 
@@ -32,6 +34,9 @@ class Alert:
     time_ms: int
     account: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        return f"[{self.severity}] {self.title}: {self.text}"
 
     def payload(self) -> dict[str, Any]:
         """The webhook body. `text` alone is what Slack (incoming webhooks) shows."""
@@ -96,11 +101,11 @@ class AlertBook:
         return self._sent(Alert(key, "firing", "ERROR", title, text, now_ms, **extra))
 
 
-def notify(alert: Alert, settings: AlertSettings, log: logging.Logger | Any) -> None:
+def notify(alert: Alert, settings: AlertSettings) -> None:
     """Log the alert; POST it to the webhook if one is configured (stdlib urllib: one small POST needs no client
     library). A webhook failure is logged, never with its URL (it may hold a token), and does not stop the others."""
-    line = f"[{alert.severity}] {alert.title}: {alert.text}"
-    (log.info if alert.state == "resolved" else log.warning)(line)
+    line = alert.line()
+    log.log(logging.INFO if alert.state == "resolved" else logging.WARNING, "%s", line)
     if settings.webhook_url is None:
         return
     request = urllib.request.Request(
@@ -113,6 +118,6 @@ def notify(alert: Alert, settings: AlertSettings, log: logging.Logger | Any) -> 
         with urllib.request.urlopen(request, timeout=settings.timeout_seconds) as response:
             response.read()
     except urllib.error.HTTPError as exc:
-        log.error(f"alert webhook refused {alert.key}: HTTP {exc.code}")
+        log.error("alert webhook refused %s: HTTP %s", alert.key, exc.code)
     except OSError as exc:  # URLError, a timeout, a refused connection
-        log.error(f"alert webhook failed for {alert.key}: {type(exc).__name__}")
+        log.error("alert webhook failed for %s: %s", alert.key, type(exc).__name__)

@@ -1,12 +1,16 @@
 """The account-state checks: deviation, exposure and health against the configured WARN and ERROR levels.
 
-One pure function (`evaluate`) judges an account view; the account-state sensor reports its outcomes as check
-evaluations beside each snapshot's materialization, and the same function backs the executable checks (the UI's
-"Execute" button), so both always agree.
+One pure function (`evaluate`) judges an account view. account_state_sensor judges every snapshot and, when an
+account's levels change, requests one run of `account_checks_job`, which records exactly those outcomes as check
+evaluations of the account's partition. Why a run and not a runless event like the materializations: Dagster
+1.13 stores a runless check evaluation under run id "" with a unique (check, run id, partition) index, so the
+second runless evaluation of one partition fails the sensor tick (IntegrityError, measured); a run per level
+change is rare. The same function backs the executable checks (the UI's "Execute"), so both always agree.
 """
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import dagster as dg
@@ -75,6 +79,9 @@ class Outcome:
         meta = {k: dg.MetadataValue.float(v) for k, v in self.values.items() if v is not None}
         return {**meta, "level": dg.MetadataValue.text(self.level)}
 
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
     def evaluation(self, account_id: str) -> dg.AssetCheckEvaluation:
         return dg.AssetCheckEvaluation(
             asset_key=ACCOUNT_STATE,
@@ -130,3 +137,44 @@ def account_checks(thresholds: CheckThresholds, clock: Clock = SYSTEM_CLOCK) -> 
         return _check
 
     return [build(check) for check in MEASURES]
+
+
+CHECKS_JOB = "account_checks_job"
+# Not `lsq/account`: that tag is limited to one run per account (the executions), and a check run must not wait
+# behind a TWAP.
+CHECKED_ACCOUNT_TAG = "lsq/checked_account"
+
+
+class AccountChecksConfig(dg.Config):
+    account: str
+    outcomes: str  # JSON list of Outcome.as_dict(), as judged by the sensor
+
+
+@dg.op(name="record_account_checks")
+def record_account_checks(context: dg.OpExecutionContext, config: AccountChecksConfig) -> None:
+    """Record the sensor's outcomes as the account partition's check evaluations (no re-judging: what was
+    recorded is what the sensor saw)."""
+    for raw in json.loads(config.outcomes):
+        outcome = Outcome(raw["check"], raw["level"], raw["values"], raw["breaches"])
+        context.log_event(outcome.evaluation(config.account))
+
+
+@dg.job(name=CHECKS_JOB, tags={"dagster/max_retries": "0"}, description="Records one account's check outcomes.")
+def account_checks_job() -> None:
+    record_account_checks()
+
+
+def checks_request(account_id: str, snapshot_ms: int, outcomes: list[Outcome]) -> dg.RunRequest:
+    levels = ",".join(f"{o.check}={o.level}" for o in outcomes)
+    return dg.RunRequest(
+        run_key=f"{account_id}:{snapshot_ms}:{levels}",
+        job_name=CHECKS_JOB,
+        run_config=dg.RunConfig(
+            ops={
+                "record_account_checks": AccountChecksConfig(
+                    account=account_id, outcomes=json.dumps([o.as_dict() for o in outcomes])
+                )
+            }
+        ),
+        tags={CHECKED_ACCOUNT_TAG: account_id},
+    )

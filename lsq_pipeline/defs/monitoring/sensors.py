@@ -12,31 +12,37 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
+from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.storage.asset_check_execution_record import (
+    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES as COMPLETED,
+)
 
 from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.config import AlertSettings, CheckThresholds
 from lsq_pipeline.defs.monitoring.alerts import Alert, AlertBook, notify
 from lsq_pipeline.defs.monitoring.assets import ACCOUNT_STATE, ACCOUNTS, state_metadata
-from lsq_pipeline.defs.monitoring.checks import evaluate
+from lsq_pipeline.defs.monitoring.checks import CHECKED_ACCOUNT_TAG, CHECKS_JOB, checks_request, evaluate
 from lsq_pipeline.resources import LsqResource
 from monitoring.state import account_view
 
 STATE_INTERVAL_SECONDS = 15  # the watcher snapshots every minute: every full snapshot is seen
 ALERT_INTERVAL_SECONDS = 15
-BATCH = 500  # events read per tick and kind; more wait for the next tick
+BATCH = 500  # failed runs read per tick; more wait for the next tick
 ACCOUNT_TAG = "lsq/account"
 
 
 def account_state_sensor_for(thresholds: CheckThresholds, clock: Clock = SYSTEM_CLOCK) -> dg.SensorDefinition:
-    """Per account and tick: if the store has a snapshot newer than the cursor's, one `account_state`
-    materialization of it and the three checks' evaluations; else the checks only where their level changed
-    (a snapshot growing old turns `health` WARN without a new snapshot). The cursor is JSON
+    """Per account and tick: if the store has a snapshot newer than the cursor's, one runless `account_state`
+    materialization of it; the three checks judged, and when any level differs from the cursor's (or the account
+    is new to it) one run of account_checks_job records them (a snapshot growing old turns `health` WARN without a
+    new snapshot). The cursor is JSON
     {account: {"t": snapshot time_ms, "checks": {check: level}}}, so each snapshot is recorded once. Backlog after
     an outage is not replayed: the newest snapshot is recorded (the equity curve holds every minute). Accounts of
     the configuration missing from the `accounts` partitions are added (the execution domain removes vanished ones)."""
 
     @dg.sensor(
         name="account_state_sensor",
+        job_name=CHECKS_JOB,
         minimum_interval_seconds=STATE_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Records each account's newest stored snapshot as an account_state event (numbers plotted "
@@ -48,7 +54,8 @@ def account_state_sensor_for(thresholds: CheckThresholds, clock: Clock = SYSTEM_
         added = [a for a in accounts if a not in existing]
         cursor: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
         now = clock.now_ms()
-        events: list[dg.AssetMaterialization | dg.AssetCheckEvaluation] = []
+        events: list[dg.AssetMaterialization] = []
+        requests: list[dg.RunRequest] = []
         for account in accounts:
             try:
                 view = account_view(lsq.paths, account)
@@ -63,25 +70,50 @@ def account_state_sensor_for(thresholds: CheckThresholds, clock: Clock = SYSTEM_
             outcomes = evaluate(view, now, thresholds)
             if fresh:
                 events.append(dg.AssetMaterialization(ACCOUNT_STATE, partition=account, metadata=state_metadata(view)))
-            before = seen.get("checks", {})
-            events.extend(o.evaluation(account) for o in outcomes if fresh or before.get(o.check) != o.level)
-            cursor[account] = {"t": t, "checks": {o.check: o.level for o in outcomes}}
+            levels = {o.check: o.level for o in outcomes}
+            if levels != seen.get("checks"):
+                requests.append(checks_request(account, t, outcomes))
+            cursor[account] = {"t": t, "checks": levels}
         return dg.SensorResult(
             asset_events=events,
+            run_requests=requests,
             dynamic_partitions_requests=[ACCOUNTS.build_add_request(added)] if added else [],
             cursor=json.dumps(cursor, sort_keys=True),
-            skip_reason=None if events or added else "no new snapshot and no check changed",
+            skip_reason=None if events or requests or added else "no new snapshot and no check changed",
         )
 
     return account_state_sensor
 
 
-def _check_alert(record: dg.EventLogRecord, now_ms: int, book: AlertBook, cooldown_ms: float) -> Alert | None:
-    evaluation = record.event_log_entry.dagster_event.event_specific_data  # type: ignore[union-attr]
+def check_states(
+    instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKey], accounts: list[str]
+) -> list[tuple[str, str | None, dg.AssetCheckEvaluation]]:
+    """(alert key, account, latest completed evaluation) per check: per account for the account_state checks,
+    the latest over all partitions for the others (a window check failing, then passing on the next window, is
+    one problem and its resolution)."""
+    storage = instance.event_log_storage
+    per_account = [k for k in check_keys if k.asset_key == ACCOUNT_STATE]
+    found: list[tuple[str, str | None, Any]] = []
+    for key, record in storage.get_latest_asset_check_execution_by_key(
+        [k for k in check_keys if k.asset_key != ACCOUNT_STATE]
+    ).items():
+        found.append((f"{key.asset_key.to_user_string()}/{key.name}", None, record))
+    for account in accounts:
+        latest = storage.get_latest_asset_check_execution_by_key(per_account, PartitionKeyFilter(key=account))
+        for key, record in latest.items():
+            found.append((f"{key.asset_key.to_user_string()}/{key.name}/{account}", account, record))
+    return [
+        (alert_key, account, record.event.dagster_event.event_specific_data)
+        for alert_key, account, record in found
+        if record.status in COMPLETED and record.event is not None and record.event.dagster_event is not None
+    ]
+
+
+def _check_alert(
+    key: str, account: str | None, evaluation: dg.AssetCheckEvaluation, now_ms: int, book: AlertBook, cooldown_ms: float
+) -> Alert | None:
     asset = evaluation.asset_key.to_user_string()
     partition = evaluation.partition
-    account = partition if evaluation.asset_key == ACCOUNT_STATE else None
-    key = "/".join(p for p in (asset, evaluation.check_name, account) if p)
     severity = None if evaluation.passed else evaluation.severity.value
     where = f"{asset}[{partition}]" if partition else asset
     text = evaluation.description or ("passed" if evaluation.passed else "failed")
@@ -97,7 +129,7 @@ def _run_alert(
     entry = record.event_log_entry
     run = instance.get_run_by_id(entry.run_id)
     job = run.job_name if run else "unknown job"
-    account = run.tags.get(ACCOUNT_TAG) if run else None
+    account = (run.tags.get(ACCOUNT_TAG) or run.tags.get(CHECKED_ACCOUNT_TAG)) if run else None
     partition = run.tags.get("dagster/partition") if run else None
     key = "/".join(p for p in ("run", job, account) if p)
     text = entry.message or "the run failed"
@@ -107,17 +139,19 @@ def _run_alert(
     )  # fmt: skip
 
 
-def _newest_storage_id(instance: dg.DagsterInstance, kind: dg.DagsterEventType) -> int:
-    newest = instance.get_event_records(dg.EventRecordsFilter(event_type=kind), limit=1, ascending=False)
-    return newest[0].storage_id if newest else 0
+def _failed_runs(instance: dg.DagsterInstance, after: int | None) -> list[dg.EventLogRecord]:
+    if after is None:  # no cursor: only the newest, to start after it
+        return list(instance.fetch_run_status_changes(dg.DagsterEventType.RUN_FAILURE, limit=1).records)
+    records_filter = dg.RunStatusChangeRecordsFilter(dg.DagsterEventType.RUN_FAILURE, after_storage_id=after)
+    return list(instance.fetch_run_status_changes(records_filter, limit=BATCH, ascending=True).records)
 
 
 def alert_sensor_for(settings: AlertSettings, clock: Clock = SYSTEM_CLOCK) -> dg.SensorDefinition:
-    """Reads the check evaluations and run failures after its cursor (event storage ids, JSON {"checks": id,
-    "runs": id}; a new cursor starts at the newest, history is never announced) and sends what the alert book
-    (data/monitoring/alerts.json) says is new. Cool-downs count on the injected clock."""
+    """Each tick: every check's latest completed evaluation (per account for account_state) is compared with the
+    alert book (data/monitoring/alerts.json), which says what is new; and the run failures after the cursor (an
+    event storage id; a new cursor starts at the newest failure, history is never announced) are announced, one
+    per job (and account) per cool-down. Cool-downs count on the injected clock."""
     cooldown_ms = settings.cooldown_seconds * 1000
-    kinds = {"checks": dg.DagsterEventType.ASSET_CHECK_EVALUATION, "runs": dg.DagsterEventType.RUN_FAILURE}
 
     @dg.sensor(
         name="alert_sensor",
@@ -128,30 +162,25 @@ def alert_sensor_for(settings: AlertSettings, clock: Clock = SYSTEM_CLOCK) -> dg
     )
     def alert_sensor(context: dg.SensorEvaluationContext, lsq: LsqResource) -> dg.SensorResult:
         instance = context.instance
-        if not context.cursor:
-            start = {name: _newest_storage_id(instance, kind) for name, kind in kinds.items()}
-            return dg.SensorResult(cursor=json.dumps(start), skip_reason="started: alerting from now on")
-        cursor: dict[str, int] = json.loads(context.cursor)
         now = clock.now_ms()
         book = AlertBook.load(lsq.paths.monitoring / "alerts.json")
-        alerts: list[Alert] = []
-        for name, kind in kinds.items():
-            records = instance.get_event_records(
-                dg.EventRecordsFilter(event_type=kind, after_cursor=cursor[name]), limit=BATCH, ascending=True
-            )
-            for record in records:
-                if name == "checks":
-                    alert = _check_alert(record, now, book, cooldown_ms)
-                else:
-                    alert = _run_alert(instance, record, now, book, cooldown_ms)
-                if alert is not None:
-                    alerts.append(alert)
-            if records:
-                cursor[name] = records[-1].storage_id
+        check_keys = sorted(context.repository_def.asset_graph.asset_check_keys) if context.repository_def else []
+        accounts = sorted(instance.get_dynamic_partitions(ACCOUNTS.name or ""))
+        alerts = [
+            alert
+            for key, account, evaluation in check_states(instance, check_keys, accounts)
+            if (alert := _check_alert(key, account, evaluation, now, book, cooldown_ms)) is not None
+        ]
+        after = int(context.cursor) if context.cursor else None
+        runs = _failed_runs(instance, after)
+        if after is not None:
+            alerts += [a for r in runs if (a := _run_alert(instance, r, now, book, cooldown_ms)) is not None]
+        cursor = str(runs[-1].storage_id) if runs else (context.cursor or "0")
         if alerts:
             book.save()  # before sending: a crash mid-send loses an alert rather than repeating all of them
         for alert in alerts:
-            notify(alert, settings, context.log)
-        return dg.SensorResult(cursor=json.dumps(cursor), skip_reason=None if alerts else "nothing to announce")
+            context.log.info(alert.line())  # the tick's log in the UI
+            notify(alert, settings)
+        return dg.SensorResult(cursor=cursor, skip_reason=None if alerts else "nothing to announce")
 
     return alert_sensor
