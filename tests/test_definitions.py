@@ -112,6 +112,7 @@ def test_checks(graph) -> None:
 
 def test_jobs_schedules_and_sensors(defs: dg.Definitions) -> None:
     assert sorted(job.name for job in defs.jobs) == [
+        "account_checks_job",
         "execution_job",
         "funding_job",
         "strategy_report_job",

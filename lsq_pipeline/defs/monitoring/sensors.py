@@ -12,10 +12,6 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
-from dagster._core.event_api import PartitionKeyFilter
-from dagster._core.storage.asset_check_execution_record import (
-    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES as COMPLETED,
-)
 
 from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.config import AlertSettings, CheckThresholds
@@ -85,28 +81,31 @@ def account_state_sensor_for(thresholds: CheckThresholds, clock: Clock = SYSTEM_
     return account_state_sensor
 
 
+COMPLETED = ("SUCCEEDED", "FAILED")  # AssetCheckExecutionRecordStatus values of an evaluated check
+HISTORY = 200  # newest executions read per check and tick (check runs happen on level changes only)
+
+
 def check_states(
-    instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKey], accounts: list[str]
+    instance: dg.DagsterInstance, check_keys: list[dg.AssetCheckKey]
 ) -> list[tuple[str, str | None, dg.AssetCheckEvaluation]]:
-    """(alert key, account, latest completed evaluation) per check: per account for the account_state checks,
-    the latest over all partitions for the others (a window check failing, then passing on the next window, is
-    one problem and its resolution)."""
-    storage = instance.event_log_storage
-    per_account = [k for k in check_keys if k.asset_key == ACCOUNT_STATE]
-    found: list[tuple[str, str | None, Any]] = []
-    for key, record in storage.get_latest_asset_check_execution_by_key(
-        [k for k in check_keys if k.asset_key != ACCOUNT_STATE]
-    ).items():
-        found.append((f"{key.asset_key.to_user_string()}/{key.name}", None, record))
-    for account in accounts:
-        latest = storage.get_latest_asset_check_execution_by_key(per_account, PartitionKeyFilter(key=account))
-        for key, record in latest.items():
-            found.append((f"{key.asset_key.to_user_string()}/{key.name}/{account}", account, record))
-    return [
-        (alert_key, account, record.event.dagster_event.event_specific_data)
-        for alert_key, account, record in found
-        if record.status in COMPLETED and record.event is not None and record.event.dagster_event is not None
-    ]
+    """(alert key, account, latest completed evaluation) per check: per account (partition) for the
+    account_state checks, the latest over all partitions for the others (a window check failing, then passing on
+    the next window, is one problem and its resolution)."""
+    found: list[tuple[str, str | None, dg.AssetCheckEvaluation]] = []
+    for key in check_keys:
+        per_account = key.asset_key == ACCOUNT_STATE
+        seen: set[str | None] = set()
+        for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=HISTORY):
+            account = record.partition if per_account else None
+            event = record.event.dagster_event if record.event is not None else None
+            if account in seen or record.status.value not in COMPLETED or event is None:
+                continue
+            seen.add(account)
+            name = "/".join(p for p in (key.asset_key.to_user_string(), key.name, account) if p)
+            found.append((name, account, event.event_specific_data))  # type: ignore[arg-type]
+            if not per_account:
+                break
+    return found
 
 
 def _check_alert(
@@ -165,10 +164,9 @@ def alert_sensor_for(settings: AlertSettings, clock: Clock = SYSTEM_CLOCK) -> dg
         now = clock.now_ms()
         book = AlertBook.load(lsq.paths.monitoring / "alerts.json")
         check_keys = sorted(context.repository_def.asset_graph.asset_check_keys) if context.repository_def else []
-        accounts = sorted(instance.get_dynamic_partitions(ACCOUNTS.name or ""))
         alerts = [
             alert
-            for key, account, evaluation in check_states(instance, check_keys, accounts)
+            for key, account, evaluation in check_states(instance, check_keys)
             if (alert := _check_alert(key, account, evaluation, now, book, cooldown_ms)) is not None
         ]
         after = int(context.cursor) if context.cursor else None
