@@ -2,8 +2,8 @@
 account_state events from the watcher's snapshots (once each), the checks' levels, the alert sensor against a real
 webhook receiver on loopback, and the daily strategy report.
 
-A sensor's SensorResult is applied to the instance the way the sensor daemon does (partitions first, then each
-runless event, then its run requests, here executed in process), so the alert sensor reads what the daemon would
+A sensor's SensorResult is applied to the instance the way the sensor daemon does (each runless event, then the
+partitions, then its run requests, here executed in process), so the alert sensor reads what the daemon would
 have stored.
 """
 
@@ -25,7 +25,7 @@ from aiohttp import web
 
 from factors.sizing import TargetPosition, write_account_targets
 from lsq.clock import FakeClock
-from lsq.config import AlertSettings, CheckThresholds, Settings, Threshold, load_config
+from lsq.config import AlertSettings, CheckThresholds, ConfigError, Settings, Threshold, load_config
 from lsq.paths import DataPaths
 from lsq.timelabels import WINDOW_MS, parse_day
 from lsq_pipeline.defs import monitoring as monitoring_domain
@@ -107,10 +107,10 @@ class Domain:
         )
         result = sensor(context)
         assert isinstance(result, dg.SensorResult)
-        for request in result.dynamic_partitions_requests or []:
-            self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys or []))
         for event in result.asset_events or []:
             self.instance.report_runless_asset_event(event)
+        for request in result.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys or []))
         for request in result.run_requests or []:  # the daemon launches these; here they run in process
             job = self.defs.resolve_job_def(request.job_name or sensor.job_name)
             job.execute_in_process(instance=self.instance, run_config=request.run_config, tags=request.tags)
@@ -352,3 +352,21 @@ def test_report_schedule_asks_yesterday_for_every_account(paths: DataPaths, inst
     )
     requests = schedule.evaluate_tick(context)
     assert sorted(r.partition_key for r in requests.run_requests) == ["sim_alpha|2026-11-20", "sim_beta|2026-11-20"]
+
+
+def test_monitoring_configuration(tmp_path: Path) -> None:
+    """The README's block loads; a WARN level past the ERROR one is refused with one line naming the key, and the
+    webhook URL (it may hold a token) is never shown."""
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "monitoring:\n  checks:\n    available_share: {warn: 0.2, error: 0.05, above: false}\n"
+        "  alerts: {webhook_url: 'https://hooks.example/T0/secret', cooldown_seconds: 60}\n"
+    )
+    settings = load_config(good, env={})
+    assert settings.monitoring.checks.available_share.above is False
+    assert settings.monitoring.alerts.cooldown_seconds == 60 and "secret" not in repr(settings.monitoring)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("monitoring:\n  checks:\n    deviation: {warn: 0.5, error: 0.1}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad, env={})
+    assert "monitoring.checks.deviation: error must be at or above warn (got warn 0.5, error 0.1)" in str(err.value)
