@@ -144,7 +144,7 @@ class ExecutorSettings(_Strict):
 
 
 # ----- monitoring: the Dagster checks' thresholds and the alerts (lsq_pipeline/defs/monitoring; issue 11) -----
-# (The web monitor's own settings, if any, live apart under `monitor:`.)
+# (The web monitor's own settings, host, port and token, live apart under `monitor:` below.)
 
 
 class Threshold(_Strict):
