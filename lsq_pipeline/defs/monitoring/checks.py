@@ -5,7 +5,9 @@ account's levels change, requests one run of `account_checks_job`, which records
 evaluations of the account's partition. Why a run and not a runless event like the materializations: Dagster
 1.13 stores a runless check evaluation under run id "" with a unique (check, run id, partition) index, so the
 second runless evaluation of one partition fails the sensor tick (IntegrityError, measured); a run per level
-change is rare. The same function backs the executable checks (the UI's "Execute"), so both always agree.
+change is rare. The checks are declared with a body over the same function, so the UI lists them per account;
+Dagster 1.13 cannot execute a partitioned check of an external asset on its own (measured: "There is no
+PartitionsDefinition shared by all the provided assets"), so account_checks_job is what records them.
 """
 
 import json
@@ -115,7 +117,7 @@ def evaluate(view: AccountView, now_ms: int, thresholds: CheckThresholds) -> lis
 
 
 def account_checks(thresholds: CheckThresholds, clock: Clock = SYSTEM_CLOCK) -> list[dg.AssetChecksDefinition]:
-    """The checks, executable on demand per account; the sensor records the same outcomes every snapshot."""
+    """The checks' declarations (per account); their body judges the account now, as the sensor does."""
 
     def build(check: str) -> dg.AssetChecksDefinition:
         @dg.asset_check(asset=ACCOUNT_STATE, name=check, partitions_def=ACCOUNTS, description=DESCRIPTIONS[check])
