@@ -179,6 +179,10 @@ def alert_sensor_for(settings: AlertSettings, clock: Clock = SYSTEM_CLOCK) -> dg
         for alert in alerts:
             context.log.info(alert.line())  # the tick's log in the UI
             notify(alert, settings)
-        return dg.SensorResult(cursor=cursor, skip_reason=None if alerts else "nothing to announce")
+        # A result without runs or events shows as a skipped tick in the UI whatever it did: say what was sent.
+        sent = "; ".join(a.line() for a in alerts)
+        return dg.SensorResult(
+            cursor=cursor, skip_reason=f"sent {len(alerts)}: {sent}" if alerts else "nothing to announce"
+        )
 
     return alert_sensor
