@@ -82,7 +82,7 @@ def account_state_sensor_for(thresholds: CheckThresholds, clock: Clock = SYSTEM_
 
 
 COMPLETED = ("SUCCEEDED", "FAILED")  # AssetCheckExecutionRecordStatus values of an evaluated check
-HISTORY = 200  # newest executions read per check and tick (check runs happen on level changes only)
+HISTORY = 200  # newest executions of an account check read per tick (its runs happen on level changes only)
 
 
 def check_states(
@@ -95,7 +95,8 @@ def check_states(
     for key in check_keys:
         per_account = key.asset_key == ACCOUNT_STATE
         seen: set[str | None] = set()
-        for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=HISTORY):
+        limit = HISTORY if per_account else 5  # the newest completed one is among the few newest
+        for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=limit):
             account = record.partition if per_account else None
             event = record.event.dagster_event if record.event is not None else None
             if account in seen or record.status.value not in COMPLETED or event is None:
