@@ -165,6 +165,11 @@ def test_account_state_sensor_records_each_snapshot_once(paths: DataPaths, insta
     assert len(materializations(instance)) == 2
     assert (second["equity"], second["gross"], second["deviation"]) == (10_100.0, 1_000.0, 0.0)
 
+    clock.advance(200)  # the watcher went quiet: no new snapshot, but health turns WARN (older than 180 s)
+    result = domain.tick("account_state_sensor")
+    assert not result.asset_events and len(materializations(instance)) == 2
+    assert check_states(instance)["health"] == (False, "WARN")
+
 
 def test_levels_at_the_thresholds() -> None:
     above, below = Threshold(warn=0.1, error=0.5), Threshold(warn=0.2, error=0.05, above=False)
