@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from executors.journal import Journal, journal_path
+from executors.killswitch import halt_account
 from executors.run import run_account
-from executors.safety import HaltMode, LiveNotConfirmed, clear_halt, read_halt, set_halt
-from lsq.config import load_config
+from executors.safety import HaltMode, LiveNotConfirmed, clear_halt, read_halt
+from lsq.clock import SYSTEM_CLOCK
+from lsq.config import Settings, load_config
 from lsq.paths import DataPaths
 from lsq.targets import TargetFileError
 from lsq.timelabels import label_of
@@ -72,42 +74,32 @@ def run_execute(args: argparse.Namespace) -> int:
     return 0 if report.status in ("completed", "dry_run") else 1
 
 
-def _known(settings_path: str | None, account: str) -> DataPaths:
+def _known(settings_path: str | None, account: str) -> Settings:
     settings = load_config(settings_path)
     ids = [a.account_id for a in settings.execution.accounts_for()]
     if account not in ids:
         raise SystemExit(f"lsq: no account {account!r} in execution.{settings.execution.mode} ({', '.join(ids)})")
-    return DataPaths(settings.data_dir)
+    return settings
 
 
 def run_halt(args: argparse.Namespace) -> int:
-    paths = _known(args.config, args.account)
+    settings = _known(args.config, args.account)
     mode: HaltMode = "reduce_only" if args.reduce_only else "halt"
-    now = int(datetime.now(UTC).timestamp() * 1000)
-    set_halt(paths, args.account, mode, args.reason, now)
-    if mode == "halt":
-        _cancel_ours(args.config, args.account)
+    outcome = halt_account(settings, args.account, mode, args.reason, SYSTEM_CLOCK)
     print(f"{args.account}: {mode.replace('_', '-')} (lsq resume {args.account} to trade again)")
+    if outcome.cancel_error:
+        print(
+            f"lsq halt: the switch is set, but cancelling our open orders failed: {outcome.cancel_error}",
+            file=sys.stderr,
+        )
+        return 1
+    if outcome.cancelled is not None:
+        print(f"cancelled {outcome.cancelled} of our open orders; {outcome.foreign} others left alone")
     return 0
 
 
-def _cancel_ours(config: str | None, account: str) -> None:
-    """A full halt also cancels our resting orders now, not only at the next run."""
-    from executors.reconcile import reconcile
-    from executors.router import OrderRouter
-    from lsq.clock import SYSTEM_CLOCK
-    from lsq.exchange import account_client
-
-    settings = load_config(config)
-    client = account_client(settings, account)
-    with Journal(journal_path(DataPaths(settings.data_dir), account)) as journal:
-        router = OrderRouter(account, client, journal, SYSTEM_CLOCK, "halt", 0)
-        state = reconcile(client, journal, router, SYSTEM_CLOCK.now_ms(), dry_run=False)
-    print(f"cancelled {len(state.cancelled)} of our open orders; {len(state.foreign)} others left alone")
-
-
 def run_resume(args: argparse.Namespace) -> int:
-    paths = _known(args.config, args.account)
+    paths = DataPaths(_known(args.config, args.account).data_dir)
     was = read_halt(paths, args.account)
     clear_halt(paths, args.account)
     print(f"{args.account}: trading resumed" + ("" if was else " (it was not halted)"))
@@ -115,7 +107,7 @@ def run_resume(args: argparse.Namespace) -> int:
 
 
 def run_orders(args: argparse.Namespace) -> int:
-    paths = _known(args.config, args.account)
+    paths = DataPaths(_known(args.config, args.account).data_dir)
     halt = read_halt(paths, args.account)
     print(f"{args.account}: {'HALTED ' + halt.mode + ' (' + halt.reason + ')' if halt else 'trading allowed'}")
     path = journal_path(paths, args.account)

@@ -13,6 +13,7 @@ from typing import Any
 from lsq.paths import DataPaths
 from lsq.targets import TargetPosition, write_targets
 from lsq.timelabels import MINUTE_MS, WINDOW_MS
+from monitoring.state import update_equity_curve
 from monitoring.store import AccountStore, Kind, as_frame
 
 
@@ -101,6 +102,14 @@ def script_account(paths: DataPaths, account: str, now_ms: int, minutes: int = 1
         [TargetPosition(s, Decimal(q), Decimal(q) * Decimal(p), Decimal(p)) for s, q, p in targets],
     )
     t0 = last - 20 * MINUTE_MS
+    decided = [("BTCUSDT", "0.5", "59990"), ("ETHUSDT", "-8", "3001"), ("SOLUSDT", "20", "149.9")]
+    write_targets(  # the window the fills below trade: decided at or before t0
+        paths,
+        account,
+        t0 // WINDOW_MS * WINDOW_MS - WINDOW_MS,
+        Decimal(100_000),
+        [TargetPosition(s, Decimal(q), Decimal(q) * Decimal(p), Decimal(p)) for s, q, p in decided],
+    )
     orders = [
         (t0, "BTCUSDT", 11, "BUY", "0.5", "60000", "FILLED"),
         (t0 + 1000, "ETHUSDT", 12, "SELL", "8", "3000", "FILLED"),
@@ -174,6 +183,7 @@ def script_account(paths: DataPaths, account: str, now_ms: int, minutes: int = 1
             for i, t, s, k, v in income
         ],
     )
+    update_equity_curve(paths, account, now_ms)  # as the watcher does after each full snapshot
     return Scenario(
         now_ms=now_ms,
         snapshot_times=times,

@@ -150,18 +150,40 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Scenario]:
     paths.marker_file(sealed).parent.mkdir(parents=True, exist_ok=True)
     paths.marker_file(sealed).write_text("{}")
     watcher_beat = paths.root / "monitoring" / "sim_alpha" / "status.json"
-    watcher_beat.write_text(json.dumps({"updated_ms": now + 3_600_000, "stream": "up"}))
+    watcher_beat.write_text(json.dumps({"pid": me, "updated_ms": now + 3_600_000, "stream": "up"}))
     write_rows(
         paths,
         "sim_beta",
         "snapshots",
         [
-            {"time_ms": now - (10 - i) * MINUTE_MS, "wallet_balance": 50_000, "unrealized_pnl": 0, "equity": 50_000}
+            {  # every field, as the watcher stores Binance's account answer
+                "time_ms": now - (10 - i) * MINUTE_MS,
+                "wallet_balance": 50_000,
+                "unrealized_pnl": 0,
+                "equity": 50_000,
+                "available_balance": 50_000,
+                "initial_margin": 0,
+                "maint_margin": 0,
+                "margin_ratio": 0,
+            }
             for i in range(10)
         ],
     )
-    alert = {"time_ms": now - 600_000, "severity": "WARN", "source": "sim_alpha", "message": "deviation 15 % > 10 %"}
-    (paths.root / "monitoring" / "alerts.jsonl").write_text(json.dumps(alert) + "\n")
+    alert = {  # an alert as the Dagster alert sensor records it in its book
+        "key": "account_state/deviation/sim_alpha",
+        "state": "firing",
+        "severity": "WARN",
+        "title": "sim_alpha deviation",
+        "text": "deviation 15 % > 10 %",
+        "time_ms": now - 600_000,
+        "account": "sim_alpha",
+        "details": {},
+    }
+    book = {
+        "entries": {alert["key"]: {"open": True, "severity": "WARN", "sent_ms": alert["time_ms"]}},
+        "recent": [alert],
+    }
+    (paths.monitoring / "alerts.json").write_text(json.dumps(book))
     return config, scenario
 
 
@@ -237,24 +259,31 @@ def test_api_figures_match_the_stored_account(monitor: Monitor, stored: tuple[Pa
     assert rows["SOLUSDT"]["deviation_notional"] == pytest.approx(20 * 150)  # a target of 0: its whole notional
     assert rows["DOGEUSDT"]["deviation_notional"] == pytest.approx(10_000 * 0.2)  # not held: at the decision price
     gross = 0.45 * 60_000 + 8 * 3_000 + 10_000 * 0.2
-    assert pos["deviation_share"] == pytest.approx(8_000 / gross)
+    assert pos["deviation"]["share"] == pytest.approx(8_000 / gross)
+    assert pos["deviation"]["largest_deviation_notional"] == pytest.approx(3_000)
     x = pos["exposure"]
-    assert (x["gross"], x["net"], x["long"], x["short"]) == pytest.approx((57_000, 9_000, 33_000, -24_000))
+    assert (x["gross"], x["net"], x["long"], x["short"]) == pytest.approx((57_000, 9_000, 33_000, 24_000))
     assert x["largest_share"] == pytest.approx(30_000 / 57_000)
     assert x["leverage"] == pytest.approx(57_000 / sc.equities[-1])
 
     _, curve = _get(f"{monitor.url}/api/accounts/sim_alpha/equity")
-    assert len(curve["time_ms"]) == len(sc.snapshot_times)
-    assert curve["net_transfers"] == pytest.approx(sc.deposit)
+    assert len(curve["time_ms"]) == len(sc.snapshot_times)  # the stored minute curve
+    assert curve["summary"]["transfers"] == pytest.approx(sc.deposit)
     jump = sc.equities[len(sc.equities) // 2 + 1] - sc.equities[len(sc.equities) // 2]
-    assert jump > 9_000 and curve["cumulative_return"] < 0.01  # the deposit is not a return
+    assert jump > 9_000 and curve["summary"]["cum_return"] < 0.01  # the deposit is not a return
+    assert curve["summary"]["pnl"] == pytest.approx(sc.equities[-1] - sc.equities[0] - sc.deposit)
 
     start, end = sc.last_snapshot_ms - 3_600_000, sc.last_snapshot_ms + 3_600_000
     _, report = _get(f"{monitor.url}/api/accounts/sim_alpha/report?start={start}&end={end}")
     totals = report["totals"]
-    assert Decimal(str(totals["fees_paid"])) == sc.fees
-    assert totals["funding_received"] == pytest.approx(float(sc.funding_received))
-    assert totals["funding_paid"] == pytest.approx(float(sc.funding_paid))
+    assert Decimal(totals["fees"]) == sc.fees  # exact strings
+    assert Decimal(totals["funding_received"]) == sc.funding_received
+    assert Decimal(totals["funding_paid"]) == -sc.funding_paid
+    # implementation shortfall of the window the fills traded, against its target file's decision prices
+    windows = {w["symbol"]: w for w in report["windows"]}
+    assert windows["ETHUSDT"]["shortfall_decision"] == pytest.approx(8 * (3001 - 3000))  # sold 8 at 3000, not 3001
+    assert windows["SOLUSDT"]["shortfall_decision"] == pytest.approx(20 * (150 - 149.9))
+    assert {"shortfall_decision", "shortfall_arrival", "tracking_error"} <= set(totals)
     status, csv_text = _get(f"{monitor.url}/api/accounts/sim_alpha/report?start={start}&end={end}&format=csv")
     assert status == 200 and csv_text.splitlines()[0].startswith("symbol,") and "BTCUSDT" in csv_text
 
@@ -269,7 +298,8 @@ def test_api_figures_match_the_stored_account(monitor: Monitor, stored: tuple[Pa
     assert parts["recent backfill"]["state"] == "finished"
     assert parts["account watcher"]["state"] == "running" and parts["account watcher"]["detail"] == "1 accounts"
     sealed_end = sc.now_ms // WINDOW_MS * WINDOW_MS
-    assert procs["pipeline"]["last_marker_window_end_ms"] == sealed_end
+    assert procs["pipeline"]["marker"]["window_end_ms"] == sealed_end
+    assert procs["pipeline"]["collector"]["state"] == "running"
     assert procs["pipeline"]["last_targets_ms"] == {
         "sim_alpha": sc.last_snapshot_ms // WINDOW_MS * WINDOW_MS,
         "sim_beta": None,
@@ -312,13 +342,16 @@ def test_every_panel_renders_with_data(monitor: Monitor, browser: Browser, store
     expect(page.locator("#panel-positions .exposure")).to_contain_text("gross 57,000.00")
     expect(page.locator("#panel-equity canvas")).to_have_count(1)
     expect(page.locator("#panel-drawdown canvas")).to_have_count(1)
-    expect(page.locator("#panel-equity .summary")).to_contain_text(f"{len(sc.snapshot_times)} samples")
+    expect(page.locator("#panel-equity .summary")).to_contain_text(f"{len(sc.snapshot_times)} minutes")
     expect(page.locator("#panel-orders tbody tr")).to_have_count(3)
     expect(page.locator("#panel-fills tbody tr", has_text="60100")).to_have_count(1)
     page.fill("#report-day", _local_day(sc.last_snapshot_ms - 20 * MINUTE_MS))
     page.dispatch_event("#report-day", "change")
-    report = page.locator("#panel-report tbody")
+    report = page.locator("#panel-report table.by-symbol tbody")
     expect(report.locator("tr", has_text="BTCUSDT")).to_contain_text("18.01")  # fees 12.0 + 6.01
+    windows = page.locator("#panel-report table.windows tbody")
+    expect(windows.locator("tr", has_text="ETHUSDT")).to_contain_text("8.00")  # shortfall vs the decision price
+    expect(page.locator("#panel-report .summary")).to_contain_text("tracking error")
     expect(page.locator("#live")).to_have_text("live")
     _shoot(page, "overview")
     page.close()
@@ -368,7 +401,21 @@ def test_a_stored_change_reaches_the_page_over_sse(
     row = page.locator("#panel-accounts tbody tr", has_text="sim_beta")
     expect(row).to_contain_text("50,000.00")
     write_rows(
-        paths, "sim_beta", "snapshots", [{"time_ms": now_ms(), "equity": 51_234.56, "wallet_balance": 51_234.56}]
+        paths,
+        "sim_beta",
+        "snapshots",
+        [
+            {
+                "time_ms": now_ms(),
+                "equity": 51_234.56,
+                "wallet_balance": 51_234.56,
+                "unrealized_pnl": 0,
+                "available_balance": 51_234.56,
+                "initial_margin": 0,
+                "maint_margin": 0,
+                "margin_ratio": 0,
+            }
+        ],
     )
     expect(row).to_contain_text("51,234.56")  # no reload: the event stream named the panel
     page.click("#account-tabs button[data-account=sim_alpha]")

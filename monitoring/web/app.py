@@ -232,7 +232,7 @@ async def api_executions(request: web.Request) -> web.Response:
 async def api_equity(request: web.Request) -> web.Response:
     start = _int_query(request, "start", None)
     end = _int_query(request, "end", None)
-    return await _json(data.equity_curve, _settings(request), _account(request), start, end)
+    return await _json(data.equity, _settings(request), _account(request), start, end)
 
 
 async def api_report(request: web.Request) -> web.Response:
@@ -243,15 +243,21 @@ async def api_report(request: web.Request) -> web.Response:
         return web.json_response({"error": "day must be YYYY-MM-DD"}, status=400)
     start = _int_query(request, "start", start) or start
     end = _int_query(request, "end", end) or end
-    report = await asyncio.to_thread(data.strategy_report, settings, account_id, start, end)
+    table = request.query.get("table", "by_symbol")
+    if table not in data.REPORT_TABLES:
+        return web.json_response({"error": f"table must be one of {list(data.REPORT_TABLES)}"}, status=400)
+    try:
+        report = await asyncio.to_thread(data.report, settings, account_id, start, end)
+    except ValueError as exc:  # an empty range
+        return web.json_response({"error": str(exc)}, status=400)
     if request.query.get("format") == "csv":
-        name = f"{account_id}_report_{start}_{end}.csv"
+        name = f"{account_id}_report_{table}_{start}_{end}.csv"
         return web.Response(
-            text=data.report_csv(report),
+            text=getattr(report, table).write_csv(),
             content_type="text/csv",
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
-    return web.json_response(report)
+    return web.Response(text=report.to_json(), content_type="application/json")
 
 
 async def api_halt(request: web.Request) -> web.Response:
@@ -263,7 +269,9 @@ async def api_halt(request: web.Request) -> web.Response:
     mode = body.get("mode") if isinstance(body, dict) else None
     if mode not in data.HALT_MODES:
         return web.json_response({"error": f"mode must be one of {list(data.HALT_MODES)}"}, status=400)
-    state = await asyncio.to_thread(data.set_halt, _settings(request), account_id, mode, _now(request), "web monitor")
+    state = await asyncio.to_thread(
+        data.set_halt, _settings(request), account_id, mode, request.app[CLOCK], "web monitor"
+    )
     log.warning("kill switch: %s set to %s from the web monitor (%s)", account_id, mode, request.remote)
     return web.json_response(state)
 

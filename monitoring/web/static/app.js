@@ -66,7 +66,7 @@ async function loadStatus() {
   $(".note", panel).textContent = (sup.pid
     ? `lsq run pid ${sup.pid} ${sup.running ? "running" : "not running"} since ${when(sup.started_at)}`
     : "no lsq run state (data/run/state.json)") +
-    ` · last sealed window ended ${pipe.last_marker_window_end_ms ? ago(pipe.last_marker_window_end_ms) : "never"}` +
+    ` · last sealed window ended ${pipe.marker.window_end_ms ? ago(pipe.marker.window_end_ms) : "never"}` +
     ` · last targets: ${targets || "none"}`;
 }
 
@@ -104,8 +104,8 @@ async function loadAlerts() {
   }
   if (!a.active.length) list.append(Object.assign(document.createElement("li"), { textContent: "all clear", className: "state-running" }));
   fillTable($("table", panel), a.log, (e) => [
-    cell(when(e.time_ms)), cell(e.severity || e.status || "", `sev-${e.severity}`), cell(e.source || e.check || ""),
-    cell(e.message || ""),
+    cell(when(e.time_ms)), cell(e.severity, `sev-${e.severity}`), cell(e.account || e.key),
+    cell(`${e.title}: ${e.text}`),
   ], "no alerts recorded");
 }
 
@@ -151,17 +151,23 @@ async function loadPositions() {
   if (!state.selected) return;
   const p = await api(`/api/accounts/${state.selected}/positions`);
   const panel = $("#panel-positions");
-  const x = p.exposure;
-  $(".exposure", panel).textContent =
-    `exposure at mark: gross ${fmt(x.gross)} · net ${fmt(x.net)} · long ${fmt(x.long)} · short ${fmt(x.short)} · ` +
-    `largest symbol ${pct(x.largest_share)} of gross · leverage ${x.leverage === null ? "–" : fmt(x.leverage) + "×"}`;
+  const x = p.exposure || {};
+  $(".exposure", panel).textContent = p.exposure
+    ? `exposure at mark: gross ${fmt(x.gross)} · net ${fmt(x.net)} · long ${fmt(x.long)} · short ${fmt(x.short)} · ` +
+      `${x.positions} positions, largest ${x.largest_symbol ?? "–"} ${pct(x.largest_share)} of gross · ` +
+      `leverage ${x.leverage === null ? "–" : fmt(x.leverage) + "×"}`
+    : "no snapshot yet";
+  const d = p.deviation || {};
   $(".summary", panel).textContent =
-    `deviation ${fmt(p.deviation_notional)} USDT = ${pct(p.deviation_share)} of target gross ${fmt(p.target_gross_notional)} · ` +
+    (p.deviation
+      ? `deviation ${fmt(d.deviation_notional)} USDT = ${pct(d.share)} of target gross ${fmt(d.target_gross_notional)}` +
+        `, largest ${d.largest_symbol ?? "–"} ${fmt(d.largest_deviation_notional)} · `
+      : "no targets · ") +
     `snapshot ${p.snapshot_ms ? when(p.snapshot_ms) : "none"} · targets ${p.targets_ms ? when(p.targets_ms) : "none"}`;
   fillTable(panel, p.rows, (r) => [
     cell(r.symbol), num(fmt(r.current, 4), r.current), num(fmt(r.target, 4), r.target), num(fmt(r.price, 4)),
     num(fmt(r.current_notional)), num(fmt(r.target_notional)), num(fmt(r.deviation_notional)),
-    num(pct(r.deviation_share)), num(fmt(r.unrealized_pnl), r.unrealized_pnl),
+    num(pct(r.share_of_target_gross)), num(fmt(r.unrealized_pnl), r.unrealized_pnl),
   ], "no positions and no targets");
 }
 
@@ -221,9 +227,11 @@ async function loadEquity() {
   const e = await api(`/api/accounts/${state.selected}/equity${since}`);
   chart("equity", $("#panel-equity .chart"), "equity", e.time_ms, e.equity, "#58a6ff");
   chart("drawdown", $("#panel-drawdown .chart"), "drawdown", e.time_ms, e.drawdown.map((d) => 100 * d), "#f85149", " %");
-  $("#panel-equity .summary").textContent = e.time_ms.length
-    ? `${e.time_ms.length} samples · return ${pct(e.cumulative_return)} (transfers ${fmt(e.net_transfers)} excluded) · max drawdown ${pct(e.max_drawdown)}`
-    : "no snapshots yet";
+  const s = e.summary;
+  $("#panel-equity .summary").textContent = s.samples
+    ? `${s.samples} minutes · return ${pct(s.cum_return)} · PnL ${fmt(s.pnl)} (transfers ${fmt(s.transfers)} excluded) · ` +
+      `max drawdown ${pct(s.max_drawdown)} · Sharpe ${s.sharpe === null ? "–" : fmt(s.sharpe)}`
+    : "no equity curve yet";
 }
 
 async function loadReport() {
@@ -235,13 +243,23 @@ async function loadReport() {
   $("#report-csv").href = base + (query ? "&" : "?") + "format=csv";
   const r = await api(base);
   const t = r.totals;
+  const bps = (v) => (v === null || v === undefined ? "–" : `${fmt(v, 1)} bps`);
   $("#panel-report .summary").textContent =
-    `${when(r.start_ms)} – ${when(r.end_ms)} · ${t.fills} fills · turnover ${fmt(t.turnover)} · fees ${fmt(t.fees_paid)} · ` +
-    `funding +${fmt(t.funding_received)} / ${fmt(t.funding_paid)} · realized ${fmt(t.realized_pnl)} · net ${fmt(t.net_pnl)}`;
-  fillTable($("#panel-report"), r.by_symbol, (s) => [
-    cell(s.symbol), num(s.fills), num(fmt(s.turnover)), num(fmt(s.fees_paid)), num(fmt(s.funding_received, 4)),
-    num(fmt(s.funding_paid, 4)), num(fmt(s.realized_pnl), s.realized_pnl), num(fmt(s.net_pnl), s.net_pnl),
+    `${when(r.start_ms)} – ${when(r.end_ms)} · ${t.fills} fills · turnover ${fmt(t.turnover)} · fees ${fmt(t.fees)} · ` +
+    `funding +${fmt(t.funding_received)} / −${fmt(t.funding_paid)} · price ${fmt(t.price_pnl)} · total ${fmt(t.total_pnl)} · ` +
+    `shortfall ${fmt(t.shortfall_decision)} (${bps(t.shortfall_decision_bps)}) vs decision, ` +
+    `${fmt(t.shortfall_arrival)} (${bps(t.shortfall_arrival_bps)}) vs arrival · tracking error ${pct(t.tracking_error)}`;
+  const panel = $("#panel-report");
+  fillTable($("table.by-symbol", panel), r.by_symbol, (s) => [
+    cell(s.symbol), num(s.fills), num(fmt(s.turnover)), num(fmt(s.fees)), num(fmt(s.funding_received, 4)),
+    num(fmt(s.funding_paid, 4)), num(fmt(s.realized_pnl), Number(s.realized_pnl)), num(fmt(s.price_pnl), Number(s.price_pnl)),
+    num(fmt(s.total_pnl), Number(s.total_pnl)),
   ], "no trading in this range");
+  fillTable($("table.windows", panel), r.windows, (w) => [
+    cell(when(w.window_ms)), cell(w.symbol), num(w.fills), num(fmt(w.filled_notional)), num(fmt(w.decision_price, 4)),
+    num(fmt(w.arrival_price, 4)), num(fmt(w.shortfall_decision), -w.shortfall_decision), num(bps(w.shortfall_decision_bps)),
+    num(fmt(w.shortfall_arrival), -w.shortfall_arrival), num(bps(w.shortfall_arrival_bps)),
+  ], "no fills against a target file in this range");
 }
 
 function loadAccountDetail() {
