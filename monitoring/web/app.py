@@ -216,12 +216,12 @@ async def api_positions(request: web.Request) -> web.Response:
 
 async def api_orders(request: web.Request) -> web.Response:
     limit = _int_query(request, "limit", 100) or 100
-    return await _json(data.orders, _settings(request), _account(request), limit)
+    return await _json(data.orders, _settings(request), _account(request), _now(request), limit)
 
 
 async def api_fills(request: web.Request) -> web.Response:
     limit = _int_query(request, "limit", 100) or 100
-    return await _json(data.fills, _settings(request), _account(request), limit)
+    return await _json(data.fills, _settings(request), _account(request), _now(request), limit)
 
 
 async def api_executions(request: web.Request) -> web.Response:

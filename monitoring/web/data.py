@@ -256,13 +256,11 @@ def positions(settings: Settings, account_id: str) -> dict[str, Any]:
     }
 
 
-def _recent(settings: Settings, account_id: str, kind: Kind, limit: int, days: int) -> list[dict[str, Any]]:
-    paths = DataPaths(settings.data_dir)
-    folder = _account_dir(paths, account_id) / kind
-    files = sorted(folder.glob("*.parquet"))[-days:] if folder.is_dir() else []
-    if not files:
-        return []
-    frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+def _recent(
+    settings: Settings, account_id: str, kind: Kind, now_ms: int, days: int, limit: int
+) -> list[dict[str, Any]]:
+    """The newest `limit` rows of the last `days`, newest first (through the store: each file read once)."""
+    frame = AccountStore(DataPaths(settings.data_dir), account_id).read(kind, now_ms - days * DAY_MS)
     return _rows(frame.sort("time_ms", descending=True).head(limit))
 
 
@@ -279,14 +277,14 @@ def executions(settings: Settings, account_id: str, now_ms: int, limit: int = 50
     return {"runs": runs, "orders": [{k: _jsonable(v) for k, v in asdict(c).items()} for c in newest]}
 
 
-def orders(settings: Settings, account_id: str, limit: int = 100) -> list[dict[str, Any]]:
-    """The newest order events the account watcher stored from the user data stream."""
-    return _recent(settings, account_id, "orders", limit, days=3)
+def orders(settings: Settings, account_id: str, now_ms: int, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest order events of the last three days the account watcher stored from the user data stream."""
+    return _recent(settings, account_id, "orders", now_ms, 3, limit)
 
 
-def fills(settings: Settings, account_id: str, limit: int = 100) -> list[dict[str, Any]]:
-    """The newest fills, exact prices and quantities as strings."""
-    return _recent(settings, account_id, "fills", limit, days=2)
+def fills(settings: Settings, account_id: str, now_ms: int, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest fills of the last 31 days, exact prices and quantities as strings."""
+    return _recent(settings, account_id, "fills", now_ms, 31, limit)
 
 
 def equity(settings: Settings, account_id: str, start_ms: int | None, end_ms: int | None) -> dict[str, Any]:
