@@ -373,6 +373,8 @@ def test_kill_switch_halts_the_account_where_the_executor_reads_it(
     panel.get_by_role("button", name="Halt").click()
     page.get_by_role("button", name="Confirm").click()
     expect(panel.locator(".halt-mode")).to_have_text("HALTED")
+    # the account is not configured for the exchange here: the cancel fails, and the switch holds all the same
+    expect(panel.locator(".outcome")).to_contain_text("cancelling resting orders failed")
     assert data.halt_state(settings, "sim_alpha")["mode"] == "halted"
     halt_file = settings.data_dir / "execution" / "sim_alpha" / "halt.json"  # what the executor reads
     assert json.loads(halt_file.read_text())["mode"] == "halt"

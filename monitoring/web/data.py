@@ -178,7 +178,7 @@ def _today_pnl(store: AccountStore, day_start_ms: int) -> float:
     snaps = store.read("snapshots", day_start_ms - DAY_MS)
     before = snaps.filter(pl.col("time_ms") < day_start_ms)
     opening = int(before["time_ms"].max() if before.height else snaps["time_ms"].min())  # type: ignore[arg-type]
-    curve = equity_curve(snaps.filter(pl.col("time_ms") >= opening), store.read("income", None))
+    curve = equity_curve(snaps.filter(pl.col("time_ms") >= opening), store.read("income", opening))
     return summarize(curve).pnl
 
 
