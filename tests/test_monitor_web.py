@@ -33,6 +33,7 @@ from lsq.config import ConfigError, load_config
 from lsq.paths import DataPaths
 from lsq.runstate import write_state
 from lsq.timelabels import MINUTE_MS, WINDOW_MS, now_ms
+from lsq_pipeline.defs.monitoring.alerts import AlertBook
 from monitoring.web import data
 
 LSQ = str(Path(sys.executable).with_name("lsq"))
@@ -169,21 +170,10 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Scenario]:
             for i in range(10)
         ],
     )
-    alert = {  # an alert as the Dagster alert sensor records it in its book
-        "key": "account_state/deviation/sim_alpha",
-        "state": "firing",
-        "severity": "WARN",
-        "title": "sim_alpha deviation",
-        "text": "deviation 15 % > 10 %",
-        "time_ms": now - 600_000,
-        "account": "sim_alpha",
-        "details": {},
-    }
-    book = {
-        "entries": {alert["key"]: {"open": True, "severity": "WARN", "sent_ms": alert["time_ms"]}},
-        "recent": [alert],
-    }
-    (paths.monitoring / "alerts.json").write_text(json.dumps(book))
+    book = AlertBook.load(paths.monitoring / "alerts.json")  # the Dagster alert sensor's book, as it records one
+    title, text = "sim_alpha deviation", "deviation 15 % > 10 %"
+    book.observe("account_state/deviation/sim_alpha", "WARN", now - 600_000, 0, title, text, account="sim_alpha")
+    book.save()
     return config, scenario
 
 
