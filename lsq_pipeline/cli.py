@@ -109,11 +109,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_trigger(args: argparse.Namespace) -> int:
-    from lsq_pipeline.defs.market.claims import window_run_exists
+    from lsq_pipeline.defs.market.claims import window_done
     from lsq_pipeline.defs.market.trigger import MarkerTrigger, graphql_submit, watch
 
     paths = DataPaths(load_config(args.config).data_dir)
     with _instance() as instance:
-        trigger = MarkerTrigger(paths, graphql_submit(args.dagster_url), lambda key: window_run_exists(instance, key))
+        trigger = MarkerTrigger(paths, graphql_submit(args.dagster_url), lambda key: window_done(instance, key))
         watch(trigger)
     return 0

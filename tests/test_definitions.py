@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from markdown_it import MarkdownIt
 
 from lsq.clock import FakeClock
 from lsq.config import Settings, load_config
@@ -99,6 +100,18 @@ def test_factor_lineage_follows_the_configured_history(graph) -> None:
     assert parents == {"bars_5m", "tran_stats_5m", "premium_index_5m", "funding_rates", "universe"}
     mapping = graph.get_partition_mapping(factor.key, dg.AssetKey("bars_5m"))
     assert mapping.start_offset == -(3 * 288 - 1)
+
+
+def test_descriptions_render_as_written(graph) -> None:
+    """The UI renders descriptions as Markdown: a path like {account}_target_positions_{stamp} must not turn into
+    italics (its underscores eaten)."""
+    render = MarkdownIt("commonmark").render
+    italic = {
+        key.to_user_string(): graph.get(key).description
+        for key in graph.get_all_asset_keys()
+        if "<em>" in render(graph.get(key).description or "")
+    }
+    assert italic == {}
 
 
 def test_checks(graph) -> None:

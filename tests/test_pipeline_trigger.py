@@ -10,18 +10,22 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from builders import pinned_settings
+from builders import market, pinned_settings, universe_frame
 from dagster._core.test_utils import create_run_for_test
+from test_pipeline_assets import synthetic_trades
 from test_pipeline_sensors import tick, write_marker
 
 from lsq.clock import FakeClock
 from lsq.paths import DataPaths
-from lsq.timelabels import HOUR_MS, WINDOW_MS, now_ms, parse_partition_key, partition_key, window_start
+from lsq.stores.universes import write_universe
+from lsq.timelabels import HOUR_MS, WINDOW_MS, format_day, now_ms, parse_partition_key, partition_key, window_start
+from lsq.tradestore import TradeStore
 from lsq_pipeline.cli import dagster_env
 from lsq_pipeline.definitions import build_definitions
-from lsq_pipeline.defs.market.claims import TRIGGER_GRACE_MS, read_claim, try_claim
+from lsq_pipeline.defs.market.claims import TRIGGER_GRACE_MS, read_claim, try_claim, window_done
 from lsq_pipeline.defs.market.trigger import MarkerTrigger, graphql_submit
 from lsq_pipeline.resources import LsqResource
+from lsq_pipeline.tags import RANGE_END_TAG, RANGE_START_TAG
 
 T1 = parse_partition_key("2026-11-21-08:00")
 NOW = T1 + HOUR_MS  # the sensor's clock
@@ -162,6 +166,30 @@ def test_trigger_leaves_claimed_and_stale_windows_and_stops_behind_a_failed_laun
     assert sensor_first.keys == []
 
 
+def test_the_first_window_after_a_backfill_takes_the_fast_lane(tmp_path: Path) -> None:
+    """The last backfilled window has no window run of its own, only stored bars: the trigger launches the next one
+    at once instead of leaving it to the sensor's slow path."""
+    paths = DataPaths(tmp_path / "data")
+    first, last = T1 - 2 * WINDOW_MS, T1 - WINDOW_MS  # the backfill's range
+    TradeStore(paths).write_part("BTCUSDT", synthetic_trades("BTCUSDT", first, 2, seed=1))
+    write_universe(paths, format_day(T1), "v1", universe_frame(["BTCUSDT"]))
+    write_universe(paths, format_day(T1), "v2", universe_frame(["BTCUSDT"]))
+    submit = Recorder()
+    with dg.instance_for_test() as instance:
+        trigger = MarkerTrigger(paths, submit, lambda key: window_done(instance, key))
+        write_marker(paths, T1)
+        assert trigger.step(T1 + WINDOW_MS + 200) is None  # nothing stored before T1 yet: the sensor's
+        backfill = dg.materialize(
+            [market().window_stats_5m],
+            instance=instance,
+            resources={"lsq": LsqResource(data_dir=str(paths.root))},
+            tags={RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last), "lsq/backfill": "true"},
+        )
+        assert backfill.success
+        assert trigger.step(T1 + WINDOW_MS + 300) == partition_key(T1)
+    assert submit.keys == [partition_key(T1)]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -204,4 +232,6 @@ def test_graphql_submit_queues_the_window_job_on_a_real_webserver(tmp_path: Path
     assert run.status == dg.DagsterRunStatus.QUEUED  # no daemon here to dequeue it
     assert run.tags["dagster/partition"] == key
     assert run.tags["lsq/window"] == "serial" and run.tags["lsq/trigger"] == "marker"
+    # the runs list's "Launched by" column reads the `user` tag: not "Manually launched"
+    assert run.tags["user"] == "lsq trigger"
     assert run.asset_selection is None or dg.AssetKey("target_positions") in run.asset_selection

@@ -226,7 +226,7 @@ def _target_positions_asset(five_minute: dg.TimeWindowPartitionsDefinition) -> d
         partitions_def=five_minute,
         group_name=GROUP,
         kinds={"json"},
-        description="Signed target quantities per account (data/positions/{account}_target_positions_{stamp}.json).",
+        description="Signed target quantities per account: `data/positions/{account}_target_positions_{stamp}.json`.",
     )
     def target_positions(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
         window_ms = parse_partition_key(context.partition_key)

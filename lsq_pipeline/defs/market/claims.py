@@ -17,6 +17,7 @@ from typing import Literal
 import dagster as dg
 
 from lsq.paths import DataPaths, create_exclusive
+from lsq_pipeline.defs.market.assets import BARS_5M
 from lsq_pipeline.tags import PARTITION_TAG
 
 Claimant = Literal["trigger", "sensor"]
@@ -54,3 +55,12 @@ def window_run_exists(instance: dg.DagsterInstance, key: str) -> bool:
     """Whether a window run (the trigger's or the sensor's, any status) exists for the partition."""
     runs = dg.RunsFilter(tags={PARTITION_TAG: key, **SERIAL_TAG})
     return bool(instance.get_run_records(filters=runs, limit=1))
+
+
+def window_done(instance: dg.DagsterInstance, key: str) -> bool:
+    """Whether the next window may follow this one: it has a window run (any status), or its bars were stored by
+    another run, e.g. the backfill of a fresh start (whose last window has no window run of its own)."""
+    if window_run_exists(instance, key):
+        return True
+    stored = dg.AssetRecordsFilter(asset_key=BARS_5M, asset_partitions=[key])
+    return bool(instance.fetch_materializations(stored, limit=1).records)

@@ -6,7 +6,8 @@ for the next marker every 50 ms and submits the window job through the webserver
 client), with the sensor's tags, so the run is queued, limited and shown exactly like a sensor run.
 
 It takes only the live path: the window that just closed, while its signal is fresh, and only once the previous
-window's run exists (the sensor's or its own), so runs stay in window order. Catch-up after an outage, and
+window's run exists (the sensor's or its own) or its bars are stored (the last window of a backfill), so runs stay
+in window order and the first window after a start takes the fast lane too. Catch-up after an outage, and
 everything while no trigger runs (a plain `dagster dev`), stays with the sensor. The two never launch the same window:
 see lsq_pipeline.defs.market.claims.
 """
@@ -30,13 +31,17 @@ log = logging.getLogger("lsq.trigger")
 
 LOCATION = "lsq_pipeline"  # workspace.yaml's location_name
 TRIGGER_TAG = {"lsq/trigger": "marker"}
+# The runs list's "Launched by" column shows a run's `user` tag (else a schedule, sensor or automation tag, else
+# "Manually launched"): trigger runs say who launched them, beside their partition tag.
+LAUNCHED_BY_TAG = {"user": "lsq trigger"}
 POLL_SECONDS = 0.05
 
 
 @dataclass
 class MarkerTrigger:
     """Which window to launch next. `submit(partition_key) -> run id` launches; `has_run(partition_key)` tells
-    whether a window's run exists in the instance (queued or later)."""
+    whether the next window may follow a window: its run exists in the instance (queued or later) or its bars are
+    stored (claims.window_done)."""
 
     paths: DataPaths
     submit: Callable[[str], str]
@@ -54,8 +59,8 @@ class MarkerTrigger:
         if read_claim(self.paths, window) is not None:
             self.expected = window + WINDOW_MS  # already the sensor's
             return None
-        # Only behind the previous window's run (which may be the sensor's, claimed but not yet submitted): the
-        # serial queue then runs them in order, and this window's bars see the previous closes.
+        # Only behind the previous window's run (which may be the sensor's, claimed but not yet submitted) or its
+        # stored bars: the serial queue then runs them in order, and this window's bars see the previous closes.
         if not self.has_run(partition_key(window - WINDOW_MS)):
             return None
         self.expected = window + WINDOW_MS
@@ -78,7 +83,9 @@ def graphql_submit(url: str, timeout_s: int = 10) -> Callable[[str], str]:
         if client is None:
             client = DagsterGraphQLClient(parsed.hostname or "127.0.0.1", port_number=parsed.port, timeout=timeout_s)
         return client.submit_job_execution(
-            WINDOW_JOB, repository_location_name=LOCATION, tags={PARTITION_TAG: key, **SERIAL_TAG, **TRIGGER_TAG}
+            WINDOW_JOB,
+            repository_location_name=LOCATION,
+            tags={PARTITION_TAG: key, **SERIAL_TAG, **TRIGGER_TAG, **LAUNCHED_BY_TAG},
         )
 
     return submit
