@@ -1,5 +1,6 @@
 """Bars, trade statistics, rollups and checks materialised with Dagster on real Parquet files (no exchange needed)."""
 
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from lsq.stores.panels import day_file, load_panel
 from lsq.stores.universes import write_universe
 from lsq.timelabels import HOUR_MS, WINDOW_MS, parse_partition_key, partition_key, to_datetime
 from lsq.tradestore import TradeStore
+from lsq_pipeline.defs.market import checks
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.tags import RANGE_END_TAG, RANGE_START_TAG
 
@@ -239,3 +241,78 @@ def test_rollups_materialise_once_all_their_windows_exist(paths: DataPaths, inst
         btc = stored.row(0, named=True)
         assert btc["volume"] == btc5["volume"].sum() and btc["close"] == btc5["close"][-1]
         assert btc["high"] == btc5["high"].max() and btc["open"] == btc5["open"][0]
+
+
+def check_statuses(instance: dg.DagsterInstance, name: str, run_id: str) -> dict[str | None, str]:
+    """Partition -> recorded status of check `name` of bars_5m in run `run_id` (as the Checks tab reads them)."""
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("bars_5m"), name), limit=10_000
+    )
+    return {r.partition: r.status.value for r in history if r.run_id == run_id}
+
+
+def test_a_range_run_records_a_real_result_for_every_window(paths: DataPaths, instance: dg.DagsterInstance) -> None:
+    """A backfill checks its range at once; every window still gets its own result, none reads "Skipped"."""
+    run_windows(paths, instance, T0, T0 + 11 * WINDOW_MS)
+    corrupt(
+        paths,
+        (pl.col("low") - 1).alias("high"),
+        (pl.col("symbol") == "BTCUSDT") & (pl.col("open_time") == T0 + 5 * WINDOW_MS),
+    )
+    local = [c for c in bar_check_defs() if next(iter(c.check_keys)).name != "bars_match_exchange_klines"]
+    tags = {RANGE_START_TAG: partition_key(T0), RANGE_END_TAG: partition_key(T0 + 11 * WINDOW_MS)}
+    result = dg.materialize(
+        [MARKET.window_stats_5m, *local],
+        instance=instance,
+        resources={"lsq": LsqResource(data_dir=str(paths.root))},
+        tags=tags,
+        selection=dg.AssetSelection.checks(*local),
+        raise_on_error=False,
+    )
+    keys = [partition_key(T0 + i * WINDOW_MS) for i in range(12)]
+    for check in local:
+        name = next(iter(check.check_keys)).name
+        statuses = check_statuses(instance, name, result.run_id)
+        expected = {k: "FAILED" if name == "bars_ohlc_sane" and k == keys[5] else "SUCCEEDED" for k in keys}
+        summary = statuses.pop(None)  # the range's own result, which says what it covered
+        assert statuses == expected, name
+        assert summary == ("FAILED" if name == "bars_ohlc_sane" else "SUCCEEDED")
+    (ohlc,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "bars_ohlc_sane" and not e.partition]
+    assert f"range {keys[0]}...{keys[-1]} (12 windows) checked as one: 1 windows failing" in ohlc.description
+
+
+def test_long_ranges_record_the_failing_windows_and_the_newest() -> None:
+    keys = [partition_key(T0 + i * WINDOW_MS) for i in range(200)]
+    assert checks.windows_to_record(keys[:36], []) == keys[:36]
+    assert checks.windows_to_record(keys, [keys[7], keys[3]]) == [keys[3], keys[7], keys[-1]]
+    assert len(checks.windows_to_record(keys, keys[:150])) == checks.MAX_WINDOW_RESULTS + 1
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_parity_check_degrades_to_a_warning_when_the_exchange_is_unreachable(
+    paths: DataPaths, instance: dg.DagsterInstance
+) -> None:
+    """An exchange outage must not stop the window: 'could not verify' (WARN, with the reason), the run succeeds."""
+    unreachable = LsqResource(data_dir=str(paths.root), mode="mock", rest_url=f"http://127.0.0.1:{_closed_port()}")
+    parity = [c for c in bar_check_defs() if next(iter(c.check_keys)).name == "bars_match_exchange_klines"]
+    window = {"dagster/partition": partition_key(T0)}
+    stretch = {RANGE_START_TAG: partition_key(T0), RANGE_END_TAG: partition_key(T0 + 2 * WINDOW_MS)}
+    for tags, newest in ((window, partition_key(T0)), (stretch, partition_key(T0 + 2 * WINDOW_MS))):
+        result = dg.materialize(
+            [MARKET.window_stats_5m, *parity],
+            instance=instance,
+            resources={"lsq": unreachable},
+            tags=tags,
+            raise_on_error=False,
+        )
+        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        outcome = result.get_asset_check_evaluations()[-1]  # the check's own result comes last
+        assert outcome.passed is False and outcome.severity == dg.AssetCheckSeverity.WARN
+        assert "could not verify" in outcome.description and "ConnectionError" in outcome.description
+        # recorded for the newest window (with WARN severity), not "Skipped"
+        assert check_statuses(instance, "bars_match_exchange_klines", result.run_id)[newest] == "FAILED"

@@ -3,7 +3,15 @@
 Each rule is a small pure function over the stored bars returning the offending rows, so a failing check says
 exactly which symbols and windows are wrong. Coverage is checked against the traded universe (TRADED_VERSION): that
 is the universe whose bars feed alphas and orders. The parity check against the exchange's own 5-minute klines is
-blocking: a window whose bars disagree with Binance does not flow into alphas and orders.
+blocking: a window whose bars disagree with Binance does not flow into alphas and orders. When the exchange cannot be
+asked (an outage), the parity check retries briefly and then records "could not verify" as a warning with the reason:
+an outage must not cost trading windows; only a real mismatch blocks.
+
+A range run (a backfill, a catch-up) checks the whole range at once, and Dagster records one result without a
+partition while every window's planned evaluation would read "Skipped". So each check also records a result per
+window: for every window of a range up to PER_WINDOW_RANGE windows, and for longer ranges (each result is an event,
+~50 ms on sqlite under load) the failing windows (up to MAX_WINDOW_RESULTS) and the newest window, with the range's
+summary saying what was checked.
 """
 
 import random
@@ -14,11 +22,12 @@ import dagster as dg
 import polars as pl
 
 from lsq.aggregation.windows import day_chunks, previous_closes
+from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.paths import DataPaths
 from lsq.schema import PRICE
 from lsq.stores.panels import load_panel
 from lsq.stores.universes import TRADED_VERSION, universe_symbols
-from lsq.timelabels import WINDOW_MS
+from lsq.timelabels import WINDOW_MS, parse_partition_key, partition_key
 from lsq.tradestore import TradeStore
 from lsq_pipeline.defs.market.assets import BARS_5M, time_range
 from lsq_pipeline.defs.market.exchange_data import kline_pages
@@ -27,6 +36,10 @@ from lsq_pipeline.resources import LsqResource
 PARITY_SAMPLE = 5
 PARITY_FIELDS = ("open", "high", "low", "close", "volume", "quote_volume", "tradecount", "buyvolume", "buydolvol")
 MAX_LISTED = 20
+PER_WINDOW_RANGE = 36  # three hours: a catch-up after a short outage gets a result for every window
+MAX_WINDOW_RESULTS = 50
+# Seconds between attempts at the exchange's klines before the parity check gives up and says it could not verify.
+PARITY_RETRY_DELAYS = (1.0, 2.0)
 
 
 def duplicate_rows(bars: pl.DataFrame) -> pl.DataFrame:
@@ -125,6 +138,26 @@ def parity_mismatches(bars: pl.DataFrame, klines: pl.DataFrame) -> pl.DataFrame:
     return joined.filter(traded & differs)
 
 
+GAP_SCHEMA = {"symbol": pl.String, "first_missing": pl.Int64, "last_missing": pl.Int64, "open_time": pl.Int64}
+
+
+def id_gaps_by_window(trades: pl.DataFrame, symbol: str) -> pl.DataFrame:
+    """Missing agg_trade_id ranges (inclusive) between consecutive stored trades, each with the `open_time` of the
+    window of the trade after the gap (where the missing ids would have been seen)."""
+    ordered = trades.select("agg_trade_id", "transact_time").sort("agg_trade_id")
+    return (
+        ordered.with_columns(prev=pl.col("agg_trade_id").shift(1))
+        .filter(pl.col("agg_trade_id") - pl.col("prev") > 1)
+        .select(
+            pl.lit(symbol).alias("symbol"),
+            (pl.col("prev") + 1).alias("first_missing"),
+            (pl.col("agg_trade_id") - 1).alias("last_missing"),
+            (pl.col("transact_time") - pl.col("transact_time") % WINDOW_MS).alias("open_time"),
+        )
+        .cast(GAP_SCHEMA)
+    )
+
+
 def sample_symbols(symbols: Iterable[str], seed: int, k: int = PARITY_SAMPLE) -> list[str]:
     """A reproducible sample per window, different across windows, so every symbol is compared over time."""
     pool = sorted(set(symbols))
@@ -141,6 +174,53 @@ def _result(offenders: pl.DataFrame, what: str, **extra: Any) -> dg.AssetCheckRe
             **({"examples": dg.MetadataValue.md(_markdown(listed))} if offenders.height else {}),
             **extra,
         },
+    )
+
+
+def windows_to_record(keys: Sequence[str], failing: Iterable[str]) -> list[str]:
+    """The windows of a range run that get their own result (see the module docstring)."""
+    if len(keys) <= PER_WINDOW_RANGE:
+        return list(keys)
+    return sorted({*sorted(set(failing))[:MAX_WINDOW_RESULTS], keys[-1]})
+
+
+def _report(
+    context: dg.AssetCheckExecutionContext, offenders: pl.DataFrame, what: str, **extra: Any
+) -> dg.AssetCheckResult:
+    """The check's result; in a range run also one result per recorded window (offenders by their `open_time`)."""
+    if context.has_partition_key:
+        return _result(offenders, what, **extra)
+    keys = context.partition_keys
+    starts = offenders["open_time"] - offenders["open_time"] % WINDOW_MS
+    failing = {partition_key(int(t)) for t in starts.unique().to_list()}
+    recorded = windows_to_record(keys, failing)
+    spec = context.check_specs[0]
+    for key in recorded:
+        t = parse_partition_key(key)
+        window = _result(offenders.filter(starts == t), what, **extra)
+        context.op_execution_context.log_event(
+            dg.AssetCheckEvaluation(
+                asset_key=spec.asset_key,
+                check_name=spec.name,
+                passed=window.passed,
+                metadata={**window.metadata, "checked_as_range": f"{keys[0]}...{keys[-1]}"},
+                severity=window.severity,
+                description=window.description,
+                blocking=spec.blocking,
+                partition=key,
+            )
+        )
+    summary = _result(offenders, what, **extra)
+    scope = (
+        f"range {keys[0]}...{keys[-1]} ({len(keys)} windows) checked as one: "
+        f"{len(failing)} windows failing; results recorded for {len(recorded)} windows"
+        + ("" if len(recorded) == len(keys) else " (the failing ones and the newest)")
+    )
+    return dg.AssetCheckResult(
+        passed=summary.passed,
+        severity=summary.severity,
+        description=f"{scope}. {summary.description}" if summary.description else scope,
+        metadata={**summary.metadata, "windows": len(keys), "failing_windows": len(failing)},
     )
 
 
@@ -183,22 +263,24 @@ def bars_universe_coverage(context: dg.AssetCheckExecutionContext, lsq: LsqResou
         missing = missing_universe_rows(day_bars, universe, lo, hi, never)
         found.append(missing.with_columns(pl.lit("missing").alias("problem")))
     offenders = pl.concat(found)
-    return _result(offenders, "duplicate or missing (symbol, window) rows", universe_symbols=len(universe))
+    return _report(context, offenders, "duplicate or missing (symbol, window) rows", universe_symbols=len(universe))
 
 
 @_bar_check(description="Prices positive; high ≥ max(open, close); low ≤ min(open, close).")
 def bars_ohlc_sane(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-    return _result(insane_ohlc(_stored_bars(lsq.paths, *time_range(context))), "bars with inconsistent OHLC")
+    return _report(context, insane_ohlc(_stored_bars(lsq.paths, *time_range(context))), "bars with inconsistent OHLC")
 
 
 @_bar_check(description="Volumes, notionals and trade counts are non-negative.")
 def bars_volumes_non_negative(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-    return _result(negative_volumes(_stored_bars(lsq.paths, *time_range(context))), "bars with negative volumes")
+    bars = _stored_bars(lsq.paths, *time_range(context))
+    return _report(context, negative_volumes(bars), "bars with negative volumes")
 
 
 @_bar_check(description="Taker buy + taker sell = total, for volume, notional and trade count.")
 def bars_buy_sell_sum(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-    return _result(side_mismatches(_stored_bars(lsq.paths, *time_range(context))), "bars where buy + sell != total")
+    bars = _stored_bars(lsq.paths, *time_range(context))
+    return _report(context, side_mismatches(bars), "bars where buy + sell != total")
 
 
 @_bar_check(description="Windows without trades are flat at the previous close with zero volume.")
@@ -207,20 +289,20 @@ def bars_no_trade_fill(context: dg.AssetCheckExecutionContext, lsq: LsqResource)
     bars = _stored_bars(lsq.paths, start_ms, end_ms)
     # the previous close as the bars themselves look it up (a day back, then the trade store), not just one window
     prev = previous_closes(lsq.paths, TradeStore(lsq.paths), bars["symbol"].unique().to_list(), start_ms)
-    return _result(bad_no_trade_fills(bars, prev), "no-trade bars not carrying the previous close")
+    return _report(context, bad_no_trade_fills(bars, prev), "no-trade bars not carrying the previous close")
 
 
 @_bar_check(description="aggTrade ids in the trade store are contiguous over the window, per symbol.")
 def trades_contiguous(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
     start_ms, end_ms = time_range(context)
     store = TradeStore(lsq.paths)
-    rows = [
-        {"symbol": s, "first_missing": a, "last_missing": b}
-        for s in store.symbols()
-        for a, b in store.id_gaps(s, start_ms, end_ms)
-    ]
-    gaps = pl.DataFrame(rows, schema={"symbol": pl.String, "first_missing": pl.Int64, "last_missing": pl.Int64})
-    return _result(gaps, "gaps in aggTrade ids")
+    gaps = pl.concat(
+        [
+            pl.DataFrame(schema=GAP_SCHEMA),
+            *(id_gaps_by_window(store.scan(s, start_ms, end_ms).collect(), s) for s in store.symbols()),
+        ]
+    )
+    return _report(context, gaps, "gaps in aggTrade ids")
 
 
 @_bar_check(
@@ -231,17 +313,63 @@ def bars_match_exchange_klines(context: dg.AssetCheckExecutionContext, lsq: LsqR
     start_ms, end_ms = time_range(context)
     bars = _stored_bars(lsq.paths, start_ms, end_ms)
     sample = sample_symbols(bars["symbol"].unique().to_list(), seed=start_ms)
-    client = lsq.rest()
-    klines = pl.concat(
-        [
-            kline_frame(s, client.futures_klines(symbol=s, interval="5m", startTime=lo, endTime=hi, limit=limit))
-            for s in sample
-            for lo, hi, limit in kline_pages(start_ms, end_ms)
-        ]
-        or [kline_frame("", [])]
-    ).filter(pl.col("open_time").is_between(start_ms, end_ms, closed="left"))
+    try:
+        klines = exchange_klines(lsq, sample, start_ms, end_ms)
+    except Exception as exc:  # any failure to ask is an outage, not a mismatch
+        reason = f"could not verify: the exchange's klines were unavailable ({type(exc).__name__}: {exc})"
+        context.log.warning(f"bars_match_exchange_klines {reason}")
+        unverified = dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=reason,
+            metadata={"verified": False, "reason": reason, "sampled": ", ".join(sample)},
+        )
+        return _unverified(context, unverified)
     mismatches = parity_mismatches(bars.filter(pl.col("symbol").is_in(sample)), klines)
-    return _result(mismatches, "bars differing from exchange klines", sampled=", ".join(sample))
+    return _report(context, mismatches, "bars differing from exchange klines", sampled=", ".join(sample))
+
+
+def exchange_klines(
+    lsq: LsqResource, symbols: Sequence[str], start_ms: int, end_ms: int, clock: Clock = SYSTEM_CLOCK
+) -> pl.DataFrame:
+    """The exchange's 5-minute klines of `symbols` over [start, end), retried after PARITY_RETRY_DELAYS; the last
+    attempt's error propagates."""
+    for delay in PARITY_RETRY_DELAYS:
+        try:
+            return _klines(lsq.rest(), symbols, start_ms, end_ms)
+        except Exception:
+            clock.sleep(delay)
+    return _klines(lsq.rest(), symbols, start_ms, end_ms)
+
+
+def _klines(client: Any, symbols: Sequence[str], start_ms: int, end_ms: int) -> pl.DataFrame:
+    frames = [
+        kline_frame(s, client.futures_klines(symbol=s, interval="5m", startTime=lo, endTime=hi, limit=limit))
+        for s in symbols
+        for lo, hi, limit in kline_pages(start_ms, end_ms)
+    ]
+    return pl.concat(frames or [kline_frame("", [])]).filter(
+        pl.col("open_time").is_between(start_ms, end_ms, closed="left")
+    )
+
+
+def _unverified(context: dg.AssetCheckExecutionContext, result: dg.AssetCheckResult) -> dg.AssetCheckResult:
+    """A could-not-verify result; in a range run recorded for the newest window too (nothing was compared)."""
+    if not context.has_partition_key:
+        spec, key = context.check_specs[0], context.partition_keys[-1]
+        context.op_execution_context.log_event(
+            dg.AssetCheckEvaluation(
+                asset_key=spec.asset_key,
+                check_name=spec.name,
+                passed=False,
+                metadata=result.metadata,
+                severity=result.severity,
+                description=result.description,
+                blocking=spec.blocking,
+                partition=key,
+            )
+        )
+    return result
 
 
 def bar_checks(five_minute: dg.TimeWindowPartitionsDefinition) -> list[dg.AssetChecksDefinition]:
