@@ -53,6 +53,8 @@ class CalculatorSettings(_Strict):
 
 class StrategySettings(_Strict):
     history_days: int = Field(default=30, ge=1, le=365)
+    # The universe that is traded (lsq.stores.universes): factor views, target positions and the bar coverage check.
+    universe_version: Literal["v1", "v2"] = "v2"
     calculation_interval: Literal["5m"] = "5m"
     alpha: AlphaSettings = AlphaSettings()
     calculators: CalculatorSettings = CalculatorSettings()

@@ -24,7 +24,7 @@ from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.config import Settings, load_config
 from lsq.paths import DataPaths
 from lsq.stores.panels import load_panel, scan_panel
-from lsq.stores.universes import TRADED_VERSION, check_version, read_universe, universe_day_for
+from lsq.stores.universes import TRADED_VERSION, check_version, read_universe, traded_version, universe_day_for
 from lsq.symbols import to_strategy
 from lsq.timelabels import DAY_MS, PERIOD_MS, WINDOW_MS, day_start, parse_period, parse_window, window_start
 
@@ -75,6 +75,7 @@ class StrategyDataAPI:
 
     paths: DataPaths
     clock: Clock = SYSTEM_CLOCK
+    universe_version: str = TRADED_VERSION  # the traded universe: `strategy.universe_version` via get_strategy_api
 
     def _panel(self, kind: str, begin_label: str, end_label: str, mode: str) -> pl.DataFrame:
         """Rows in storage order (per symbol in time order), from the start of the first label's period."""
@@ -111,12 +112,13 @@ class StrategyDataAPI:
         start, end = label_range(begin_label, end_label)
         return split_by_symbol(load_panel("funding", start, end, paths=self.paths))
 
-    def get_last_universe(self, version: str = TRADED_VERSION) -> pl.DataFrame:
+    def get_last_universe(self, version: str | None = None) -> pl.DataFrame:
         """The universe in force today (UTC): today's file, else the latest earlier one; symbols as 'btc-usdt'.
 
-        The default is the traded universe (lsq.stores.universes.TRADED_VERSION); `version="v1"` gives every listed
+        The default is the traded universe (`strategy.universe_version`); `version="v1"` gives every listed
         perpetual. FileNotFoundError when none is stored yet (run the `universe` asset, or `lsq backfill`).
         """
+        version = version or self.universe_version
         day = universe_day_for(self.paths, day_start(self.clock.now_ms()) + DAY_MS - 1, check_version(version))
         if day is None:
             raise FileNotFoundError(f"no {version} universe stored under {self.paths.root / 'universe'}")
@@ -128,4 +130,4 @@ class StrategyDataAPI:
 def get_strategy_api(settings: Settings | None = None) -> StrategyDataAPI:
     """The API over the configured data directory (or `settings`' one)."""
     settings = settings or load_config()
-    return StrategyDataAPI(DataPaths(settings.data_dir))
+    return StrategyDataAPI(DataPaths(settings.data_dir), universe_version=traded_version(settings))

@@ -74,6 +74,7 @@ def test_account_without_credentials_is_not_started_and_reason_given(tmp_path: P
         ("strategy", "history_days", 0, "strategy.history_days"),
         ("data", "timezone", "Mars/Olympus", "unknown timezone 'Mars/Olympus'"),
         ("data", "universe_refresh_time", "25:00", "data.universe_refresh_time"),
+        ("strategy", "universe_version", "v3", "strategy.universe_version"),
     ],
 )
 def test_bad_values_name_the_key_and_allowed_values(

@@ -120,6 +120,7 @@ def test_checks(graph) -> None:
         {("bars_5m", name) for name in BAR_CHECKS}
         | {(f"factor_{n}", "succeeded") for n in FACTORS}
         | {("account_state", name) for name in ("deviation", "exposure", "health")}
+        | {("target_positions", "accounts_sized")}
     )
 
 

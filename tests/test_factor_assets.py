@@ -10,6 +10,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from builders import market, pinned_settings, universe_def
 
 from factors.discovery import discover
@@ -73,6 +74,22 @@ def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict[str, Any]:
     raise AssertionError(f"{key} was not materialised")
 
 
+def sized_with(settings: Any, tmp_path: Path, refused: set[str]) -> LsqResource:
+    """A resource whose configuration gives the accounts in `refused` a secret the simulator rejects."""
+    accounts = [
+        {
+            "account_id": a.account_id,
+            "api_key": a.api_key.get_secret_value(),
+            "api_secret": "wrong" if a.account_id in refused else a.api_secret.get_secret_value(),
+            "starting_balance_usdt": a.starting_balance_usdt,
+        }
+        for a in settings.execution.mock.accounts
+    ]
+    config = tmp_path / f"accounts-{'-'.join(sorted(refused))}.yaml"
+    config.write_text(yaml.safe_dump({"execution": {"mock": {"accounts": accounts}}}))
+    return LsqResource.for_settings(settings, config_path=str(config))
+
+
 @pytest.fixture
 def calculators(tmp_path: Path) -> list:
     folder = tmp_path / "calcs"
@@ -112,7 +129,10 @@ def test_window_run_writes_factors_alpha_and_positions_matching_metadata(
         )
         assert run.success, [e.message for e in run.all_events if e.is_failure]
     checks = {e.asset_key.to_user_string(): e.passed for e in run.get_asset_check_evaluations()}
-    assert checks == {factor_key(c.name).to_user_string(): c.name != "broken" for c in calculators}
+    assert checks == {
+        **{factor_key(c.name).to_user_string(): c.name != "broken" for c in calculators},
+        "target_positions": True,  # accounts_sized: every account was sized
+    }
 
     # Every calculator has a factor asset whose metadata matches its stored vector; the broken one is isolated.
     folder = factor_dir(paths, window)
@@ -157,6 +177,38 @@ def test_window_run_writes_factors_alpha_and_positions_matching_metadata(
             if qty:
                 weight = next(w for s, w in weights.items() if to_exchange(s) == p["symbol"])
                 assert (qty > 0) == (weight > 0)
+
+    # The history the calculators saw is in the metadata; a fresh data directory holds less than asked for.
+    history = metadata_of(run, "alpha")["history"]
+    assert history["days_asked"] == settings.strategy.history_days and history["short"] is True
+    assert "lsq backfill --history" in metadata_of(run, "alpha")["history_note"]
+    assert metadata_of(run, f"factor_{calculators[0].name}")["history"] == history
+
+    # One account's keys are refused: the other's targets are written, the step succeeds, the check warns.
+    sizing_only = [a for a in assets if dg.AssetKey("target_positions") in a.keys]
+    one_bad = sized_with(settings, tmp_path, {"sim_beta"})
+    with dg.instance_for_test() as instance:
+        partial = dg.materialize(
+            sizing_only, instance=instance, partition_key=partition_key(window), resources={"lsq": one_bad}
+        )
+        assert partial.success
+        accounts = metadata_of(partial, "target_positions")["accounts"]
+        assert accounts["sim_alpha"]["status"] == "written" and Path(accounts["sim_alpha"]["path"]).exists()
+        assert accounts["sim_beta"]["status"] == "failed" and accounts["sim_beta"]["reason"]
+        (check,) = partial.get_asset_check_evaluations()
+        assert check.check_name == "accounts_sized" and check.passed is False
+        assert check.severity == dg.AssetCheckSeverity.WARN and "sim_beta" in check.description
+        # No account could be sized: the step fails, and the check says so with ERROR severity.
+        none = dg.materialize(
+            sizing_only,
+            instance=instance,
+            partition_key=partition_key(window),
+            resources={"lsq": sized_with(settings, tmp_path, {"sim_alpha", "sim_beta"})},
+            raise_on_error=False,
+        )
+        assert not none.success
+        (check,) = none.get_asset_check_evaluations()
+        assert check.passed is False and check.severity == dg.AssetCheckSeverity.ERROR
 
     # Too few successful calculators: the alpha fails clearly and no positions are sized.
     broken = [c for c in calculators if c.name == "broken"]

@@ -21,6 +21,7 @@ from lsq.timelabels import (
     day_start,
     format_day,
     label_of,
+    now_ms,
     parse_day,
     parse_partition_key,
     partition_key,
@@ -194,3 +195,14 @@ def test_last_universe_defaults_to_the_traded_version(tmp_path: Path) -> None:
 def test_get_strategy_api_uses_the_configured_data_dir(tmp_path: Path) -> None:
     settings = load_config(env={"LSQ_DATA_DIR": str(tmp_path)})
     assert get_strategy_api(settings).paths.root == tmp_path.resolve()
+
+
+def test_the_traded_universe_follows_strategy_universe_version(tmp_path: Path) -> None:
+    base = load_config(env={"LSQ_DATA_DIR": str(tmp_path)})
+    assert base.strategy.universe_version == "v2"
+    day = format_day(now_ms())
+    write_universe(DataPaths(tmp_path), day, "v1", universe_frame(["BTCUSDT", "ETHUSDT"]))
+    write_universe(DataPaths(tmp_path), day, "v2", universe_frame(["BTCUSDT"]))
+    assert get_strategy_api(base).get_last_universe()["symbol"].to_list() == ["btc-usdt"]
+    v1 = base.model_copy(update={"strategy": base.strategy.model_copy(update={"universe_version": "v1"})})
+    assert get_strategy_api(v1).get_last_universe()["symbol"].to_list() == ["btc-usdt", "eth-usdt"]

@@ -2,21 +2,32 @@
 
 Versions: v1 is every TRADING USDT-margined perpetual with its trading filters; v2 narrows v1 by listing age and
 volume (lsq.universes builds both). v1 is the default of these readers: it is what the market data cover (bars are
-computed for every v1 symbol). TRADED_VERSION is the universe that is traded: alphas, target positions and the bar
-checks use it, and the strategy API's get_last_universe defaults to it. Older days and versions stay readable.
+computed for every v1 symbol). The universe that is traded is the configured `strategy.universe_version`
+(`traded_version`; TRADED_VERSION is its default): alphas, target positions and the bar coverage check use it, and
+the strategy API's get_last_universe defaults to it. Older days and versions stay readable.
 """
 
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from lsq.paths import DataPaths, atomic_write_text
 from lsq.timelabels import parse_day
 
+if TYPE_CHECKING:
+    from lsq.config import Settings
+
 VERSIONS = ("v1", "v2")
-TRADED_VERSION = "v2"
+TRADED_VERSION = "v2"  # the default of strategy.universe_version
+
+
+def traded_version(settings: Settings) -> str:
+    """The universe that is traded, as configured (`strategy.universe_version`)."""
+    return check_version(settings.strategy.universe_version)
+
 
 UNIVERSE_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),

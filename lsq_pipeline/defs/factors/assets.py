@@ -10,7 +10,11 @@ calculators and declares the lineage of the configured `strategy.history_days`.
   concurrency; each `factor_<name>` materialises with its status, timing and weights summary, and its check
   `succeeded` fails for a calculator that raised or timed out. Vectors and run records go to data/factors/.
 - `alpha`: combines the stored vectors (weights, min_success_ratio, Σ|w| = 1) into data/alpha/.
-- `target_positions`: sizes the alpha for every usable account and writes data/positions/*.json.
+- `target_positions`: sizes the alpha for every usable account and writes data/positions/*.json; one account's
+  failure is reported (metadata `accounts`, check `accounts_sized`: WARN), the step fails only when no account
+  could be sized (ERROR).
+Every factor and alpha materialisation carries the history the calculators saw (`history`); a short history (after a
+fresh start) is logged as a warning naming the command that fills it (HISTORY_COMMAND).
 """
 
 import sys
@@ -22,12 +26,13 @@ import dagster as dg
 import polars as pl
 
 from factors.calculator import AlphaCalculatorBase
-from factors.data_view import TRADING_UNIVERSE, AlphaDataView
+from factors.data_view import AlphaDataView
 from factors.discovery import Problem, discover
 from factors.engine import (
     AlphaResult,
     AlphaRunError,
     CalculatorRun,
+    HistoryCoverage,
     alpha_file,
     combine,
     factor_dir,
@@ -36,10 +41,10 @@ from factors.engine import (
     persist_runs,
     run_calculators,
 )
-from factors.sizing import latest_prices, write_target_positions
+from factors.sizing import SizingError, SizingReport, latest_prices, write_target_positions
 from lsq.config import Settings
 from lsq.stores.panels import load_panel
-from lsq.stores.universes import universe_symbols
+from lsq.stores.universes import traded_version, universe_symbols
 from lsq.timelabels import DAY_MS, WINDOW_MS, WINDOWS_PER_DAY, parse_partition_key
 from lsq_pipeline.defs.market.assets import BARS_5M, FUNDING_RATES, PREMIUM_INDEX_5M, TRAN_STATS_5M
 from lsq_pipeline.defs.universe.assets import UNIVERSE
@@ -47,6 +52,7 @@ from lsq_pipeline.resources import LsqResource
 
 GROUP = "factors"
 TOP_WEIGHTS = 10
+HISTORY_COMMAND = "lsq backfill --history"
 
 
 def factor_key(name: str) -> dg.AssetKey:
@@ -85,6 +91,21 @@ def _weights_summary(weights: pl.DataFrame) -> dict[str, dg.MetadataValue]:
     }
 
 
+def _history_metadata(history: HistoryCoverage | None) -> dict[str, dg.MetadataValue]:
+    if history is None:
+        return {}
+    meta = {"history": dg.MetadataValue.json(history.as_dict())}
+    if history.short:
+        meta["history_note"] = dg.MetadataValue.text(history_note(history))
+    return meta
+
+
+def history_note(history: HistoryCoverage) -> str:
+    return (
+        f"calculators saw {history} (strategy.history_days): run `{HISTORY_COMMAND}` to fill the history they ask for"
+    )
+
+
 def _run_metadata(run: CalculatorRun, load_seconds: float, folder: str) -> dict[str, dg.MetadataValue]:
     meta: dict[str, dg.MetadataValue] = {
         "status": dg.MetadataValue.text(run.status),
@@ -92,6 +113,7 @@ def _run_metadata(run: CalculatorRun, load_seconds: float, folder: str) -> dict[
         "view_load_seconds": dg.MetadataValue.float(round(load_seconds, 6)),
         "dropped": dg.MetadataValue.int(run.dropped),
         "path": dg.MetadataValue.path(folder),
+        **_history_metadata(run.history),
     }
     if run.ok:
         meta.update(_weights_summary(run.weights))
@@ -138,14 +160,20 @@ def _factors_asset(
         settings = lsq.settings
         selected = [calc for key, calc in by_key.items() if key in context.selected_asset_keys]
         started = time.perf_counter()
-        view = AlphaDataView.from_storage(lsq.paths, window_ms, settings.strategy.history_days)
+        view = AlphaDataView.from_storage(
+            lsq.paths, window_ms, settings.strategy.history_days, universe_version=traded_version(settings)
+        )
         load_seconds = time.perf_counter() - started
         context.log.info(
             f"view of {view.label}: {len(view.universe)} symbols, {view.bars_panel.height} bar rows "
             f"({load_seconds:.2f} s); running {len(selected)} calculators ({settings.strategy.alpha.concurrency})"
         )
-        runs = run_calculators(selected, view, settings.strategy.alpha)
+        # with paths: timeout streaks persist, and a calculator that keeps hanging sits out a cool-down
+        runs = run_calculators(selected, view, settings.strategy.alpha, paths=lsq.paths)
         persist_runs(lsq.paths, window_ms, runs)
+        history = next((r.history for r in runs if r.history is not None), None)
+        if history is not None and history.short:
+            context.log.warning(history_note(history))
         folder = str(factor_dir(lsq.paths, window_ms))
         checks = context.selected_asset_check_keys
         for run in runs:
@@ -177,6 +205,7 @@ def _alpha_metadata(result: AlphaResult, written: list[str]) -> dict[str, dg.Met
         ),
         "failures": dg.MetadataValue.json(result.failures),
         "files": dg.MetadataValue.text("\n".join(written)),
+        **_history_metadata(result.history),
     }
 
 
@@ -211,6 +240,8 @@ def _alpha_asset(
         written = [str(p) for p in persist_alpha(lsq.paths, result)]
         if result.note:
             context.log.warning(result.note)
+        if result.history is not None and result.history.short:
+            context.log.warning(history_note(result.history))
         for problem in problems:
             context.log.warning(f"calculator not loaded: {problem}")
         metadata = _alpha_metadata(result, written)
@@ -220,40 +251,80 @@ def _alpha_asset(
     return alpha
 
 
+def _accounts_metadata(report: SizingReport) -> dict[str, dg.MetadataValue]:
+    """Per-account outcome ({status, path, reason}) and the written accounts' figures."""
+    return {
+        "accounts": dg.MetadataValue.json(
+            {
+                a: {"status": o.status, "path": str(o.path) if o.path else None, "reason": o.reason}
+                for a, o in report.accounts.items()
+            }
+        ),
+        "files": dg.MetadataValue.json([str(t.path) for t in report.written]),
+        "gross_notional": dg.MetadataValue.json({t.account_id: float(t.gross_notional) for t in report.written}),
+        "capital": dg.MetadataValue.json({t.account_id: float(t.capital) for t in report.written}),
+        "positions": dg.MetadataValue.json(
+            {t.account_id: sum(p.target_position != 0 for p in t.positions) for t in report.written}
+        ),
+        "skipped_accounts": dg.MetadataValue.json(report.skipped),
+        "failed_accounts": dg.MetadataValue.json(report.failed),
+    }
+
+
+def accounts_check(report: SizingReport, none_sized: bool) -> dg.AssetCheckResult:
+    """`accounts_sized`: WARN when some account failed, ERROR when none could be sized."""
+    failed = report.failed
+    return dg.AssetCheckResult(
+        check_name=ACCOUNTS_CHECK,
+        passed=not failed and not none_sized,
+        severity=dg.AssetCheckSeverity.ERROR if none_sized else dg.AssetCheckSeverity.WARN,
+        description="; ".join(f"{a}: {r}" for a, r in sorted(failed.items())) or None,
+        metadata={"written": len(report.written), "failed": len(failed), "skipped": len(report.skipped)},
+    )
+
+
+ACCOUNTS_CHECK = "accounts_sized"
+
+
 def _target_positions_asset(five_minute: dg.TimeWindowPartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         deps=["alpha", dg.AssetDep(UNIVERSE, partition_mapping=dg.TimeWindowPartitionMapping())],
         partitions_def=five_minute,
         group_name=GROUP,
         kinds={"json"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                ACCOUNTS_CHECK,
+                asset="target_positions",
+                description="Every account with credentials was sized (WARN: some failed; ERROR: none could be).",
+            )
+        ],
         description="Signed target quantities per account: `data/positions/{account}_target_positions_{stamp}.json`.",
     )
-    def target_positions(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
+    def target_positions(
+        context: dg.AssetExecutionContext, lsq: LsqResource
+    ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
         window_ms = parse_partition_key(context.partition_key)
         paths, settings = lsq.paths, lsq.settings
+        version = traded_version(settings)
         alpha = pl.read_parquet(alpha_file(paths, window_ms))
-        symbols = universe_symbols(paths, window_ms, TRADING_UNIVERSE)
+        symbols = universe_symbols(paths, window_ms, version)
         if not symbols:
-            raise dg.Failure(description=f"no {TRADING_UNIVERSE} universe stored for {context.partition_key}")
+            raise dg.Failure(description=f"no {version} universe stored for {context.partition_key}")
         bars = load_panel("bars", window_ms + WINDOW_MS - DAY_MS, window_ms + WINDOW_MS, paths=paths)
-        report = write_target_positions(
-            settings, paths, window_ms, dict(alpha.iter_rows()), latest_prices(bars), symbols
-        )
+        try:
+            report = write_target_positions(
+                settings, paths, window_ms, dict(alpha.iter_rows()), latest_prices(bars), symbols
+            )
+        except SizingError as exc:
+            yield accounts_check(exc.report, none_sized=True)
+            raise dg.Failure(description=str(exc), metadata=_accounts_metadata(exc.report)) from None
         for account, reason in report.skipped.items():
             context.log.warning(f"account {account} skipped: {reason}")
-        metadata: dict[str, dg.MetadataValue] = {
-            "files": dg.MetadataValue.json([str(t.path) for t in report.written]),
-            "gross_notional": dg.MetadataValue.json({t.account_id: float(t.gross_notional) for t in report.written}),
-            "capital": dg.MetadataValue.json({t.account_id: float(t.capital) for t in report.written}),
-            "positions": dg.MetadataValue.json(
-                {t.account_id: sum(p.target_position != 0 for p in t.positions) for t in report.written}
-            ),
-            "skipped_accounts": dg.MetadataValue.json(report.skipped),
-            "failed_accounts": dg.MetadataValue.json(report.failed),
-        }
-        if report.failed:
-            raise dg.Failure(description=f"sizing failed for accounts {sorted(report.failed)}", metadata=metadata)
-        return dg.MaterializeResult(metadata=metadata)
+        for account, reason in report.failed.items():
+            context.log.warning(f"account {account} could not be sized: {reason}")
+        yield dg.MaterializeResult(metadata=_accounts_metadata(report))
+        yield accounts_check(report, none_sized=False)
 
     return target_positions
 
@@ -279,5 +350,5 @@ def build_factor_assets(
 def factor_assets(settings: Settings, five_minute: dg.TimeWindowPartitionsDefinition) -> list[dg.AssetsDefinition]:
     """The configured factor stage: the enabled calculators, with the configured history as lineage."""
     strategy = settings.strategy
-    calculators, problems = discover(enabled=strategy.calculators.enabled)
+    calculators, problems = discover(enabled=strategy.calculators.enabled, weights=strategy.calculators.weights)
     return build_factor_assets(calculators, strategy.history_days, five_minute, problems)

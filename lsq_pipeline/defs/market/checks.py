@@ -1,11 +1,11 @@
 """Asset checks on every 5-minute bar partition (or partition range).
 
 Each rule is a small pure function over the stored bars returning the offending rows, so a failing check says
-exactly which symbols and windows are wrong. Coverage is checked against the traded universe (TRADED_VERSION): that
-is the universe whose bars feed alphas and orders. The parity check against the exchange's own 5-minute klines is
-blocking: a window whose bars disagree with Binance does not flow into alphas and orders. When the exchange cannot be
-asked (an outage), the parity check retries briefly and then records "could not verify" as a warning with the reason:
-an outage must not cost trading windows; only a real mismatch blocks.
+exactly which symbols and windows are wrong. Coverage is checked against the traded universe
+(`strategy.universe_version`): that is the universe whose bars feed alphas and orders. The parity check against the
+exchange's own 5-minute klines is blocking: a window whose bars disagree with Binance does not flow into alphas and
+orders. When the exchange cannot be asked (an outage), the parity check retries briefly and then records "could not
+verify" as a warning with the reason: an outage must not cost trading windows; only a real mismatch blocks.
 
 A range run (a backfill, a catch-up) checks the whole range at once, and Dagster records one result without a
 partition while every window's planned evaluation would read "Skipped". So each check also records a result per
@@ -26,7 +26,7 @@ from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.paths import DataPaths
 from lsq.schema import PRICE
 from lsq.stores.panels import load_panel
-from lsq.stores.universes import TRADED_VERSION, universe_symbols
+from lsq.stores.universes import traded_version, universe_symbols
 from lsq.timelabels import WINDOW_MS, parse_partition_key, partition_key
 from lsq.tradestore import TradeStore
 from lsq_pipeline.defs.market.assets import BARS_5M, time_range
@@ -257,7 +257,7 @@ def bars_universe_coverage(context: dg.AssetCheckExecutionContext, lsq: LsqResou
     found = [duplicate_rows(bars).with_columns(pl.lit("duplicate").alias("problem"))]
     universe: list[str] = []
     for lo, hi in day_chunks(start_ms, end_ms):  # each day against its own universe
-        universe = universe_symbols(lsq.paths, lo, TRADED_VERSION)
+        universe = universe_symbols(lsq.paths, lo, traded_version(lsq.settings))
         never = [s for s in universe if not [h for h in store.hours(s) if h < hi]]
         day_bars = bars.filter(pl.col("open_time").is_between(lo, hi, closed="left"))
         missing = missing_universe_rows(day_bars, universe, lo, hi, never)
