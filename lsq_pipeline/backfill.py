@@ -2,7 +2,9 @@
 
 Order: universes of the days (when missing) -> trades (collectors.history, resumable) -> 5-minute bars, trade
 statistics and premium index as ONE partition-range run (BackfillPolicy.single_run: Dagster records every window,
-the asset reads and writes a day at a time) -> rollups of the whole periods inside the range -> funding of the days.
+the asset reads and writes a day at a time) -> rollups of the whole periods inside the range that are older than the
+rollup automation's lookback (ROLLUP_LOOKBACK, two days: the automation rolls up the recent ones as soon as their
+windows are stored, and doing them here too would do them twice at every start) -> funding of the days.
 Runs execute in this process on the given instance (the persistent one under DAGSTER_HOME for the CLI), so the UI
 shows them like any other run. Everything is idempotent: a rerun rewrites the same rows.
 """
@@ -30,14 +32,13 @@ from lsq.timelabels import (
     to_datetime,
     window_start,
 )
-from lsq_pipeline.defs.market.assets import BARS_5M, FUNDING_RATES, PREMIUM_INDEX_5M, TRAN_STATS_5M
+from lsq_pipeline.defs.market.assets import BARS_5M, FUNDING_RATES, PREMIUM_INDEX_5M, ROLLUP_LOOKBACK, TRAN_STATS_5M
 from lsq_pipeline.defs.market.sensors import contiguous_runs, last_stored_window
 from lsq_pipeline.defs.universe.assets import UNIVERSE
 from lsq_pipeline.partitions import partitions_for
 from lsq_pipeline.resources import LsqResource
-from lsq_pipeline.tags import range_tags
+from lsq_pipeline.tags import BACKFILL_TAG, range_tags
 
-BACKFILL_TAG = "lsq/backfill"
 PLANNED_SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 
@@ -77,6 +78,14 @@ def whole_periods(start_ms: int, end_ms: int, period_ms: int) -> tuple[int, int]
     first = -(-start_ms // period_ms) * period_ms
     last = end_ms - end_ms % period_ms - period_ms
     return (first, last) if last >= first else None
+
+
+def older_periods(start_ms: int, end_ms: int, period_ms: int, before_ms: int) -> tuple[int, int] | None:
+    """The whole periods inside [start, end) that start before `before_ms` (first and last start), or None."""
+    span = whole_periods(start_ms, end_ms, period_ms)
+    if span is None or span[0] >= before_ms:
+        return None
+    return span[0], min(span[1], window_start(before_ms - 1, period_ms))
 
 
 def _range_tags(partitions: dg.TimeWindowPartitionsDefinition, first_ms: int, last_ms: int) -> dict[str, str]:
@@ -153,9 +162,10 @@ def run_backfill(
         report.runs["bars"] = _run(job, instance, keys, bar_tags, resources)
         done("bars")
 
+        automation_from = clock.now_ms() - int(ROLLUP_LOOKBACK.total_seconds() * 1000)
         for period, rollup in partitions.rollups.items():
             stage(period)
-            span = whole_periods(start, end, PERIOD_MS[period])
+            span = older_periods(start, end, PERIOD_MS[period], automation_from)
             if span is not None:
                 keys = [dg.AssetKey(f"bars_{period}"), dg.AssetKey(f"tran_stats_{period}")]
                 report.runs[period] = _run(job, instance, keys, _range_tags(rollup, *span), resources)

@@ -4,6 +4,8 @@ modules, which product code does not import)."""
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+# Ours: every run of `lsq backfill` carries it (the rollup automation leaves periods it backfilled to it).
+BACKFILL_TAG = "lsq/backfill"
 
 
 def range_tags(first_key: str, last_key: str) -> dict[str, str]:

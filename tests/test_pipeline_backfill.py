@@ -24,7 +24,7 @@ from lsq.timelabels import (
     to_datetime,
     window_start,
 )
-from lsq_pipeline.backfill import clamp_range, recent_range, run_backfill, whole_periods
+from lsq_pipeline.backfill import clamp_range, older_periods, recent_range, run_backfill, whole_periods
 from lsq_pipeline.cli import dagster_env
 
 
@@ -55,8 +55,9 @@ def test_backfill_materialises_every_window_and_is_idempotent(settings: Settings
         assert set(bars["symbol"]) == set(symbols)
         stats = load_panel("tran_stats", start, end, paths=paths)
         assert stats.select("symbol", "open_time").equals(bars.select("symbol", "open_time"))
-        hourly = load_panel("bars", start, end, period="1h", paths=paths)
-        assert hourly["open_time"].unique().to_list() == [hour]  # only the whole hour inside the range
+        # the hour is recent: rollup_automation rolls it up (within its lookback), not the backfill as well
+        assert load_panel("bars", start, end, period="1h", paths=paths).height == 0
+        assert "1h" not in report.runs
         premium = load_panel("premium_index", start, end, paths=paths)
         assert premium.height == len(symbols) * report.windows
         assert load_panel("funding", day_start(start), end, paths=paths).height > 0
@@ -70,6 +71,14 @@ def test_backfill_materialises_every_window_and_is_idempotent(settings: Settings
         again = run_backfill(local, start, end, instance, progress=False, clock=clock)
         assert again.success and again.trades_written == 0
         assert load_panel("bars", start, end, paths=paths).equals(bars)
+
+        # Seen from three days later the range is older than the automation's lookback: the backfill rolls it up.
+        later = run_backfill(
+            local, start, closed_end, instance, import_trades=False, progress=False, clock=FakeClock(end + 3 * DAY_MS)
+        )
+        assert later.success and "1h" in later.runs
+        hourly = load_panel("bars", start, end, period="1h", paths=paths)
+        assert hourly["open_time"].unique().to_list() == [hour]  # only the whole hour inside the range
 
 
 @pytest.mark.parametrize("minute", range(60))
@@ -93,6 +102,11 @@ def test_range_rules() -> None:
     assert whole_periods(first + 1, first + 3 * HOUR_MS + 5, HOUR_MS) == (first + HOUR_MS, first + 2 * HOUR_MS)
     assert whole_periods(first, first + 3 * HOUR_MS, HOUR_MS) == (first, first + 2 * HOUR_MS)
     assert whole_periods(first + 1, first + HOUR_MS, HOUR_MS) is None
+    # only the periods starting before the automation's lookback are the backfill's
+    span = (first, first + 10 * HOUR_MS)
+    assert older_periods(*span, HOUR_MS, first + 3 * HOUR_MS + 5) == (first, first + 3 * HOUR_MS)
+    assert older_periods(*span, HOUR_MS, first) is None
+    assert older_periods(*span, HOUR_MS, first + DAY_MS) == (first, first + 9 * HOUR_MS)
 
 
 def test_recent_range_resumes_after_the_last_stored_window(tmp_path: Path) -> None:

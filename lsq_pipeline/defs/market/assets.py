@@ -38,9 +38,12 @@ WINDOW_GROUP = "bars_5m"
 
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 # Eager, but looking back two days instead of only the latest period: hours and days that passed during an outage
-# are rolled up too once the catch-up stores their 5-minute windows.
+# are rolled up too once the catch-up (or a backfill) stores their 5-minute windows. `lsq backfill` leaves the
+# periods of this lookback to the automation and rolls up only older ones, so a fresh start (backfill and automation
+# at once) does not roll the same days up twice.
+ROLLUP_LOOKBACK = timedelta(days=2)
 ROLLUP_AUTOMATION = dg.AutomationCondition.eager().replace(
-    "in_latest_time_window", dg.AutomationCondition.in_latest_time_window(timedelta(days=2))
+    "in_latest_time_window", dg.AutomationCondition.in_latest_time_window(ROLLUP_LOOKBACK)
 )
 SAME_DAY_UNIVERSE = dg.AssetDep(UNIVERSE, partition_mapping=dg.TimeWindowPartitionMapping())
 
