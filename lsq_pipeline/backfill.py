@@ -40,6 +40,9 @@ from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.tags import BACKFILL_TAG, range_tags
 
 PLANNED_SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+# Dagster's console logger prints every event at DEBUG: one line per window of a range run (2,012 at a fresh start).
+# The runs' full event logs stay in the instance (the UI); the terminal gets INFO and above.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 @dataclass
@@ -101,7 +104,12 @@ def _run(
     resources: dict[str, object],
 ) -> bool:
     result = job.execute_in_process(
-        instance=instance, asset_selection=list(keys), tags=tags, resources=resources, raise_on_error=False
+        run_config=QUIET_RUN_CONFIG,
+        instance=instance,
+        asset_selection=list(keys),
+        tags=tags,
+        resources=resources,
+        raise_on_error=False,
     )
     return result.success
 
@@ -130,7 +138,8 @@ def run_backfill(
     paths = DataPaths(settings.data_dir)
     days = list(range(day_start(start), end, DAY_MS))
     stages = ["universe", "trades", "bars", *partitions.rollups, "funding"]
-    with tqdm(total=len(stages), unit="stage", desc="lsq backfill", disable=not progress) as bar:
+    # disable=None: no bar (and no escape codes) when stderr is not a terminal, e.g. in `lsq run`'s combined log
+    with tqdm(total=len(stages), unit="stage", desc="lsq backfill", disable=None if progress else True) as bar:
 
         def stage(name: str) -> None:
             bar.set_postfix_str(name)
@@ -184,3 +193,10 @@ def recent_range(paths: DataPaths, now: int) -> tuple[int, int]:
     stored = last_stored_window(paths)
     start = yesterday if stored is None else max(yesterday, stored + WINDOW_MS)
     return start, window_start(now)
+
+
+def history_range(history_days: int, now: int) -> tuple[int, int]:
+    """What `lsq backfill --history` fills: the `strategy.history_days` the calculators ask for, up to now (trades
+    already stored are not imported again)."""
+    end = window_start(now)
+    return end - history_days * DAY_MS, end

@@ -65,13 +65,15 @@ def _print_report(report: "BackfillReport") -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lsq_pipeline.backfill import recent_range, run_backfill
+    from lsq_pipeline.backfill import history_range, recent_range, run_backfill
 
     settings = load_config(args.config)
-    if args.recent:
+    if args.history:
+        start, end = history_range(settings.strategy.history_days, now_ms())
+    elif args.recent:
         start, end = recent_range(DataPaths(settings.data_dir), now_ms())
     elif args.start is None:
-        print("lsq backfill: give --start (and optionally --end), or --recent", file=sys.stderr)
+        print("lsq backfill: give --start (and optionally --end), --recent or --history", file=sys.stderr)
         return 2
     else:
         start, end = args.start, args.end if args.end is not None else now_ms()
@@ -85,7 +87,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"lsq backfill: {exc}", file=sys.stderr)
         return 2
     _print_report(report)
+    _hint_history(settings.strategy.history_days, DataPaths(settings.data_dir))
     return 0 if report.success else 1
+
+
+def _hint_history(history_days: int, paths: DataPaths) -> None:
+    """Say so when the stored bars cover fewer days than the calculators ask for (a fresh start)."""
+    from lsq.stores.panels import stored_days
+
+    days = len(stored_days(paths, "bars"))
+    if days < history_days:
+        print(
+            f"lsq backfill: bars are stored for {days} of the {history_days} days strategy.history_days asks for; "
+            "run `lsq backfill --history` to fill them"
+        )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -94,9 +109,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="import trades for a UTC range and materialise bars, stats, rollups, premium index and funding",
         description="Ranges are UTC, start inclusive, end exclusive, clamped to closed 5-minute windows.",
     )
-    p.add_argument("--start", type=parse_utc, help="YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--start", type=parse_utc, help="YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC)")
     p.add_argument("--end", type=parse_utc, help="YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC, default: now)")
-    p.add_argument(
+    which.add_argument(
+        "--history",
+        action="store_true",
+        help="fill the history the strategy asks for: strategy.history_days back from now (what the factor assets "
+        "say to run when their history is short)",
+    )
+    which.add_argument(
         "--recent",
         action="store_true",
         help="fill from the last stored window (at most since yesterday 00:00 UTC) to now: what a fresh start needs",

@@ -24,7 +24,14 @@ from lsq.timelabels import (
     to_datetime,
     window_start,
 )
-from lsq_pipeline.backfill import clamp_range, older_periods, recent_range, run_backfill, whole_periods
+from lsq_pipeline.backfill import (
+    clamp_range,
+    history_range,
+    older_periods,
+    recent_range,
+    run_backfill,
+    whole_periods,
+)
 from lsq_pipeline.cli import dagster_env
 
 
@@ -123,10 +130,17 @@ def test_cli_rejects_a_missing_range(capsys: pytest.CaptureFixture[str]) -> None
     assert "give --start" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["backfill", "--start", "yesterday"])
+    with pytest.raises(SystemExit):
+        main(["backfill", "--history", "--recent"])  # one range at a time
+
+
+def test_history_range_is_the_strategy_history_up_to_now() -> None:
+    now = 20_000 * DAY_MS + 9 * HOUR_MS + 7 * MINUTE_MS
+    assert history_range(30, now) == (now - 2 * MINUTE_MS - 30 * DAY_MS, now - 2 * MINUTE_MS)
 
 
 def test_cli_backfills_onto_the_persistent_instance(
-    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     endpoints = settings.endpoints().model_dump()
     config = tmp_path / "lsq.yaml"
@@ -138,7 +152,12 @@ def test_cli_backfills_onto_the_persistent_instance(
     fmt = "%Y-%m-%dT%H:%M"
     argv = ["--config", str(config), "backfill", "--start", to_datetime(start).strftime(fmt)]
     assert main([*argv, "--end", to_datetime(end).strftime(fmt)]) == 0
-    assert "2 windows" in capsys.readouterr().out
+    out, err = capfd.readouterr()
+    assert "2 windows" in out
+    assert "run `lsq backfill --history`" in out  # two windows are far short of strategy.history_days
+    # a short readable log: no stage bar off a terminal, no DEBUG line per event or window
+    assert "stage" not in err
+    assert " - DEBUG - " not in err
     assert (home / "dagster.yaml").read_text() == (Path(__file__).parent.parent / "dagster.yaml").read_text()
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert len(instance.get_materialized_partitions(dg.AssetKey("bars_5m"))) == 2
