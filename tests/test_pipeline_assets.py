@@ -70,11 +70,9 @@ def instance() -> dg.DagsterInstance:
         yield instance
 
 
-def run_windows(
-    paths: DataPaths, instance: dg.DagsterInstance, first: int, last: int, **extra_tags: str
-) -> dg.ExecuteInProcessResult:
+def run_windows(paths: DataPaths, instance: dg.DagsterInstance, first: int, last: int) -> dg.ExecuteInProcessResult:
     """One run over the partition range [first, last] (window starts), as the sensor's catch-up or a backfill does."""
-    tags = {RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last), **extra_tags}
+    tags = {RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last)}
     return dg.materialize(
         [MARKET.window_stats_5m], instance=instance, resources={"lsq": LsqResource(data_dir=str(paths.root))}, tags=tags
     )
@@ -318,28 +316,3 @@ def test_parity_check_degrades_to_a_warning_when_the_exchange_is_unreachable(
         assert "could not verify" in outcome.description and "ConnectionError" in outcome.description
         # recorded for the newest window (with WARN severity), not "Skipped"
         assert check_statuses(instance, "bars_match_exchange_klines", result.run_id)[newest] == "FAILED"
-
-
-def test_periods_stored_by_lsq_backfill_are_left_to_it(paths: DataPaths) -> None:
-    """`lsq backfill` rolls up the whole periods of its range itself: the automation does not do them again. A period
-    that live windows complete is still the automation's."""
-    defs = dg.Definitions(
-        assets=[MARKET.window_stats_5m, *MARKET.rollups], resources={"lsq": LsqResource(data_dir=str(paths.root))}
-    )
-    after_hour = to_datetime(T0 + HOUR_MS) + timedelta(minutes=1)
-
-    def requested(instance: dg.DagsterInstance, cursor: object) -> tuple[set[str], object]:
-        result = dg.evaluate_automation_conditions(
-            defs=defs, instance=instance, evaluation_time=after_hour, cursor=cursor
-        )
-        return result.get_requested_partitions(dg.AssetKey("bars_1h")), result.cursor
-
-    with dg.instance_for_test() as fresh:
-        _, cursor = requested(fresh, None)  # the automation was running before the backfill
-        run_windows(paths, fresh, T0, T0 + 11 * WINDOW_MS, **{"lsq/backfill": "true"})
-        assert requested(fresh, cursor)[0] == set()
-    with dg.instance_for_test() as fresh:
-        run_windows(paths, fresh, T0, T0 + 9 * WINDOW_MS, **{"lsq/backfill": "true"})
-        _, cursor = requested(fresh, None)
-        run_windows(paths, fresh, T0 + 10 * WINDOW_MS, T0 + 11 * WINDOW_MS)  # the live windows that end the hour
-        assert requested(fresh, cursor)[0] == {"2026-11-20-10:00"}
