@@ -125,7 +125,8 @@ def first_window(collector: Collector) -> int:
 
 
 def server_time_to(sim: Any, target_ms: int) -> None:
-    """Skew the simulator's clock so that its time is `target_ms` now (before any client connects)."""
+    """Skew the simulator's clock so that its time is `target_ms` now: before any client connects, or forward only
+    (a market's time never goes back)."""
     sim.clock.skew_ms = target_ms - (time.time_ns() // 1_000_000)
 
 
