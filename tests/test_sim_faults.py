@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import urllib.error
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -48,35 +49,64 @@ def test_admin_api_shows_sets_validates_and_resets(sim_server: SimServer) -> Non
 
 
 def test_drop_now_cuts_streams_and_python_binance_reconnects(busy_sim_server: SimServer) -> None:
+    """A drop cuts every stream; python-binance's reconnecting socket reports it and streams on.
+
+    The socket is read all along, as a real consumer does: python-binance ends its read loop (ReadLoopClosed) once
+    100 messages wait unread, which a loaded machine reaches in a second or two of not reading."""
     sim = busy_sim_server
 
-    async def run() -> tuple[bool, list[dict[str, Any]]]:
+    async def run() -> tuple[bool, list[dict[str, Any]], int]:
         client = await async_rest_client(sim.settings)
+        received: list[dict[str, Any]] = []
+
+        async def drain(stream: Any) -> None:
+            while True:
+                received.append(await stream.recv())
+
+        def data_after(index: int) -> list[dict[str, Any]]:
+            return [m["data"] for m in received[index:] if "data" in m]
+
+        async def cut(ws: Any) -> bool:
+            """Read until the connection ends: True if it was cut (no closing handshake)."""
+            try:
+                async for _ in ws:
+                    pass
+            except websockets.ConnectionClosedError:
+                return True
+            return False
+
+        async def until(predicate: Callable[[], bool], what: str) -> None:
+            deadline = time.monotonic() + 60
+            while not predicate():
+                assert not reader.done(), f"the python-binance socket stopped while waiting for {what}"
+                assert time.monotonic() < deadline, f"gave up after 60 s waiting for {what}"
+                await asyncio.sleep(0.05)
+
         try:
             bsm = socket_manager(client, sim.settings)
             async with (
                 bsm.futures_multiplex_socket(["btcusdt@aggTrade"]) as stream,
-                websockets.connect(sim.ws_url + "/market/ws/btcusdt@aggTrade") as plain,
+                websockets.connect(sim.ws_url + "/market/ws/btcusdt@aggTrade", max_queue=None) as plain,
             ):
-                before = await asyncio.wait_for(stream.recv(), 10)
-                await asyncio.to_thread(sim.admin, "faults", {"drop_now": True})
-                plain_cut = False
+                reader = asyncio.create_task(drain(stream))
                 try:
-                    await agg_messages(plain, 1.0)
-                except websockets.ConnectionClosedError:
-                    plain_cut = True
-                after: list[dict[str, Any]] = []
-                deadline = time.monotonic() + 15
-                while len([m for m in after if "data" in m]) < 3 and time.monotonic() < deadline:
-                    after.append(await asyncio.wait_for(stream.recv(), 15))
-                return plain_cut, [before, *after]
+                    await until(lambda: len(data_after(0)) >= 1, "the first trade")
+                    await asyncio.to_thread(sim.admin, "faults", {"drop_now": True})
+                    plain_cut = await asyncio.wait_for(cut(plain), 60)
+                    await until(lambda: any(m.get("e") == "error" for m in received), "the reconnect notice")
+                    notice = next(i for i, m in enumerate(received) if m.get("e") == "error")
+                    await until(lambda: len(data_after(notice)) >= 3, "trades after the reconnect")
+                finally:
+                    reader.cancel()
+                return plain_cut, received, notice
         finally:
             await client.close_connection()
 
-    plain_cut, messages = asyncio.run(run())
-    assert plain_cut
-    data = [m["data"] for m in messages if "data" in m]
-    assert len(data) >= 4 and data[-1]["a"] > data[0]["a"], "python-binance reconnected and kept receiving"
+    plain_cut, messages, notice = asyncio.run(run())
+    assert plain_cut, "the plain connection was cut, not closed cleanly"
+    before = [m["data"]["a"] for m in messages[:notice] if "data" in m]
+    after = [m["data"]["a"] for m in messages[notice:] if "data" in m]
+    assert before and len(after) >= 3 and after[-1] > before[-1], "python-binance reconnected and kept receiving"
     assert sim.admin("stats")["market_streams"]["drops"] >= 1
 
 

@@ -48,8 +48,8 @@ def check_against_rest(sim: SimServer, trades: list[dict[str, Any]]) -> None:
     by_symbol: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in trades:
         assert set(t) == AGG_KEYS and t["e"] == "aggTrade"
-        # sent after the trade, promptly (the bound is loose: a loaded 2-core CI machine delays the sending loop)
-        assert t["T"] <= t["E"] <= t["T"] + 5_000
+        # sent after the trade, at a time that has passed (how soon depends on the machine's load: not asserted)
+        assert t["T"] <= t["E"] <= sim.clock.now_ms()
         by_symbol[t["s"]].append(t)
     client = rest_client(sim.settings)
     for symbol, rows in by_symbol.items():
@@ -66,9 +66,11 @@ def test_python_binance_multiplex_socket_gets_every_trade_once_in_order(busy: Si
             bsm = socket_manager(client, busy.settings)
             got: list[dict[str, Any]] = []
             async with bsm.futures_multiplex_socket(["btcusdt@aggTrade", "ethusdt@aggTrade"]) as stream:
-                deadline = time.monotonic() + 4
-                while time.monotonic() < deadline:
-                    msg = await asyncio.wait_for(stream.recv(), 5)
+                # until both streams delivered a run of trades (the first day's trades take seconds to generate)
+                deadline = time.monotonic() + 60
+                while min(sum(t["s"] == s for t in got) for s in ("BTCUSDT", "ETHUSDT")) < 10:
+                    assert time.monotonic() < deadline, f"60 s and only {len(got)} trades"
+                    msg = await asyncio.wait_for(stream.recv(), 60)
                     assert msg.get("e") != "error", msg
                     assert msg["stream"] == msg["data"]["s"].lower() + "@aggTrade"
                     got.append(msg["data"])
@@ -77,7 +79,7 @@ def test_python_binance_multiplex_socket_gets_every_trade_once_in_order(busy: Si
             await client.close_connection()
 
     trades = asyncio.run(run())
-    assert {t["s"] for t in trades} == {"BTCUSDT", "ETHUSDT"} and len(trades) > 10
+    assert {t["s"] for t in trades} == {"BTCUSDT", "ETHUSDT"}
     check_against_rest(busy, trades)
 
 
