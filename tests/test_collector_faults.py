@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from test_collector import (
     FAST_LIMITS,
@@ -81,6 +82,7 @@ def test_dropped_connections_and_duplicates(make_sim_server: Callable[..., Any],
     assert_store_matches_exchange(tmp_path, sim.market, symbols, first_window(collector), calm_at[0])
 
 
+@pytest.mark.slow
 def test_two_minutes_of_drops_duplicates_and_rest_errors_across_a_window_end(
     make_sim_server: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -182,6 +184,7 @@ def _wait_for_status(path: Path, predicate: Callable[[dict[str, Any]], bool], ti
     raise AssertionError(f"collector status never satisfied the condition; last: {status}")
 
 
+@pytest.mark.slow
 def test_sigkill_and_restart_converge_to_the_exact_store(make_sim_server: Callable[..., Any], tmp_path: Path) -> None:
     """`lsq collect` is killed, a window ends while it is dead, and the restarted daemon seals it exactly.
 

@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 
 from lsq.paths import DataPaths
@@ -61,6 +62,7 @@ def _answers(url: str) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_lsq_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     sim_port, dagster_port = _free_port(), _free_port()
     data = tmp_path / "data"
