@@ -64,7 +64,6 @@ def quiet_sim(make_sim_server: Callable):
     return make_sim_server(firehose=0.01, symbols=4)
 
 
-@pytest.mark.slow
 def test_backfill_command_fills_days_from_bulk_and_today_by_rest(
     quiet_sim, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -182,6 +182,7 @@ def test_request_ids_are_unsigned_integers_as_on_binance_futures(busy: SimServer
     asyncio.run(run())
 
 
+@pytest.mark.slow
 def test_heavy_history_requests_do_not_stall_the_streams(make_sim_server) -> None:  # type: ignore[no-untyped-def]
     """Eight anonymous requests over the whole history (daily and 12 h klines from the epoch, every symbol's funding)
     keep the server busy for a long while; meanwhile a stream client keeps getting aggTrades without a long gap,
