@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean chromium
+.PHONY: run test test-fast lint format bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ run: $(STAMP)
 
 test: $(STAMP) lint chromium
 	$(BIN)/python -m pytest -q
+
+# The inner loop: everything but the end-to-end tests marked slow.
+test-fast: $(STAMP) chromium
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # The browser tests drive Debian's chromium through Playwright (a dev dependency); `playwright install` would
 # download a browser build of its own, which this project never does.

@@ -75,12 +75,12 @@ class SimServer:
             method="GET" if body is None else "POST",
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())
 
     def call(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` on the server's event loop (hub state belongs to it)."""
-        return self.server.call(fn)
+        """Run `fn` on the server's event loop (hub state belongs to it), waiting as long as a loaded machine needs."""
+        return self.server.call(fn, timeout=60.0)
 
     def stop(self) -> None:
         if not self._closed:

@@ -217,10 +217,11 @@ def test_failing_and_hanging_calculators_are_isolated(view: AlphaDataView, mode:
 def test_slow_calculator_is_a_timeout_even_without_concurrency(view: AlphaDataView) -> None:
     class Slow(Fixed):
         def run(self, view: AlphaDataView) -> dict[str, float]:
-            time.sleep(0.3)
+            time.sleep(1.5)
             return {"s001-usdt": 1.0}
 
-    result = run_alpha([Slow("slow", {}), Fixed("quick", {"s002-usdt": 1.0})], view, settings("none", timeout=0.1))
+    # a budget the quick one meets on a loaded machine, the slow one never
+    result = run_alpha([Slow("slow", {}), Fixed("quick", {"s002-usdt": 1.0})], view, settings("none", timeout=0.5))
     assert {r.name: r.status for r in result.runs} == {"slow": "timeout", "quick": "ok"}
     assert result.alpha_dict() == {"s002-usdt": 1.0}
 
@@ -379,7 +380,8 @@ def test_outcome_reports_the_history_the_calculators_got(
 
 
 class Sluggish(AlphaCalculatorBase):
-    """Always past a 0.05 s timeout (it sleeps 0.3 s), counting how often it was asked to run."""
+    """Always past a 0.25 s timeout (it sleeps 1 s), counting how often it was asked to run; the quick calculators
+    beside it meet that budget on a loaded machine."""
 
     name = "sluggish"
 
@@ -388,7 +390,7 @@ class Sluggish(AlphaCalculatorBase):
 
     def run(self, view: AlphaDataView) -> dict[str, float]:
         self.calls += 1
-        time.sleep(0.3)
+        time.sleep(1.0)
         return {"s001-usdt": 1.0}
 
 
@@ -397,7 +399,7 @@ def test_a_hanging_calculator_is_skipped_for_a_cool_down_after_three_timeouts(
 ) -> None:
     paths = DataPaths(tmp_path)
     strategy = StrategySettings(
-        alpha=AlphaSettings(concurrency="none", timeout_seconds=0.05, timeout_streak=3, cooldown_windows=12),
+        alpha=AlphaSettings(concurrency="none", timeout_seconds=0.25, timeout_streak=3, cooldown_windows=12),
         calculators=CalculatorSettings(),
     )
     slow, good = Sluggish(), Fixed("good", {"s002-usdt": 1.0})

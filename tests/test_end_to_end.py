@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pytest
 from builders import universe_def
 
 from collectors import history
@@ -47,6 +48,7 @@ def bars_materialized(instance: dg.DagsterInstance, key: str) -> bool:
     return bool(instance.fetch_materializations(filt, limit=1).records)
 
 
+@pytest.mark.slow
 def test_collector_markers_drive_the_pipeline_to_exact_bars(
     make_sim_server: Callable[..., Any], tmp_path: Path
 ) -> None:

@@ -39,6 +39,7 @@ def local_settings(settings: Settings, data_dir: Path) -> Settings:
     return settings.model_copy(update={"data": settings.data.model_copy(update={"data_dir": data_dir})})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("minute", [1, 5])  # either side of the window's close; every minute: the test below
 def test_backfill_materialises_every_window_and_is_idempotent(settings: Settings, tmp_path: Path, minute: int) -> None:
     """The range asks for the window after a whole hour; whether it is closed yet is decided by the backfill's
@@ -139,6 +140,7 @@ def test_history_range_is_the_strategy_history_up_to_now() -> None:
     assert history_range(30, now) == (now - 2 * MINUTE_MS - 30 * DAY_MS, now - 2 * MINUTE_MS)
 
 
+@pytest.mark.slow
 def test_cli_backfills_onto_the_persistent_instance(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -117,6 +117,7 @@ def test_premium_index_and_funding(settings: Settings, tmp_path: Path, instance)
         assert events.height >= 3  # every symbol settles at least every 8 hours
 
 
+@pytest.mark.slow
 def test_parity_check_against_exchange_klines(settings: Settings, tmp_path: Path, instance) -> None:
     lsq = resource_for(settings, tmp_path / "data", tmp_path)
     today = format_day(now_ms())

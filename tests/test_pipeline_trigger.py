@@ -196,6 +196,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_graphql_submit_queues_the_window_job_on_a_real_webserver(tmp_path: Path) -> None:
     """The trigger's launch path against `dagster-webserver` serving the project's workspace."""
     home = tmp_path / "dagster_home"

@@ -25,6 +25,7 @@ from aiohttp import web
 from binance.exceptions import BinanceAPIException
 from conftest import SimServer
 
+from lsq.clock import FakeClock
 from lsq.config import PROJECT_ROOT
 from lsq.exchange import async_rest_client, rest_client
 from lsq.timelabels import DAY_MS
@@ -83,11 +84,18 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def away_from_minute_boundary(margin_s: float = 6.0) -> None:
-    """Fixed rate-limit windows reset each minute; start a counting test well inside one."""
-    into = time.time() % 60.0
-    if into > 60.0 - margin_s:
-        time.sleep(60.0 - into + 0.2)
+def window_opening_clock(window_ms: int) -> FakeClock:
+    """A stopped server clock just after a rate-limit window opens: every request of a counting test falls into that
+    one fixed window, however slowly the machine serves them."""
+    now = now_ms()
+    return FakeClock(now_ms=now - now % window_ms + 1_000)
+
+
+def start_of_a_minute(sim: SimServer) -> None:
+    """Move a running (wall-clock) server's time to just after a minute starts, for signed requests, whose
+    timestamps must follow the server's clock: a minute-window count is then exact unless the test takes 59 s."""
+    now = now_ms()
+    sim.clock.skew_ms = now - now % 60_000 + 60_100 - now
 
 
 # -- public market data ----------------------------------------------------------------------------------------------
@@ -241,8 +249,9 @@ def test_signed_request_failures(
 
 
 def test_weight_limit_answers_429_then_bans_with_418_while_others_are_served(make_sim_server) -> None:  # type: ignore[no-untyped-def]
-    sim = make_sim_server(symbols=2, limits=RateLimits(request_weight_per_minute=10, rejections_before_ban=2))
-    away_from_minute_boundary()
+    clock = window_opening_clock(60_000)
+    limits = RateLimits(request_weight_per_minute=10, rejections_before_ban=2)
+    sim = make_sim_server(symbols=2, limits=limits, clock_base=clock)
     used = [int(raw(sim, "GET", "/fapi/v1/ping").headers["X-MBX-USED-WEIGHT-1M"]) for _ in range(10)]
     assert used == list(range(1, 11))
     limited = [raw(sim, "GET", "/fapi/v1/ping") for _ in range(2)]
@@ -254,15 +263,18 @@ def test_weight_limit_answers_429_then_bans_with_418_while_others_are_served(mak
     assert raw(sim, "GET", "/fapi/v1/time").status == 418  # still banned
     other = raw(sim, "GET", "/fapi/v1/time", source="127.0.0.2")
     assert other.status == 200 and other.headers["X-MBX-USED-WEIGHT-1M"] == "1"
+    clock.advance(60)  # a new minute: the weight starts again from zero, the ban does not end with it
+    assert raw(sim, "GET", "/fapi/v1/time", source="127.0.0.2").headers["X-MBX-USED-WEIGHT-1M"] == "1"
+    assert raw(sim, "GET", "/fapi/v1/time").status == 418
+    clock.advance(60)
+    assert raw(sim, "GET", "/fapi/v1/time").status == 200
 
 
 def test_funding_history_has_binances_own_quota_not_request_weight(make_sim_server) -> None:  # type: ignore[no-untyped-def]
     """GET /fapi/v1/fundingRate weighs nothing against REQUEST_WEIGHT; it has its own per-IP quota (Binance: 500 per
     5 min, shared with fundingInfo), answered 429 -1003 with Retry-After when spent, while other endpoints serve."""
-    sim = make_sim_server(symbols=2, limits=RateLimits(funding_requests_per_5min=2))
-    into = time.time() % 300.0
-    if into > 290.0:  # fixed 5-minute windows: start well inside one
-        time.sleep(300.0 - into + 0.2)
+    clock = window_opening_clock(300_000)
+    sim = make_sim_server(symbols=2, limits=RateLimits(funding_requests_per_5min=2), clock_base=clock)
     answers = [raw(sim, "GET", "/fapi/v1/fundingRate", "limit=5") for _ in range(3)]
     assert [a.status for a in answers] == [200, 200, 429] and answers[2].body["code"] == -1003  # type: ignore[index]
     assert all(a.headers["X-MBX-USED-WEIGHT-1M"] == "0" for a in answers)
@@ -272,6 +284,8 @@ def test_funding_history_has_binances_own_quota_not_request_weight(make_sim_serv
         == "10"
     )  # klines weigh by limit
     assert raw(sim, "GET", "/fapi/v1/fundingRate", "limit=5", source="127.0.0.2").status == 200
+    clock.advance(300)  # the next fixed 5-minute window
+    assert raw(sim, "GET", "/fapi/v1/fundingRate", "limit=5").status == 200
 
 
 def test_quota_windows_are_fixed_per_ip() -> None:
@@ -302,7 +316,7 @@ def test_bans_double_for_repeat_offenders() -> None:
 
 def test_order_count_headers_and_order_rate_limit(make_sim_server) -> None:  # type: ignore[no-untyped-def]
     sim = make_sim_server(symbols=2, limits=RateLimits(orders_per_minute=3))
-    away_from_minute_boundary()
+    start_of_a_minute(sim)
     client = rest_client(sim.settings, sim.accounts[0])
     counts = []
     for _ in range(3):

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -43,13 +45,31 @@ async def collect(ws: Any, seconds: float) -> list[Any]:
     return out
 
 
+async def collect_until(ws: Any, done: Callable[[list[Any]], bool], what: str, timeout_s: float = 60.0) -> list[Any]:
+    """Every JSON message received until `done(messages)` holds, with a deadline generous enough for a loaded CI
+    machine (websockets client)."""
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while not done(out):
+        left = deadline - time.monotonic()
+        assert left > 0, f"gave up after {timeout_s:.0f} s waiting for {what}; last messages: {out[-3:]}"
+        with contextlib.suppress(TimeoutError):
+            out.append(json.loads(await asyncio.wait_for(ws.recv(), left)))
+    return out
+
+
+def answers_in(messages: list[Any]) -> list[Any]:
+    """The answers to requests among stream messages."""
+    return [m for m in messages if "stream" not in m and "e" not in m]
+
+
 def check_against_rest(sim: SimServer, trades: list[dict[str, Any]]) -> None:
     """Streamed aggTrades are contiguous per symbol and identical to what REST serves for the same ids."""
     by_symbol: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in trades:
         assert set(t) == AGG_KEYS and t["e"] == "aggTrade"
-        # sent after the trade, promptly (the bound is loose: a loaded 2-core CI machine delays the sending loop)
-        assert t["T"] <= t["E"] <= t["T"] + 5_000
+        # sent after the trade, at a time that has passed (how soon depends on the machine's load: not asserted)
+        assert t["T"] <= t["E"] <= sim.clock.now_ms()
         by_symbol[t["s"]].append(t)
     client = rest_client(sim.settings)
     for symbol, rows in by_symbol.items():
@@ -66,9 +86,11 @@ def test_python_binance_multiplex_socket_gets_every_trade_once_in_order(busy: Si
             bsm = socket_manager(client, busy.settings)
             got: list[dict[str, Any]] = []
             async with bsm.futures_multiplex_socket(["btcusdt@aggTrade", "ethusdt@aggTrade"]) as stream:
-                deadline = time.monotonic() + 4
-                while time.monotonic() < deadline:
-                    msg = await asyncio.wait_for(stream.recv(), 5)
+                # until both streams delivered a run of trades (the first day's trades take seconds to generate)
+                deadline = time.monotonic() + 60
+                while min(sum(t["s"] == s for t in got) for s in ("BTCUSDT", "ETHUSDT")) < 10:
+                    assert time.monotonic() < deadline, f"60 s and only {len(got)} trades"
+                    msg = await asyncio.wait_for(stream.recv(), 60)
                     assert msg.get("e") != "error", msg
                     assert msg["stream"] == msg["data"]["s"].lower() + "@aggTrade"
                     got.append(msg["data"])
@@ -77,7 +99,7 @@ def test_python_binance_multiplex_socket_gets_every_trade_once_in_order(busy: Si
             await client.close_connection()
 
     trades = asyncio.run(run())
-    assert {t["s"] for t in trades} == {"BTCUSDT", "ETHUSDT"} and len(trades) > 10
+    assert {t["s"] for t in trades} == {"BTCUSDT", "ETHUSDT"}
     check_against_rest(busy, trades)
 
 
@@ -95,8 +117,14 @@ def test_subscribe_list_unsubscribe_and_bad_requests_keep_the_connection(busy: S
             await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["btcusdt@depth"], "id": 4}))
             await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 5}))
             await ws.send(b"\x00\x01")
-            messages = await collect(ws, 3)
-            answers = [m for m in messages if "stream" not in m]
+            messages = await collect_until(
+                ws,
+                lambda ms: (
+                    len(answers_in(ms)) >= 7 and {m["data"]["s"] for m in ms if "stream" in m} >= {"BTCUSDT", "ETHUSDT"}
+                ),
+                "seven answers and trades of both symbols",
+            )
+            answers = answers_in(messages)
             assert answers[0] == {"result": None, "id": 1}
             assert answers[1]["error"]["code"] == 3 and answers[1]["error"]["msg"].startswith("Invalid JSON")
             assert answers[2]["error"]["code"] == 2 and answers[2]["id"] == 2
@@ -110,12 +138,17 @@ def test_subscribe_list_unsubscribe_and_bad_requests_keep_the_connection(busy: S
 
             await ws.send(json.dumps({"method": "UNSUBSCRIBE", "params": ["btcusdt@aggTrade"], "id": 6}))
             await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 7}))
-            later = await collect(ws, 2)
+            listed = {"result": ["ethusdt@aggTrade"], "id": 7}
+            later = await collect_until(
+                ws,
+                lambda ms: listed in ms and any("stream" in m for m in ms[ms.index(listed) :]),
+                "the answers and a trade after them",
+            )
             assert {"result": None, "id": 6} in later and {"result": ["ethusdt@aggTrade"], "id": 7} in later
             answered = later.index({"result": ["ethusdt@aggTrade"], "id": 7})
             assert all(m["data"]["s"] == "ETHUSDT" for m in later[answered:] if "stream" in m)
 
-            raw = await collect(bystander, 1)
+            raw = await collect_until(bystander, lambda ms: len(ms) >= 1, "a raw trade")
             assert raw and all(m["e"] == "aggTrade" and m["s"] == "ETHUSDT" for m in raw), "raw payloads, unwrapped"
 
     asyncio.run(run())
@@ -142,13 +175,14 @@ def test_request_ids_are_unsigned_integers_as_on_binance_futures(busy: SimServer
                     assert "unsigned integer" in answer["error"]["msg"]
             await ws.send(json.dumps({"method": "UNSUBSCRIBE", "params": ["btcusdt@markPrice"], "id": "x"}))
             await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 9}))
-            answers = [m for m in await collect(ws, 3) if "e" not in m]
+            answers = answers_in(await collect_until(ws, lambda ms: len(answers_in(ms)) >= 2, "two answers"))
             assert answers[0]["error"]["code"] == 2
             assert answers[1] == {"result": ["btcusdt@markPrice"], "id": 9}, "the refused UNSUBSCRIBE did nothing"
 
     asyncio.run(run())
 
 
+@pytest.mark.slow
 def test_heavy_history_requests_do_not_stall_the_streams(make_sim_server) -> None:  # type: ignore[no-untyped-def]
     """Eight anonymous requests over the whole history (daily and 12 h klines from the epoch, every symbol's funding)
     keep the server busy for a long while; meanwhile a stream client keeps getting aggTrades without a long gap,
@@ -210,7 +244,14 @@ def test_mark_price_streams(busy: SimServer) -> None:
     async def run() -> list[dict[str, Any]]:
         streams = "btcusdt@markPrice@1s/ethusdt@markPrice/!markPrice@arr@1s"
         async with websockets.connect(f"{busy.ws_url}/market/stream?streams={streams}") as ws:
-            return await collect(ws, 4.2)
+            return await collect_until(
+                ws,
+                lambda ms: (
+                    min(sum(m["stream"] == s for m in ms) for s in (*streams.split("/"), "ethusdt@markPrice")) >= 2
+                    and sum(m["stream"] == "btcusdt@markPrice@1s" for m in ms) >= 3
+                ),
+                "three 1 s updates and two 3 s ones",
+            )
 
     messages = asyncio.run(run())
     by_stream: dict[str, list[Any]] = defaultdict(list)
@@ -218,8 +259,9 @@ def test_mark_price_streams(busy: SimServer) -> None:
         by_stream[m["stream"]].append(m["data"])
     fast = by_stream["btcusdt@markPrice@1s"]
     assert len(fast) >= 3 and all(set(d) == {"e", "E", "s", "p", "i", "P", "r", "T"} for d in fast)
+    # the cadence on the server's clock (event times), not counted against the wall clock
     assert all(b["E"] - a["E"] >= 900 for a, b in itertools.pairwise(fast))
-    assert 1 <= len(by_stream["ethusdt@markPrice"]) <= 2
+    assert all(b["E"] - a["E"] >= 2_900 for a, b in itertools.pairwise(by_stream["ethusdt@markPrice"]))
     arrays = by_stream["!markPrice@arr@1s"]
     assert len(arrays) >= 3 and {d["s"] for d in arrays[0]} == set(busy.market.instruments)
     premium = rest_client(busy.settings).futures_mark_price(symbol="BTCUSDT")
@@ -295,9 +337,10 @@ def test_server_pings_and_drops_a_client_that_never_pongs(make_sim_server) -> No
             mute = await session.ws_connect(sim.ws_url + "/market/ws/btcusdt@aggTrade", autoping=False)
             polite = await websockets.connect(sim.ws_url + "/market/ws/btcusdt@aggTrade")  # answers pings itself
             pings = 0
-            async for msg in mute:
-                if msg.type == aiohttp.WSMsgType.PING:
-                    pings += 1
+            async with asyncio.timeout(60):
+                async for msg in mute:
+                    if msg.type == aiohttp.WSMsgType.PING:
+                        pings += 1
             lasted = time.monotonic() - started
             await asyncio.sleep(0.5)
             polite_alive = polite.state is websockets.protocol.State.OPEN
@@ -306,7 +349,7 @@ def test_server_pings_and_drops_a_client_that_never_pongs(make_sim_server) -> No
 
     pings, lasted, polite_alive = asyncio.run(run())
     assert pings >= 2
-    assert 1.0 <= lasted <= 4.0
+    assert lasted >= 1.2, "dropped only after the pong timeout"  # a loaded machine only makes it later
     assert polite_alive
 
 
@@ -318,11 +361,11 @@ def test_connections_are_closed_at_their_lifetime(make_sim_server) -> None:  # t
         async with websockets.connect(sim.ws_url + "/market/ws/btcusdt@aggTrade") as ws:
             with pytest.raises(websockets.ConnectionClosedOK) as closed:
                 while True:
-                    await asyncio.wait_for(ws.recv(), 10)
+                    await asyncio.wait_for(ws.recv(), 60)
         return time.monotonic() - started, closed.value.rcvd.code if closed.value.rcvd else None
 
     lasted, code = asyncio.run(run())
-    assert 1.4 <= lasted <= 4.0 and code == 1000
+    assert lasted >= 1.4 and code == 1000  # closed at its lifetime, not before (later only on a loaded machine)
 
 
 def _stalled_client(ws_url: str, path: str) -> socket.socket:
@@ -361,9 +404,9 @@ def test_a_slow_client_is_disconnected_without_stalling_others(make_sim_server) 
         async def healthy() -> int:
             async with websockets.connect(sim.ws_url + path) as ws:
                 got = 0
-                deadline = time.monotonic() + 20
+                deadline = time.monotonic() + 60
                 while time.monotonic() < deadline:
-                    await asyncio.wait_for(ws.recv(), 5)
+                    await asyncio.wait_for(ws.recv(), 60)
                     got += 1
                     if sim.admin("stats")["market_streams"]["connections"] == 1:
                         break
@@ -400,7 +443,15 @@ def test_user_stream_delivers_account_events_to_that_account_only(sim_server: Si
             await asyncio.to_thread(
                 alpha.futures_create_order, symbol="ETHUSDT", side="BUY", type="MARKET", quantity="0.01"
             )
-            return await asyncio.gather(collect(by_query, 1.5), collect(by_path, 1.5), collect(other, 1.5))
+
+            def filled(ms: list[Any]) -> bool:
+                kinds = {(m["e"], m.get("o", {}).get("X")) for m in ms}
+                return ("ORDER_TRADE_UPDATE", "FILLED") in kinds and any(k == "ACCOUNT_UPDATE" for k, _ in kinds)
+
+            mine = await asyncio.gather(
+                collect_until(by_query, filled, "the fill by query"), collect_until(by_path, filled, "the fill by path")
+            )
+            return mine[0], mine[1], await collect(other, 1.0)  # the other account's stream stays silent
 
     by_query, by_path, other = asyncio.run(run())
     kinds = [m["e"] for m in by_query]
@@ -419,7 +470,7 @@ def test_user_stream_refuses_unknown_keys_and_announces_expiry(sim_server: SimSe
             got: list[Any] = []
             with pytest.raises(websockets.ConnectionClosed) as closed:
                 while True:
-                    got.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+                    got.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
             return got, closed.value.rcvd.code if closed.value.rcvd else None
 
     got, code = asyncio.run(unknown())
@@ -434,7 +485,7 @@ def test_user_stream_refuses_unknown_keys_and_announces_expiry(sim_server: SimSe
             got: list[Any] = []
             with pytest.raises(websockets.ConnectionClosedOK):
                 while True:
-                    got.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+                    got.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
             return got
 
     events = asyncio.run(expiring())
@@ -456,9 +507,9 @@ def test_python_binance_futures_user_socket_and_large_frames(sim_server: SimServ
                 await client.futures_create_order(symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.002")
                 big = {"e": "TEST_BIG", "blob": "x" * 70_000}  # over 65535 bytes: the 8-byte frame length
                 await asyncio.to_thread(sim_server.call, lambda: sim_server.users.publish(account.account_id, big))
-                deadline = time.monotonic() + 10
+                deadline = time.monotonic() + 60
                 while not any(m.get("e") == "TEST_BIG" for m in got) and time.monotonic() < deadline:
-                    msg = await asyncio.wait_for(stream.recv(), 10)
+                    msg = await asyncio.wait_for(stream.recv(), 60)
                     assert msg.get("e") != "error", msg
                     got.append(msg)
             return got

@@ -168,7 +168,7 @@ def test_user_socket_receives_order_and_account_updates(sim: Sim) -> None:
                 order = await client.futures_create_order(symbol="ETHUSDT", side="BUY", type="MARKET", quantity="0.2")
                 events: list[dict] = []
                 while not any(e.get("e") == "ACCOUNT_UPDATE" for e in events):
-                    events.append(await asyncio.wait_for(stream.recv(), 10))
+                    events.append(await asyncio.wait_for(stream.recv(), 60))
                 assert all(e["o"]["i"] == order["orderId"] for e in events if e["e"] == "ORDER_TRADE_UPDATE")
                 return events
         finally:

@@ -59,6 +59,8 @@ def rest_client(settings: Settings, account: Account | None = None, mode: Mode |
 
 
 _CACHE: dict[tuple[str, str, str], Client] = {}
+# Unread stream messages a python-binance socket holds before it gives up; a burst must not end the stream.
+STREAM_QUEUE_MESSAGES = 10_000
 _CACHE_LOCK = threading.Lock()
 
 
@@ -110,10 +112,14 @@ async def async_rest_client(
 
 
 def socket_manager(client: AsyncClient, settings: Settings, mode: Mode | None = None) -> BinanceSocketManager:
-    """A BinanceSocketManager whose futures streams go to the configured WebSocket base."""
+    """A BinanceSocketManager whose futures streams go to the configured WebSocket base.
+
+    Its sockets queue up to `STREAM_QUEUE_MESSAGES` unread messages: python-binance's default of 100 ends the read
+    loop for good (ReadLoopClosed) after a one-second burst of BTCUSDT trades or a short stall of the reader.
+    """
     from binance import BinanceSocketManager
 
-    manager = BinanceSocketManager(client)
+    manager = BinanceSocketManager(client, max_queue_size=STREAM_QUEUE_MESSAGES)
     base = settings.endpoints(mode).ws_url.rstrip("/") + "/"
     manager.FSTREAM_URL = base
     manager.FSTREAM_TESTNET_URL = base
