@@ -117,7 +117,7 @@ def import_file(store: TradeStore, path: Path, symbol: str | None = None) -> Fil
 
 def import_files(store: TradeStore, paths: Sequence[Path], symbol: str | None = None) -> list[FileResult]:
     results = []
-    with tqdm(total=len(paths), unit="file", file=sys.stderr, desc="import-trades") as bar:
+    with tqdm(total=len(paths), unit="file", file=sys.stderr, desc="import-trades", disable=None) as bar:
         for path in paths:
             bar.set_postfix_str(path.name)
             result = import_file(store, path, symbol)
@@ -251,7 +251,9 @@ async def backfill(settings: Settings, symbols: Sequence[str], start_ms: int, en
                     reports[symbol].skipped_days.append(format_day(day))
                 else:
                     bulk.append((symbol, day, lo, hi))
-        with tqdm(total=len(bulk) + len(symbols), unit="step", file=sys.stderr, desc="backfill-trades") as bar:
+        with tqdm(
+            total=len(bulk) + len(symbols), unit="step", file=sys.stderr, desc="backfill-trades", disable=None
+        ) as bar:
             limit = asyncio.Semaphore(BULK_CONCURRENCY)
 
             async def from_file(symbol: str, day: int, lo: int, hi: int) -> None:

@@ -75,7 +75,8 @@ def test_backfill_command_fills_days_from_bulk_and_today_by_rest(
     args += ["--start", f"{format_day(start)}T13:00", "--end", format_day(today + DAY_MS)]
     assert main(args) == 0
     out = capsys.readouterr()
-    assert "BTCUSDT: 2 days from bulk files" in out.out and "backfill-trades" in out.err
+    assert "BTCUSDT: 2 days from bulk files" in out.out
+    assert "\r" not in out.err and "\x1b[" not in out.err  # no progress bar when stderr is not a terminal
     store = TradeStore(DataPaths(quiet_sim.data_dir / "lsq"))
     for symbol in SYMBOLS:
         got = store.scan(symbol, start, today + DAY_MS).collect()

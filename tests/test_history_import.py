@@ -48,7 +48,7 @@ def test_header_csv_is_stored_exactly(data_dir: Path, tmp_path: Path, capsys: py
     assert main(["import-trades", str(path)]) == 0
     out = capsys.readouterr()
     assert "BTCUSDT 4 trades, 4 new" in out.out
-    assert "import-trades" in out.err  # the tqdm bar goes to stderr
+    assert "\r" not in out.err and "\x1b[" not in out.err  # no progress bar when stderr is not a terminal
     got = stored(data_dir, "BTCUSDT")
     assert got["agg_trade_id"].to_list() == [2001, 2002, 2003, 2004]
     assert got["price"].to_list() == [D("61234.5"), D("61234.60000001"), D("0.00000001"), D("61230")]
