@@ -96,6 +96,7 @@ def test_lsq_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, output
     assert "lsq run: stopped" in output
+    assert "INFO alembic" not in output  # instance migrations are not a healthy start's business
     # it says what execution_sensor will trade: this configuration lists no account
     assert "lsq run: no account with credentials: target positions are computed, nothing is traded" in output
     deadline = time.monotonic() + 60  # the last children may still be exiting when `lsq run` returns
