@@ -282,8 +282,9 @@ def test_a_range_run_records_a_real_result_for_every_window(paths: DataPaths, in
 
 
 def test_long_ranges_record_the_failing_windows_and_the_newest() -> None:
-    keys = [partition_key(T0 + i * WINDOW_MS) for i in range(200)]
-    assert checks.windows_to_record(keys[:36], []) == keys[:36]
+    keys = [partition_key(T0 + i * WINDOW_MS) for i in range(checks.PER_WINDOW_RANGE + 200)]
+    recent = keys[: checks.PER_WINDOW_RANGE]  # a fresh start's backfill: every window
+    assert checks.windows_to_record(recent, []) == recent
     assert checks.windows_to_record(keys, [keys[7], keys[3]]) == [keys[3], keys[7], keys[-1]]
     assert len(checks.windows_to_record(keys, keys[:150])) == checks.MAX_WINDOW_RESULTS + 1
 

@@ -9,7 +9,7 @@ verify" as a warning with the reason: an outage must not cost trading windows; o
 
 A range run (a backfill, a catch-up) checks the whole range at once, and Dagster records one result without a
 partition while every window's planned evaluation would read "Skipped". So each check also records a result per
-window: for every window of a range up to PER_WINDOW_RANGE windows, and for longer ranges (each result is an event,
+window: for every window of a range up to PER_WINDOW_RANGE windows (two days), and for longer ranges (each result is an event,
 ~50 ms on sqlite under load) the failing windows (up to MAX_WINDOW_RESULTS) and the newest window, with the range's
 summary saying what was checked.
 """
@@ -27,7 +27,7 @@ from lsq.paths import DataPaths
 from lsq.schema import PRICE
 from lsq.stores.panels import load_panel
 from lsq.stores.universes import traded_version, universe_symbols
-from lsq.timelabels import WINDOW_MS, parse_partition_key, partition_key
+from lsq.timelabels import WINDOW_MS, WINDOWS_PER_DAY, parse_partition_key, partition_key
 from lsq.tradestore import TradeStore
 from lsq_pipeline.defs.market.assets import BARS_5M, time_range
 from lsq_pipeline.defs.market.exchange_data import kline_pages
@@ -36,7 +36,9 @@ from lsq_pipeline.resources import LsqResource
 PARITY_SAMPLE = 5
 PARITY_FIELDS = ("open", "high", "low", "close", "volume", "quote_volume", "tradecount", "buyvolume", "buydolvol")
 MAX_LISTED = 20
-PER_WINDOW_RANGE = 36  # three hours: a catch-up after a short outage gets a result for every window
+# Two days: `make run`'s recent backfill (yesterday and today so far) and any catch-up get a result for every window,
+# so a fresh start's UI shows real results; only long history backfills (weeks, ~3,000 events a day) record less.
+PER_WINDOW_RANGE = 2 * WINDOWS_PER_DAY
 MAX_WINDOW_RESULTS = 50
 # Seconds between attempts at the exchange's klines before the parity check gives up and says it could not verify.
 PARITY_RETRY_DELAYS = (1.0, 2.0)
