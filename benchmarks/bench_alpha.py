@@ -74,7 +74,14 @@ def main() -> None:
         sorted_load["funding"] = load_panel("funding", start, end, paths=paths)
         load_panel_s = time.perf_counter() - t
     t = time.perf_counter()
-    AlphaDataView(window, **sorted_load, history_days=args.days)
+    AlphaDataView(
+        window,
+        sorted_load["bars"],
+        sorted_load["tran_stats"],
+        sorted_load["premium_index"],
+        sorted_load["funding"],
+        history_days=args.days,
+    )
     view_s = time.perf_counter() - t
     print(
         f"view from parquet day files (AlphaDataView.from_storage): median {statistics.median(load_times):.3f} s; "

@@ -58,7 +58,7 @@ def synthetic_panel(schema: dict[str, pl.DataType], symbols: int, start: int, en
         "open_time": np.tile(times, symbols),
     }
     base = pl.DataFrame(cols)
-    exprs = []
+    exprs: list[pl.Expr | pl.Series] = []
     for name, dtype in schema.items():
         if name in cols:
             continue
@@ -185,7 +185,9 @@ def bench_latency(windows: int) -> None:
                 target=loop.run_until_complete, args=(Collector(settings, CollectorOptions()).run(stop),), daemon=True
             )
             thread.start()
-            cursor, done, latencies = partition_key(fake), set(), {}
+            cursor = partition_key(fake)
+            done: set[int] = set()
+            latencies: dict[str, tuple[float, float]] = {}
             deadline = time.monotonic() + 60
             while len(done) < windows and time.monotonic() < deadline:
                 ctx = dg.build_sensor_context(
@@ -193,7 +195,7 @@ def bench_latency(windows: int) -> None:
                 )
                 result = sensor.evaluate_tick(ctx)
                 cursor = result.cursor or cursor
-                for req in result.run_requests:
+                for req in result.run_requests or []:
                     job.execute_in_process(
                         instance=instance,
                         partition_key=req.partition_key,

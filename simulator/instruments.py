@@ -284,9 +284,10 @@ def parse_instruments(text: str, source: str = "instruments.csv") -> list[Instru
             cell = (row[name] or "").strip()
             try:
                 if name in _DECIMAL_FIELDS:
-                    values[name] = Decimal(cell)
-                    if not values[name].is_finite():  # type: ignore[union-attr]
+                    number = Decimal(cell)
+                    if not number.is_finite():
                         raise ValueError
+                    values[name] = number
                 elif name in _INT_FIELDS:
                     values[name] = int(cell)
                 else:
