@@ -100,7 +100,7 @@ def history_coverage(view: AlphaDataView) -> HistoryCoverage:
     first = view.bars_panel.get_column("open_time").min() if view.bars_panel.height else None
     if first is None:
         return HistoryCoverage(view.history_days, 0.0, None)
-    first_ms = int(first)  # type: ignore[arg-type]
+    first_ms = int(first)  # type: ignore[arg-type]  # Polars types min() as any literal; open_time is Int64
     return HistoryCoverage(view.history_days, round((view.end_ms - first_ms) / DAY_MS, 3), first_ms)
 
 
@@ -649,7 +649,7 @@ def load_runs(paths: DataPaths, window_ms: int, names: Sequence[str]) -> list[Ca
                 name,
                 record["status"],
                 record["seconds"],
-                pl.read_parquet(vector_file).cast(WEIGHTS_SCHEMA),  # type: ignore[arg-type]
+                pl.read_parquet(vector_file).cast(pl.Schema(WEIGHTS_SCHEMA)),
                 record.get("error"),
                 record.get("traceback"),
                 record.get("dropped", 0),
