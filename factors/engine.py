@@ -36,9 +36,10 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Literal
 
@@ -383,7 +384,7 @@ def _context() -> mp.context.ForkServerContext:
 
 @dataclass
 class _Worker:
-    process: Any
+    process: BaseProcess
     conn: Connection
     task: int | None = None
     started: float = 0.0
@@ -495,7 +496,7 @@ def _stop(w: _Worker) -> None:
     w.conn.close()
 
 
-def _replace(pool: list[_Worker], worker: _Worker, start: Any) -> None:
+def _replace(pool: list[_Worker], worker: _Worker, start: Callable[[], _Worker] | None) -> None:
     """Kill a hung or dead worker and, if work remains, put a fresh one in its place."""
     worker.process.kill()
     worker.process.join(5)
