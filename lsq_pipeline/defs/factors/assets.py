@@ -94,7 +94,7 @@ def _weights_summary(weights: pl.DataFrame) -> dict[str, dg.MetadataValue]:
 def _history_metadata(history: HistoryCoverage | None) -> dict[str, dg.MetadataValue]:
     if history is None:
         return {}
-    meta = {"history": dg.MetadataValue.json(history.as_dict())}
+    meta: dict[str, dg.MetadataValue] = {"history": dg.MetadataValue.json(history.as_dict())}
     if history.short:
         meta["history_note"] = dg.MetadataValue.text(history_note(history))
     return meta
