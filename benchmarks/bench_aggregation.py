@@ -18,6 +18,7 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -137,9 +138,9 @@ def bench_aggregation(n_trades: int, n_symbols: int) -> None:
     trades = synthetic_trades(n_trades, n_symbols)
     n = trades.height
     for label, frame in (("symbol-contiguous", trades), ("time-interleaved", trades.sort("transact_time"))):
-        one = timed(lambda f=frame: aggregate_window_stats(f.lazy(), THRESHOLDS))
-        bars = timed(lambda f=frame: aggregate_bars(f.lazy()))
-        stats = timed(lambda f=frame: aggregate_tran_stats(f.lazy(), THRESHOLDS))
+        one = timed(partial(aggregate_window_stats, frame.lazy(), THRESHOLDS))
+        bars = timed(partial(aggregate_bars, frame.lazy()))
+        stats = timed(partial(aggregate_tran_stats, frame.lazy(), THRESHOLDS))
         print(f"{label:18s} {n:,} trades, {n_symbols} symbols:")
         print(f"  bars + tran_stats, one pass: {one:6.2f} CPU s  {n / one / 1e6:6.1f} M trades/s")
         print(f"  bars alone:                  {bars:6.2f} CPU s  {n / bars / 1e6:6.1f} M trades/s")
@@ -150,8 +151,8 @@ def bench_rollups(days: int, n_symbols: int) -> None:
     bars5, stats5 = synthetic_bars(days, n_symbols)
     print(f"rollups of {bars5.height:,} 5-minute rows ({days} days x {n_symbols} symbols):")
     for period in ("1h", "4h", "24h"):
-        tb = timed(lambda p=period: rollup_bars(bars5, p), repeat=2)
-        ts = timed(lambda p=period: rollup_tran_stats(stats5, p), repeat=2)
+        tb = timed(partial(rollup_bars, bars5, period), repeat=2)
+        ts = timed(partial(rollup_tran_stats, stats5, period), repeat=2)
         print(f"  {period:>3s}: bars {tb:5.2f} CPU s, tran_stats {ts:5.2f} CPU s")
 
 

@@ -12,8 +12,10 @@ import argparse
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
+from benchmarks.timing import wall_runs
 from factors.calculator import AlphaCalculatorBase
 from factors.calculators.funding_carry import FundingCarry
 from factors.calculators.mean_buy_dolvol4_over_dolvol_rank import MeanBuyDolvolShareRank
@@ -64,17 +66,22 @@ def main() -> None:
         ):
             write_panel(paths, kind, frame, lo, end)
         write_panel(paths, "funding", panels.funding, lo, end)
-        load_times = []
-        for _ in range(args.repeat):
-            t = time.perf_counter()
-            view = AlphaDataView.from_storage(paths, window, args.days, universe_version=None)
-            load_times.append(time.perf_counter() - t)
+        load_times, view = wall_runs(
+            lambda: AlphaDataView.from_storage(paths, window, args.days, universe_version=None), args.repeat
+        )
         t = time.perf_counter()
         sorted_load = {k: load_panel(k, start, end, paths=paths) for k in ("bars", "tran_stats", "premium_index")}
         sorted_load["funding"] = load_panel("funding", start, end, paths=paths)
         load_panel_s = time.perf_counter() - t
     t = time.perf_counter()
-    AlphaDataView(window, **sorted_load, history_days=args.days)
+    AlphaDataView(
+        window,
+        sorted_load["bars"],
+        sorted_load["tran_stats"],
+        sorted_load["premium_index"],
+        sorted_load["funding"],
+        history_days=args.days,
+    )
     view_s = time.perf_counter() - t
     print(
         f"view from parquet day files (AlphaDataView.from_storage): median {statistics.median(load_times):.3f} s; "
@@ -85,11 +92,7 @@ def main() -> None:
     reference = None
     for mode in ("none", "thread", "process"):
         settings = StrategySettings(alpha=AlphaSettings(concurrency=mode, timeout_seconds=120))
-        times = []
-        for _ in range(args.repeat):
-            t = time.perf_counter()
-            result = run_alpha(calculators, view, settings)
-            times.append(time.perf_counter() - t)
+        times, result = wall_runs(partial(run_alpha, calculators, view, settings), args.repeat)
         assert not result.failures, result.failures
         reference = result.alpha if reference is None else reference
         same = "identical" if result.alpha.equals(reference) else "DIFFERENT"

@@ -22,10 +22,11 @@ import polars as pl
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-from factors.sizing import TargetPosition, write_account_targets  # noqa: E402
+from factors.sizing import write_account_targets  # noqa: E402
 from lsq.config import Endpoints, load_config  # noqa: E402
 from lsq.exchange import async_rest_client  # noqa: E402
 from lsq.paths import DataPaths  # noqa: E402
+from lsq.targets import TargetPosition  # noqa: E402
 from lsq.timelabels import DAY_MS, MINUTE_MS, WINDOW_MS  # noqa: E402
 from monitoring.report import account_report  # noqa: E402
 from monitoring.store import MONEY, AccountStore  # noqa: E402

@@ -28,6 +28,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from benchmarks.timing import wall_runs
 from lsq.aggregation.bars import BAR_SCHEMA, TRADED
 from lsq.aggregation.tran_stats import TRAN_STATS_SCHEMA
 from lsq.paths import DataPaths
@@ -58,7 +59,7 @@ def synthetic_panel(schema: dict[str, pl.DataType], symbols: int, start: int, en
         "open_time": np.tile(times, symbols),
     }
     base = pl.DataFrame(cols)
-    exprs = []
+    exprs: list[pl.Expr | pl.Series] = []
     for name, dtype in schema.items():
         if name in cols:
             continue
@@ -101,11 +102,7 @@ def bench_storage(symbols: int, days: int) -> None:
             return load_panel("bars", start, end, paths=paths)
 
         for name, fn in (("per-partition (8,640 files)", load_partitions), ("per-day (30 files)", load_days)):
-            runs = []
-            for _ in range(3):
-                t = time.perf_counter()
-                frame = fn()
-                runs.append(time.perf_counter() - t)
+            runs, frame = wall_runs(fn, 3)
             median = statistics.median(runs)
             print(f"load {days} days x {symbols} symbols, {name}: median {median:.3f} s ({frame.height:,} rows)")
 
@@ -123,11 +120,7 @@ def bench_storage(symbols: int, days: int) -> None:
             ("get_bar_between 1h", lambda: api.get_bar_between(b, e, mode="1h")),
             ("get_tran_stats_between 5min", lambda: api.get_tran_stats_between(b, e)),
         ):
-            runs = []
-            for _ in range(3):
-                t = time.perf_counter()
-                out = call()
-                runs.append(time.perf_counter() - t)
+            runs, out = wall_runs(call, 3)
             print(f"API {what}, {days} days x {len(out)} symbols: median {statistics.median(runs):.3f} s")
         print(f"day-file bytes on disk: {sum(p.stat().st_size for p in kind_dir(paths, 'bars').glob('*.parquet')):,}")
     finally:
@@ -185,7 +178,9 @@ def bench_latency(windows: int) -> None:
                 target=loop.run_until_complete, args=(Collector(settings, CollectorOptions()).run(stop),), daemon=True
             )
             thread.start()
-            cursor, done, latencies = partition_key(fake), set(), {}
+            cursor = partition_key(fake)
+            done: set[int] = set()
+            latencies: dict[str, tuple[float, float]] = {}
             deadline = time.monotonic() + 60
             while len(done) < windows and time.monotonic() < deadline:
                 ctx = dg.build_sensor_context(
@@ -193,7 +188,7 @@ def bench_latency(windows: int) -> None:
                 )
                 result = sensor.evaluate_tick(ctx)
                 cursor = result.cursor or cursor
-                for req in result.run_requests:
+                for req in result.run_requests or []:
                     job.execute_in_process(
                         instance=instance,
                         partition_key=req.partition_key,

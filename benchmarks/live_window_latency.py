@@ -49,7 +49,10 @@ def executions_since(instance: dg.DagsterInstance, since_s: float) -> list[dict[
     filt = dg.AssetRecordsFilter(asset_key=dg.AssetKey("executions"), after_timestamp=since_s)
     rows = []
     for record in reversed(instance.fetch_materializations(filt, limit=10_000).records):
-        meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+        materialization = record.asset_materialization
+        if materialization is None:  # a materialisation record always has one; the type allows any event
+            continue
+        meta = {k: v.value for k, v in materialization.metadata.items()}
         rows.append({"account": record.partition_key, **meta})
     return rows
 

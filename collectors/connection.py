@@ -113,7 +113,7 @@ class StreamConnection:
                 self.listener.on_subscribed(self, sorted(live))
                 await self._serve(stop)
             except (OSError, TimeoutError, websockets.WebSocketException, SubscribeError) as exc:
-                log.warning("%s: connection failed: %s", self.name, exc or type(exc).__name__)
+                log.warning("%s: connection failed: %s", self.name, str(exc) or type(exc).__name__)
             finally:
                 if self.up:
                     self.up = False

@@ -263,8 +263,8 @@ class Collector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _TICK_S)
             for task in self.conn_tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                if task.done() and not task.cancelled() and (exc := task.exception()) is not None:
+                    raise exc
             await self.step()
 
     # -- status -------------------------------------------------------------------------------------------------------
@@ -360,8 +360,8 @@ class Collector:
             ]
             done, _ = await asyncio.wait([*tasks], return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
-                if task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+                if (exc := task.exception()) is not None:
+                    raise exc
         finally:
             stop.set()
             for task in tasks:

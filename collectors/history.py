@@ -53,6 +53,7 @@ def store_trades(store: TradeStore, symbol: str, trades: pl.DataFrame) -> int:
     """Write the trades not stored yet (by agg_trade_id) and compact the closed hours touched; returns rows written."""
     if trades.is_empty():
         return 0
+    # Polars types min()/max() as any Python literal; transact_time is Int64 and the frame is not empty.
     lo, hi = int(trades["transact_time"].min()), int(trades["transact_time"].max())  # type: ignore[arg-type]
     stored = store.scan(symbol, lo, hi + 1).select("agg_trade_id").collect()
     fresh = trades.join(stored, on="agg_trade_id", how="anti")

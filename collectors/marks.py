@@ -33,7 +33,7 @@ MARK_SCHEMA: dict[str, pl.DataType] = {
 
 def marks_frame(rows: Sequence[MarkPrice]) -> pl.DataFrame:
     """Validated MarkPrice tuples as a typed frame (strings converted exactly to decimals)."""
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in MARK_SCHEMA]
+    columns: list[Sequence[object]] = list(zip(*rows, strict=True)) if rows else [[] for _ in MARK_SCHEMA]
     raw = pl.DataFrame(dict(zip(MARK_SCHEMA, columns, strict=True)), schema_overrides={"symbol": pl.String()})
     return raw.select(pl.col(c).cast(t, strict=True) for c, t in MARK_SCHEMA.items())
 
@@ -57,7 +57,8 @@ class MarkStore:
         hour = pl.col("event_time") - pl.col("event_time") % HOUR_MS
         for (hour_ms,), chunk in df.with_columns(_hour=hour).partition_by("_hour", as_dict=True).items():
             chunk = chunk.drop("_hour")
-            name = f"{chunk['event_time'].min()}-{chunk['event_time'].max()}-{secrets.token_hex(4)}.parquet"
+            first, last = chunk.select(pl.col("event_time").min(), pl.col("event_time").max().alias("last")).row(0)
+            name = f"{first}-{last}-{secrets.token_hex(4)}.parquet"
             buf = io.BytesIO()
             chunk.write_parquet(buf)
             path = self._parts_dir(int(hour_ms)) / name

@@ -69,9 +69,11 @@ def _rebuild(module_name: str, source: str | None, qualname: str, state: dict[st
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module
             spec.loader.exec_module(module)
-    obj: Any = module
+    obj: object = module
     for part in qualname.split("."):
         obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, AlphaCalculatorBase)):
+        raise pickle.UnpicklingError(f"{module_name}.{qualname} is no longer a calculator class")
     instance = obj.__new__(obj)
     instance.__dict__.update(state)
     return instance

@@ -98,7 +98,10 @@ def _in_order(frame: pl.DataFrame, tcol: str) -> pl.DataFrame:
 def _map_ipc(path: Path) -> pl.DataFrame:
     """Zero-copy frame over a memory-mapped Arrow IPC file (the mapping lives as long as the frame's buffers)."""
     table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
-    return pl.from_arrow(table, rechunk=False)  # type: ignore[return-value]
+    frame = pl.from_arrow(table, rechunk=False)
+    if not isinstance(frame, pl.DataFrame):  # a Table always converts to a frame; the stub's union says Series too
+        raise TypeError(f"{path} holds no Arrow table")
+    return frame
 
 
 def _floats(schema: pl.Schema) -> list[pl.Expr]:

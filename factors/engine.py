@@ -36,9 +36,10 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,7 +101,7 @@ def history_coverage(view: AlphaDataView) -> HistoryCoverage:
     first = view.bars_panel.get_column("open_time").min() if view.bars_panel.height else None
     if first is None:
         return HistoryCoverage(view.history_days, 0.0, None)
-    first_ms = int(first)  # type: ignore[arg-type]
+    first_ms = int(first)  # type: ignore[arg-type]  # Polars types min() as any literal; open_time is Int64
     return HistoryCoverage(view.history_days, round((view.end_ms - first_ms) / DAY_MS, 3), first_ms)
 
 
@@ -383,7 +384,7 @@ def _context() -> mp.context.ForkServerContext:
 
 @dataclass
 class _Worker:
-    process: Any
+    process: BaseProcess
     conn: Connection
     task: int | None = None
     started: float = 0.0
@@ -495,7 +496,7 @@ def _stop(w: _Worker) -> None:
     w.conn.close()
 
 
-def _replace(pool: list[_Worker], worker: _Worker, start: Any) -> None:
+def _replace(pool: list[_Worker], worker: _Worker, start: Callable[[], _Worker] | None) -> None:
     """Kill a hung or dead worker and, if work remains, put a fresh one in its place."""
     worker.process.kill()
     worker.process.join(5)
@@ -649,7 +650,7 @@ def load_runs(paths: DataPaths, window_ms: int, names: Sequence[str]) -> list[Ca
                 name,
                 record["status"],
                 record["seconds"],
-                pl.read_parquet(vector_file).cast(WEIGHTS_SCHEMA),  # type: ignore[arg-type]
+                pl.read_parquet(vector_file).cast(pl.Schema(WEIGHTS_SCHEMA)),
                 record.get("error"),
                 record.get("traceback"),
                 record.get("dropped", 0),

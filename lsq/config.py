@@ -384,7 +384,7 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-class _DatesAsText(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
+class _DatesAsText(yaml.SafeLoader):
     """SafeLoader that leaves dates as text: the model validates them, naming the key (PyYAML would raise a bare
     ValueError for `2026-13-45` and turn `2026-11-01` into a date object)."""
 

@@ -310,7 +310,8 @@ class TradeStore:
         maxima = []
         for rg in range(meta.num_row_groups):
             stats = meta.row_group(rg).column(col).statistics
-            if stats is None or not stats.has_min_max:
+            if stats is None or not stats.has_min_max or stats.max is None:
+                # Polars types a column's max as any Python literal: an Int64 column's is an int (None when empty).
                 return pl.read_parquet(path, columns=["agg_trade_id"])["agg_trade_id"].max()  # type: ignore[return-value]
             maxima.append(int(stats.max))
         return max(maxima) if maxima else None

@@ -8,7 +8,7 @@ The universe of day D is built at `data.universe_refresh_time` in `data.timezone
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -16,6 +16,16 @@ from lsq.config import UniverseSettings
 from lsq.paths import DataPaths
 from lsq.stores.universes import UNIVERSE_SCHEMA, write_universe
 from lsq.timelabels import DAY_MS, parse_day
+
+
+class MarketClient(Protocol):
+    """The three market-data calls a universe needs (python-binance's `Client`, synchronous, answers as JSON)."""
+
+    def futures_exchange_info(self) -> dict[str, Any]: ...
+
+    def futures_ticker(self) -> list[dict[str, Any]]: ...
+
+    def futures_klines(self, *, symbol: str, interval: str, startTime: int, limit: int) -> list[list[Any]]: ...
 
 
 def _filter_value(info: dict[str, Any], filter_type: str, field: str) -> str:
@@ -71,7 +81,7 @@ def universe_v2(
     )
 
 
-def day_volumes(client: Any, symbols: Iterable[str], day_ms: int) -> list[dict[str, Any]]:
+def day_volumes(client: MarketClient, symbols: Iterable[str], day_ms: int) -> list[dict[str, Any]]:
     """Quote volume of each symbol over the complete UTC day before `day_ms`, from its 1d kline: what was known when
     that day's universe was due, so a universe built later (a backfill) carries no look-ahead."""
     rows = []
@@ -83,7 +93,7 @@ def day_volumes(client: Any, symbols: Iterable[str], day_ms: int) -> list[dict[s
 
 
 def build_universe(
-    client: Any, paths: DataPaths, rules: UniverseSettings, day: str, now_ms: int
+    client: MarketClient, paths: DataPaths, rules: UniverseSettings, day: str, now_ms: int
 ) -> dict[str, pl.DataFrame]:
     """Build both versions for `day` and store them: v1 from exchangeInfo; v2 ranked by the live 24h tickers when
     building ahead (the 23:55 refresh for tomorrow), else by the previous UTC day's volume (point in time)."""

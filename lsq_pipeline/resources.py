@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard, get_args
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -19,6 +19,10 @@ from lsq.paths import DataPaths
 
 if TYPE_CHECKING:
     from binance import Client
+
+
+def _is_mode(value: str) -> TypeGuard[Mode]:
+    return value in get_args(Mode)
 
 
 class LsqResource(dg.ConfigurableResource):
@@ -54,9 +58,9 @@ class LsqResource(dg.ConfigurableResource):
 
     def _load(self) -> Settings:
         settings = load_config(self.config_path)
-        mode: Mode = self.mode or settings.execution.mode  # type: ignore[assignment]
-        if mode not in ("mock", "testnet", "live"):
-            raise ValueError(f"mode {mode!r} must be one of mock, testnet, live")
+        mode = self.mode or settings.execution.mode
+        if not _is_mode(mode):
+            raise ValueError(f"mode {mode!r} must be one of {', '.join(get_args(Mode))}")
         data = (
             settings.data
             if self.data_dir is None

@@ -181,6 +181,7 @@ class RestGateway:
             raw_body = (await request.read()).decode("utf-8") if request.can_read_body else ""
         except UnicodeDecodeError:
             return outcome.refuse(BinanceError(-1100, "Illegal characters found in the request body."), headers)
+        params: dict[str, str] = {}
         try:
             params = merge_params(raw_query, raw_body)
             weight = endpoint.weight_for(params)

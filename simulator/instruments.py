@@ -66,7 +66,7 @@ def _format_units(units: int, decimals: int) -> str:
 def format_units_series(units: np.ndarray, decimals: int) -> pl.Series:
     """Non-negative integers in units of 10**-decimals -> fixed-point strings (a Polars Series: no Python loop)."""
     values = pl.Series("v", np.asarray(units, dtype=np.int64))
-    if len(values) and values.min() < 0:  # type: ignore[operator]
+    if len(values) and values.min() < 0:  # type: ignore[operator]  # Polars: min() of an Int64 Series is an int
         raise ValueError("format_units_series takes non-negative values")
     if decimals == 0:
         return values.cast(pl.String)
@@ -284,15 +284,17 @@ def parse_instruments(text: str, source: str = "instruments.csv") -> list[Instru
             cell = (row[name] or "").strip()
             try:
                 if name in _DECIMAL_FIELDS:
-                    values[name] = Decimal(cell)
-                    if not values[name].is_finite():  # type: ignore[union-attr]
+                    number = Decimal(cell)
+                    if not number.is_finite():
                         raise ValueError
+                    values[name] = number
                 elif name in _INT_FIELDS:
                     values[name] = int(cell)
                 else:
                     values[name] = cell
             except (ValueError, ArithmeticError):
                 raise ValueError(f"{source} line {line}: bad {name} {cell!r}") from None
+        # Each value was parsed to its field's type above, which a dict[str, object] cannot say.
         out.append(Instrument(raw={k: (v or "").strip() for k, v in row.items()}, **values))  # type: ignore[arg-type]
     return out
 

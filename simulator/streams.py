@@ -522,7 +522,7 @@ class MarketStreamHub(WsHub):
         return (stream, False) in self._refs, (stream, True) in self._refs
 
     def _build_mark_prices(self, out: dict[tuple[str, bool], bytes], plan: _Plan) -> None:
-        cache: dict[str, dict[str, Any]] = {}
+        cache: dict[str, dict[str, Any] | None] = {}
 
         def update(symbol: str) -> dict[str, Any] | None:
             if symbol not in cache:

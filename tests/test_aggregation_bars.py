@@ -207,6 +207,9 @@ def test_bad_input_is_named() -> None:
         aggregate_bars(trades(HAND).drop("symbol"))
     with pytest.raises(ValueError, match="price"):
         aggregate_bars(trades(HAND).with_columns(pl.col("price").cast(pl.Float64)))
+    too_large = [*HAND, ("BTCUSDT", 105, "200000000000", "1", 1011, 1011, DAY + 4 * WINDOW_MS, False)]
+    with pytest.raises(ValueError, match=r"a price of 200000000000.* is too large to aggregate"):
+        aggregate_bars(trades(too_large))
 
 
 def test_validate_bars_rejects_broken_invariants() -> None:

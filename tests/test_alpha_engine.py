@@ -6,6 +6,8 @@ import json
 import logging
 import math
 import os
+import pickle
+import sys
 import time
 from pathlib import Path
 
@@ -126,6 +128,13 @@ class CarelessVandal(Vandal):
 
 
 # The view
+
+
+def test_a_calculator_whose_class_was_replaced_does_not_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = pickle.dumps(Fixed("fixed", {"BTCUSDT": 1.0}))
+    monkeypatch.setattr(sys.modules[__name__], "Fixed", lambda: None)  # the file edited between pickling and loading
+    with pytest.raises(pickle.UnpicklingError, match=r"\.Fixed is no longer a calculator class"):
+        pickle.loads(payload)
 
 
 def test_view_has_no_look_ahead_and_strategy_names(panels) -> None:

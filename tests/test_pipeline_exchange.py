@@ -176,3 +176,9 @@ def test_without_a_stored_universe_every_usdt_perpetual_is_fetched(
         if (s["status"], s["contractType"], s["quoteAsset"]) == ("TRADING", "PERPETUAL", "USDT")
     }
     assert set(stored["symbol"]) == perpetuals
+
+
+def test_a_mode_override_outside_the_three_is_named(tmp_path: Path) -> None:
+    resource = LsqResource(data_dir=str(tmp_path), mode="paper")
+    with pytest.raises(ValueError, match="mode 'paper' must be one of mock, testnet, live"):
+        _ = resource.settings

@@ -17,10 +17,10 @@ import requests
 import websockets
 from binance import Client
 from binance.exceptions import BinanceAPIException
+from conftest import SimServer
 
 from lsq.clock import FakeClock
 from lsq.exchange import rest_client
-from tests.conftest import SimServer
 
 D = Decimal
 

@@ -51,9 +51,9 @@ class MyFactor(AlphaCalculatorBase):
         for symbol in view.iter_symbols():
             bars = view.get_bar(symbol, tail=LOOKBACK_WINDOWS)
             bars = bars.filter(pl.col("open_time") >= view.end_ms - LOOKBACK_WINDOWS * 5 * 60_000)
-            dolvol = bars["dolvol"].sum()
+            dolvol = float(bars["dolvol"].sum())
             if dolvol > 0:
-                shares[symbol] = bars["buydolvol"].sum() / dolvol
+                shares[symbol] = float(bars["buydolvol"].sum()) / dolvol
         if not shares:
             return {}
         ranks = pl.Series(list(shares.values())).rank("average")

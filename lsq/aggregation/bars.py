@@ -150,8 +150,9 @@ def trade_cells(
         )
         .collect()
     )
-    if cells.height and cells["high"].to_physical().max() >= ID_SHIFT:
-        raise ValueError(f"a price of {cells['high'].max()} is too large to aggregate (limit {ID_SHIFT / 1e8:.3g})")
+    too_large = cells.filter(pl.col("high").to_physical() >= pl.lit(ID_SHIFT, pl.Int128))
+    if too_large.height:
+        raise ValueError(f"a price of {too_large['high'][0]} is too large to aggregate (limit {ID_SHIFT / 1e8:.3g})")
     return cells
 
 

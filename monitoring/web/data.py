@@ -141,7 +141,7 @@ def process_status(settings: Settings, now_ms: int) -> dict[str, Any]:
 
 def system(settings: Settings) -> dict[str, Any]:
     """CPU, memory and the disk that holds the data directory."""
-    import psutil  # type: ignore[import-untyped]  # (no stubs shipped) here, so `lsq status` never pays for it
+    import psutil  # here, so `lsq status` never pays for it
 
     data_dir = settings.data_dir
     probe = data_dir if data_dir.exists() else data_dir.parent

@@ -45,7 +45,7 @@ class LRUCache:
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
-                return self._data[key]  # type: ignore[no-any-return]
+                return self._data[key]
         value = make()
         with self._lock:
             self._data[key] = value
@@ -203,8 +203,8 @@ class CompactDay:
     def search_time(self, ms: Sequence[int] | int, side: Side = "left") -> Any:
         # The query in the array's own dtype: searchsorted would otherwise cast the whole day to int64 per call.
         day, top = self._day_ms, 2**31 - 1
-        if np.ndim(ms) == 0:
-            return self._offset.searchsorted(np.int32(min(max(int(ms) - day, -1), top)), side=side)  # type: ignore[arg-type]
+        if isinstance(ms, int | np.integer):
+            return self._offset.searchsorted(np.int32(min(max(int(ms) - day, -1), top)), side=side)
         rel = np.array([min(max(int(v) - day, -1), top) for v in ms], dtype=np.int32)
         return self._offset.searchsorted(rel, side=side)
 

@@ -94,7 +94,7 @@ def _weights_summary(weights: pl.DataFrame) -> dict[str, dg.MetadataValue]:
 def _history_metadata(history: HistoryCoverage | None) -> dict[str, dg.MetadataValue]:
     if history is None:
         return {}
-    meta = {"history": dg.MetadataValue.json(history.as_dict())}
+    meta: dict[str, dg.MetadataValue] = {"history": dg.MetadataValue.json(history.as_dict())}
     if history.short:
         meta["history_note"] = dg.MetadataValue.text(history_note(history))
     return meta
@@ -155,7 +155,9 @@ def _factors_asset(
         can_subset=True,
         description="Runs the selected calculators on one shared view of the trailing data.",
     )
-    def factors_step(context: dg.AssetExecutionContext, lsq: LsqResource) -> Iterator[dg.MaterializeResult]:
+    def factors_step(
+        context: dg.AssetExecutionContext, lsq: LsqResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         window_ms = parse_partition_key(context.partition_key)
         settings = lsq.settings
         selected = [calc for key, calc in by_key.items() if key in context.selected_asset_keys]

@@ -140,7 +140,9 @@ def parity_mismatches(bars: pl.DataFrame, klines: pl.DataFrame) -> pl.DataFrame:
     return joined.filter(traded & differs)
 
 
-GAP_SCHEMA = {"symbol": pl.String, "first_missing": pl.Int64, "last_missing": pl.Int64, "open_time": pl.Int64}
+GAP_SCHEMA = pl.Schema(
+    {"symbol": pl.String(), "first_missing": pl.Int64(), "last_missing": pl.Int64(), "open_time": pl.Int64()}
+)
 
 
 def id_gaps_by_window(trades: pl.DataFrame, symbol: str) -> pl.DataFrame:
@@ -200,8 +202,9 @@ def _report(
     for key in recorded:
         t = parse_partition_key(key)
         window = _result(offenders.filter(starts == t), what, **extra)
+        # Dagster 1.13's log_event records an AssetCheckEvaluation, though its UserEvent type leaves it out.
         context.op_execution_context.log_event(
-            dg.AssetCheckEvaluation(
+            dg.AssetCheckEvaluation(  # type: ignore[arg-type]  # handled; UserEvent omits it
                 asset_key=spec.asset_key,
                 check_name=spec.name,
                 passed=window.passed,
@@ -359,8 +362,9 @@ def _unverified(context: dg.AssetCheckExecutionContext, result: dg.AssetCheckRes
     """A could-not-verify result; in a range run recorded for the newest window too (nothing was compared)."""
     if not context.has_partition_key:
         spec, key = context.check_specs[0], context.partition_keys[-1]
+        # Dagster 1.13's log_event records an AssetCheckEvaluation, though its UserEvent type leaves it out.
         context.op_execution_context.log_event(
-            dg.AssetCheckEvaluation(
+            dg.AssetCheckEvaluation(  # type: ignore[arg-type]  # handled; UserEvent omits it
                 asset_key=spec.asset_key,
                 check_name=spec.name,
                 passed=False,

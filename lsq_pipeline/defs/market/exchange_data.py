@@ -99,7 +99,7 @@ def fetch_funding(client: Any, symbols: Iterable[str], start_ms: int, end_ms: in
             frames.append(frame)
             if len(rows) < MAX_FUNDING:
                 break
-            lo = int(frame["funding_time"].max()) + 1
+            lo = int(frame.select(pl.col("funding_time").max()).item()) + 1
         out = pl.concat([pl.DataFrame(schema=FUNDING_SCHEMA), *frames])
         return out.filter(pl.col("funding_time").is_between(start_ms, end_ms, closed="left")).unique("funding_time")
 

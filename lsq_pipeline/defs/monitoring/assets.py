@@ -58,7 +58,10 @@ def strategy_report_asset(partitions: dg.MultiPartitionsDefinition) -> dg.Assets
         "data/monitoring/{account}/reports/{day}/report.json and a CSV per table.",
     )
     def strategy_report(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
-        keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
+        key = context.partition_key
+        if not isinstance(key, dg.MultiPartitionKey):
+            raise TypeError(f"strategy_report runs on (account, day) partitions, not {key!r}")
+        keys = key.keys_by_dimension
         account, day = keys["account"], keys["day"]
         start = parse_day(day)
         report = account_report(lsq.paths, account, start, start + DAY_MS)
