@@ -9,9 +9,9 @@ verify" as a warning with the reason: an outage must not cost trading windows; o
 
 A range run (a backfill, a catch-up) checks the whole range at once, and Dagster records one result without a
 partition while every window's planned evaluation would read "Skipped". So each check also records a result per
-window: for every window of a range up to PER_WINDOW_RANGE windows (two days), and for longer ranges (each result is an event,
-~50 ms on sqlite under load) the failing windows (up to MAX_WINDOW_RESULTS) and the newest window, with the range's
-summary saying what was checked.
+window: for every window of a range up to PER_WINDOW_RANGE windows (two days), and for longer ranges (each result
+is an event, ~50 ms on sqlite under load) the failing windows (up to MAX_WINDOW_RESULTS) and the newest window,
+with the range's summary saying what was checked.
 """
 
 import random
