@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format bench clean chromium
+.PHONY: run test test-fast lint format bench clean chromium postgresql
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/lsq run
 
-test: $(STAMP) lint chromium
+test: $(STAMP) lint chromium postgresql
 	$(BIN)/python -m pytest -q
 
 # The inner loop: everything but the end-to-end tests marked slow.
@@ -26,6 +26,10 @@ test-fast: $(STAMP) chromium
 # download a browser build of its own, which this project never does.
 chromium:
 	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+
+# The Dagster-on-PostgreSQL tests start a throw-away server from Debian's binaries (tests/postgres_server.py).
+postgresql:
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

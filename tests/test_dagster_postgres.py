@@ -1,0 +1,112 @@
+"""The pipeline on a Dagster instance stored in a real PostgreSQL server (dagster-postgres): window runs, range
+(backfill) runs, checks and the marker sensor record the same outcomes as on sqlite."""
+
+from collections.abc import Iterator
+from itertools import count
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from builders import bar_check_defs, market, pinned_settings, universe_frame
+from postgres_server import PostgresServer, postgres_server
+from test_pipeline_assets import UNIVERSE, synthetic_trades
+from test_pipeline_sensors import write_marker
+
+from lsq.clock import FakeClock
+from lsq.paths import DataPaths
+from lsq.stores.panels import load_panel
+from lsq.stores.universes import write_universe
+from lsq.timelabels import HOUR_MS, WINDOW_MS, parse_partition_key, partition_key
+from lsq.tradestore import TradeStore
+from lsq_pipeline.definitions import build_definitions
+from lsq_pipeline.resources import LsqResource
+from lsq_pipeline.tags import RANGE_END_TAG, RANGE_START_TAG
+
+T0 = parse_partition_key("2026-11-20-10:00")
+MARKET = market()
+LOCAL_CHECKS = [c for c in bar_check_defs() if next(iter(c.check_keys)).name != "bars_match_exchange_klines"]
+DATABASES = count()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_instance(pg_server: PostgresServer) -> Iterator[dg.DagsterInstance]:
+    """A Dagster instance on its own new database, so no test sees another's runs."""
+    db = pg_server.create_database(f"dagster_{next(DATABASES)}")
+    with dg.instance_for_test(overrides={"storage": pg_server.storage_config(db)}) as instance:
+        yield instance
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> DataPaths:
+    paths = DataPaths(tmp_path / "data")
+    store = TradeStore(paths)
+    for i, symbol in enumerate(UNIVERSE[:2]):
+        store.write_part(symbol, synthetic_trades(symbol, T0, 12, seed=i))
+    write_universe(paths, "2026-11-20", "v2", universe_frame(UNIVERSE))
+    return paths
+
+
+def materialize(paths: DataPaths, instance: dg.DagsterInstance, **kwargs: object) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [MARKET.window_stats_5m, *LOCAL_CHECKS],
+        instance=instance,
+        resources={"lsq": LsqResource(data_dir=str(paths.root))},
+        **kwargs,
+    )
+
+
+def test_the_instance_is_stored_in_postgres(pg_instance: dg.DagsterInstance) -> None:
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
+
+    assert isinstance(pg_instance.run_storage, PostgresRunStorage)
+    assert isinstance(pg_instance.event_log_storage, PostgresEventLogStorage)
+
+
+def test_window_run_records_bars_and_checks(paths: DataPaths, pg_instance: dg.DagsterInstance) -> None:
+    result = materialize(paths, pg_instance, partition_key=partition_key(T0))
+    assert result.success
+    assert load_panel("bars", T0, T0 + WINDOW_MS, paths=paths)["symbol"].to_list() == ["BTCUSDT", "ETHUSDT"]
+    # What the UI and the sensors read back from PostgreSQL: the partition and a passing result for every check.
+    for key in ("bars_5m", "tran_stats_5m"):
+        assert pg_instance.get_materialized_partitions(dg.AssetKey(key)) == {partition_key(T0)}
+    for check in LOCAL_CHECKS:
+        (check_key,) = check.check_keys
+        (record,) = pg_instance.event_log_storage.get_asset_check_execution_history(check_key, limit=10)
+        assert record.run_id == result.run_id
+        assert record.event.dagster_event.event_specific_data.passed, check_key.name
+    (run,) = pg_instance.get_runs()
+    assert run.is_success
+
+
+def test_range_run_records_every_window_of_the_backfill(paths: DataPaths, pg_instance: dg.DagsterInstance) -> None:
+    last = T0 + 11 * WINDOW_MS
+    tags = {RANGE_START_TAG: partition_key(T0), RANGE_END_TAG: partition_key(last)}
+    result = materialize(paths, pg_instance, tags=tags)
+    assert result.success
+    assert load_panel("bars", T0, T0 + HOUR_MS, paths=paths).height == 2 * 12
+    expected = {partition_key(T0 + i * WINDOW_MS) for i in range(12)}
+    assert pg_instance.get_materialized_partitions(dg.AssetKey("bars_5m")) == expected
+    assert pg_instance.get_materialized_partitions(dg.AssetKey("tran_stats_5m")) == expected
+    assert len(pg_instance.get_runs()) == 1  # single-run backfill policy: one run for the range
+    evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert evaluations and all(evaluations.values()), evaluations
+
+
+def test_marker_sensor_requests_the_window_run(tmp_path: Path, pg_instance: dg.DagsterInstance) -> None:
+    paths = DataPaths(tmp_path / "data")
+    clock = FakeClock(T0 + HOUR_MS + 30_000)
+    defs = build_definitions(pinned_settings(), {"lsq": LsqResource(data_dir=str(paths.root))}, clock)
+    sensor = defs.get_sensor_def("sealed_window_sensor")
+    write_marker(paths, T0)
+    context = dg.build_sensor_context(
+        instance=pg_instance, cursor=partition_key(T0 - WINDOW_MS), definitions=defs, resources=defs.resources
+    )
+    result = sensor.evaluate_tick(context)
+    assert [(r.run_key, r.partition_key) for r in result.run_requests] == [(partition_key(T0),) * 2]
+    assert result.cursor == partition_key(T0)
