@@ -62,8 +62,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _as_server_user(args: list[str]) -> list[str]:
-    return ["runuser", "-u", SERVER_USER, "--", *args] if os.geteuid() == 0 else args
+def _run_as_server_user(args: list[str], check: bool = True) -> None:
+    """Run a PostgreSQL tool, as the `postgres` user under root; a failure names the tool and says why."""
+    command = ["runuser", "-u", SERVER_USER, "--", *args] if os.geteuid() == 0 else args
+    done = subprocess.run(command, capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{Path(args[0]).name} failed: {done.stderr.strip() or done.stdout.strip()}")
 
 
 @contextmanager
@@ -81,12 +85,11 @@ def postgres_server() -> Iterator[PostgresServer]:
     pg_ctl = [str(binaries / "pg_ctl"), "-D", str(data)]
     started = False
     try:
-        subprocess.run(_as_server_user(initdb), check=True, capture_output=True)
-        start = [*pg_ctl, "-o", options, "-l", str(log), "-w", "-t", "60", "start"]
-        subprocess.run(_as_server_user(start), check=True, capture_output=True)
+        _run_as_server_user(initdb)
+        _run_as_server_user([*pg_ctl, "-o", options, "-l", str(log), "-w", "-t", "60", "start"])
         started = True
         yield PostgresServer("127.0.0.1", port, username)
     finally:
         if started:
-            subprocess.run(_as_server_user([*pg_ctl, "-m", "fast", "-w", "-t", "60", "stop"]), capture_output=True)
+            _run_as_server_user([*pg_ctl, "-m", "fast", "-w", "-t", "60", "stop"], check=False)
         shutil.rmtree(root, ignore_errors=True)

@@ -13,11 +13,13 @@ from test_pipeline_assets import UNIVERSE, synthetic_trades
 from test_pipeline_sensors import write_marker
 
 from lsq.clock import FakeClock
+from lsq.config import Settings
 from lsq.paths import DataPaths
 from lsq.stores.panels import load_panel
 from lsq.stores.universes import write_universe
-from lsq.timelabels import HOUR_MS, WINDOW_MS, parse_partition_key, partition_key
+from lsq.timelabels import HOUR_MS, WINDOW_MS, now_ms, parse_partition_key, partition_key, window_start
 from lsq.tradestore import TradeStore
+from lsq_pipeline.backfill import run_backfill
 from lsq_pipeline.definitions import build_definitions
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.tags import RANGE_END_TAG, RANGE_START_TAG
@@ -82,6 +84,33 @@ def test_window_run_records_bars_and_checks(paths: DataPaths, pg_instance: dg.Da
         assert record.event.dagster_event.event_specific_data.passed, check_key.name
     (run,) = pg_instance.get_runs()
     assert run.is_success
+
+
+def test_backfill_then_window_job_on_simulator_data(
+    settings: Settings, tmp_path: Path, pg_instance: dg.DagsterInstance
+) -> None:
+    """`lsq backfill` of three windows of the simulator's trades, then the code location's own `window_job` (bars,
+    statistics, premium index, factors, alpha, target positions and every check, the klines one included) for the
+    last of them, all recorded in PostgreSQL."""
+    local = settings.model_copy(update={"data": settings.data.model_copy(update={"data_dir": tmp_path / "data"})})
+    start = window_start(now_ms(), HOUR_MS) - HOUR_MS  # well in the past: the simulator has its trades
+    end = start + 3 * WINDOW_MS
+    report = run_backfill(local, start, end, pg_instance, progress=False, clock=FakeClock(end + HOUR_MS))
+    assert report.success and report.windows == 3 and report.trades_written > 0, report.runs
+    windows = {partition_key(start + i * WINDOW_MS) for i in range(3)}
+    assert pg_instance.get_materialized_partitions(dg.AssetKey("bars_5m")) == windows
+
+    last = partition_key(end - WINDOW_MS)
+    job = build_definitions(local, {"lsq": LsqResource.for_settings(local)}).resolve_job_def("window_job")
+    result = job.execute_in_process(instance=pg_instance, partition_key=last, raise_on_error=False)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    for key in ("alpha", "target_positions"):
+        assert pg_instance.get_materialized_partitions(dg.AssetKey(key)) == {last}, key
+    stored = pg_instance.get_records_for_run(result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in stored.records]
+    passed = {e.check_name: e.passed for e in evaluations}
+    bar_checks = {next(iter(c.check_keys)).name for c in bar_check_defs()}
+    assert bar_checks <= set(passed) and all(passed[name] for name in bar_checks), passed
 
 
 def test_range_run_records_every_window_of_the_backfill(paths: DataPaths, pg_instance: dg.DagsterInstance) -> None:
