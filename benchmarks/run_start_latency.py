@@ -1,0 +1,161 @@
+"""Run-start latency of real window runs under a real `dagster dev`: submit -> started and started -> finished.
+
+    .venv/bin/python benchmarks/run_start_latency.py [--runs 12] [--storage sqlite|postgres] [--symbols 5]
+
+A temporary home: the simulator (`lsq sim serve`), `lsq backfill` of the last few closed windows (trades, universe,
+bars), then `dagster dev` on the project's workspace and dagster.yaml (plus a `storage: postgres` section on a
+throw-away server from tests/postgres_server.py with `--storage postgres`). Each run is submitted exactly as
+`lsq trigger` submits it (GraphQL, the window job, the live path's tags) and awaited before the next one; the times
+are the run records' own (created, started, ended). Not part of `make bench` (it starts a whole Dagster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # postgres_server, shared with the tests
+
+from lsq.timelabels import HOUR_MS, WINDOW_MS, format_day, now_ms, partition_key, to_datetime, window_start
+from lsq_pipeline.defs.market.trigger import graphql_submit
+
+ROOT = Path(__file__).resolve().parent.parent
+WINDOWS = 3
+DEADLINE_S = 180.0
+
+
+def wait_http(url: str, deadline_s: float) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2):
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"{url} did not answer within {deadline_s:.0f} s")
+
+
+@contextlib.contextmanager
+def started(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[None]:
+    """A child in its own process group, stopped (with its children) on exit."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextlib.contextmanager
+def storage(kind: str) -> Iterator[dict[str, object] | None]:
+    if kind == "sqlite":
+        yield None
+        return
+    from postgres_server import postgres_server
+
+    with postgres_server() as server:
+        yield server.storage_config(server.create_database("dagster"))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=12)
+    parser.add_argument("--storage", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--symbols", type=int, default=5)
+    parser.add_argument("--sim-port", type=int, default=8797)
+    parser.add_argument("--dagster-port", type=int, default=3097)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="lsq-runstart-"))
+    home = work / "dagster_home"
+    home.mkdir()
+    sim = f"127.0.0.1:{args.sim_port}"
+    end = window_start(now_ms()) - WINDOW_MS
+    start = end - WINDOWS * WINDOW_MS
+    config = {
+        "data": {"data_dir": str(work / "data"), "partitions_start": format_day(start - HOUR_MS * 24)},
+        "binance": {"mock": {"rest_url": f"http://{sim}", "ws_url": f"ws://{sim}", "data_url": f"http://{sim}/data"}},
+    }
+    (work / "lsq.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "LSQ_CONFIG": str(work / "lsq.yaml"), "DAGSTER_HOME": str(home)}
+    bin_dir = Path(sys.executable).parent
+    try:
+        with storage(args.storage) as pg, contextlib.ExitStack() as stack:
+            instance_yaml = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+            if pg is not None:
+                instance_yaml["storage"] = pg
+            (home / "dagster.yaml").write_text(yaml.safe_dump(instance_yaml))
+            sim_cmd = [str(bin_dir / "lsq"), "sim", "serve", "--port", str(args.sim_port)]
+            stack.enter_context(started([*sim_cmd, "--symbols", str(args.symbols)], env, work / "sim.log"))
+            wait_http(f"http://{sim}/fapi/v1/ping", 60)
+            fmt = "%Y-%m-%dT%H:%M"
+            backfill = [
+                "backfill",
+                "--start",
+                to_datetime(start).strftime(fmt),
+                "--end",
+                to_datetime(end).strftime(fmt),
+            ]
+            subprocess.run([str(bin_dir / "lsq"), *backfill], env=env, cwd=ROOT, check=True, capture_output=True)
+            dagster = [str(bin_dir / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(args.dagster_port)]
+            stack.enter_context(started([*dagster, "-w", "workspace.yaml"], env, work / "dagster.log"))
+            url = f"http://127.0.0.1:{args.dagster_port}"
+            wait_http(f"{url}/server_info", DEADLINE_S)
+            measure(url, home, [partition_key(start + i * WINDOW_MS) for i in range(WINDOWS)], args)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(url: str, home: Path, keys: list[str], args: argparse.Namespace) -> None:
+    submit = graphql_submit(url, timeout_s=60)
+    to_start: list[float] = []
+    to_end: list[float] = []
+    total: list[float] = []
+    print(f"storage {args.storage}: {args.runs} window runs, one after another")
+    print("run  partition         submit->started s  started->finished s  status")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for i in range(args.runs):
+            key = keys[i % len(keys)]
+            submitted = time.time()
+            run_id = submit(key)
+            deadline = time.monotonic() + DEADLINE_S
+            while (record := instance.get_run_record_by_id(run_id)) is None or not record.dagster_run.is_finished:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"run {run_id} did not finish within {DEADLINE_S:.0f} s")
+                time.sleep(0.05)
+            began, ended = record.start_time or submitted, record.end_time or time.time()
+            to_start.append(began - submitted)
+            to_end.append(ended - began)
+            total.append(ended - submitted)
+            status = record.dagster_run.status.value
+            print(f"{i + 1:>3}  {key}  {to_start[-1]:>17.2f}  {to_end[-1]:>19.2f}  {status}")
+    print(f"submit -> started: median {statistics.median(to_start):.2f} s, p95 {percentile(to_start, 0.95):.2f} s")
+    print(f"started -> finished: median {statistics.median(to_end):.2f} s, p95 {percentile(to_end, 0.95):.2f} s")
+    print(f"submit -> finished: median {statistics.median(total):.2f} s, p95 {percentile(total, 0.95):.2f} s")
+
+
+if __name__ == "__main__":
+    main()
