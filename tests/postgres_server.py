@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg2
-
 SERVER_USER = "postgres"  # created by Debian's postgresql package; also the cluster's superuser role
 
 
@@ -28,16 +26,12 @@ class PostgresServer:
     host: str
     port: int
     username: str
+    bin_dir: Path
 
     def create_database(self, name: str) -> str:
-        """A new empty database, so each test's Dagster instance starts from nothing."""
-        connection = psycopg2.connect(host=self.host, port=self.port, user=self.username, dbname="postgres")
-        try:
-            connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
-            with connection.cursor() as cursor:
-                cursor.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            connection.close()
+        """A new empty database (Debian's `createdb`), so each test's Dagster instance starts from nothing."""
+        createdb = [str(self.bin_dir / "createdb"), "-h", self.host, "-p", str(self.port), "-U", self.username, name]
+        _run_as_server_user(createdb)
         return name
 
     def storage_config(self, db_name: str) -> dict[str, object]:
@@ -88,7 +82,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         _run_as_server_user(initdb)
         _run_as_server_user([*pg_ctl, "-o", options, "-l", str(log), "-w", "-t", "60", "start"])
         started = True
-        yield PostgresServer("127.0.0.1", port, username)
+        yield PostgresServer("127.0.0.1", port, username, binaries)
     finally:
         if started:
             _run_as_server_user([*pg_ctl, "-m", "fast", "-w", "-t", "60", "stop"], check=False)

@@ -28,6 +28,7 @@ T0 = parse_partition_key("2026-11-20-10:00")
 MARKET = market()
 LOCAL_CHECKS = [c for c in bar_check_defs() if next(iter(c.check_keys)).name != "bars_match_exchange_klines"]
 DATABASES = count()
+pytestmark = pytest.mark.slow  # starts a PostgreSQL server: `make test-fast` leaves it out
 
 
 @pytest.fixture(scope="session")
