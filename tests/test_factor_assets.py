@@ -128,6 +128,11 @@ def test_window_run_writes_factors_alpha_and_positions_matching_metadata(
             raise_on_error=False,
         )
         assert run.success, [e.message for e in run.all_events if e.is_failure]
+        # every check's result lands on the window it was planned for: none reads "Skipped" in the UI
+        for evaluation in run.get_asset_check_evaluations():
+            records = instance.event_log_storage.get_asset_check_execution_history(evaluation.asset_check_key, 10)
+            status = "SUCCEEDED" if evaluation.passed else "FAILED"
+            assert {(r.status.value, r.partition) for r in records} == {(status, partition_key(window))}
     checks = {e.asset_key.to_user_string(): e.passed for e in run.get_asset_check_evaluations()}
     assert checks == {
         **{factor_key(c.name).to_user_string(): c.name != "broken" for c in calculators},

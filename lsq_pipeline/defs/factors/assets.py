@@ -148,7 +148,14 @@ def _factors_asset(
             for key, calc in by_key.items()
         ],
         check_specs=[
-            dg.AssetCheckSpec("succeeded", asset=key, description="The calculator returned weights in time.")
+            # on the window's partitions, so the result lands on the window Dagster planned it for (else the
+            # window reads "Skipped" and the result floats without a partition)
+            dg.AssetCheckSpec(
+                "succeeded",
+                asset=key,
+                description="The calculator returned weights in time.",
+                partitions_def=five_minute,
+            )
             for key in by_key
         ],
         partitions_def=five_minute,
@@ -299,6 +306,7 @@ def _target_positions_asset(five_minute: dg.TimeWindowPartitionsDefinition) -> d
                 ACCOUNTS_CHECK,
                 asset="target_positions",
                 description="Every account with credentials was sized (WARN: some failed; ERROR: none could be).",
+                partitions_def=five_minute,
             )
         ],
         description="Signed target quantities per account: `data/positions/{account}_target_positions_{stamp}.json`.",
