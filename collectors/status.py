@@ -7,11 +7,11 @@ whether the recorded pid still exists, so a crashed collector (SIGKILL leaves `r
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from lsq.paths import atomic_write_text
+from lsq.runstate import pid_alive
 from lsq.timelabels import now_ms, to_datetime
 
 STALE_AFTER_MS = 10_000
@@ -44,18 +44,6 @@ def read_status(path: Path) -> dict[str, Any] | None:
     if not isinstance(status, dict):
         raise ValueError(f"collector status {path} is not a JSON object")
     return status
-
-
-def pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def liveness(status: dict[str, Any], at_ms: int | None = None) -> str:

@@ -7,13 +7,13 @@ journal; the layers that hold them add them.)
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from lsq.paths import DataPaths
+from lsq.runstate import pid_alive
 from lsq.timelabels import WINDOW_MS
 from monitoring.store import AccountStore
 
@@ -35,18 +35,6 @@ class PartHealth:
         return asdict(self)
 
 
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _judge(status: dict[str, Any] | None, updated_key: str, running: bool, stale_ms: int, now_ms: int) -> PartHealth:
     if status is None:
         return PartHealth("missing", None, None, {})
@@ -55,7 +43,7 @@ def _judge(status: dict[str, Any] | None, updated_key: str, running: bool, stale
     age = None if updated_ms is None else now_ms - updated_ms
     if not running:
         state = "stopped"
-    elif not _pid_alive(status.get("pid")):
+    elif not pid_alive(status.get("pid")):
         state = "dead"
     elif age is None or age > stale_ms:
         state = "stale"
