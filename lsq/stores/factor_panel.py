@@ -218,6 +218,10 @@ def _fingerprint(path: Path) -> Fingerprint:
     return [st.st_ino, st.st_size, st.st_mtime_ns]
 
 
+def _prints(paths: DataPaths, kind: str, lo: int, hi: int) -> dict[str, Fingerprint]:
+    return {format_day(d): _fingerprint(day_file(paths, kind, d)) for d in range(lo, hi, DAY_MS)}
+
+
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
@@ -250,16 +254,16 @@ def _map_base(folder: Path, manifest: Mapping[str, Any]) -> Base | None:
 
 
 def _refresh(paths: DataPaths, folder: Path, manifest: dict[str, Any] | None, lo: int, hi: int) -> Base:
-    """The base of the complete days [lo, hi), rewritten first unless the stored one is exactly that (caller
-    holds the lock)."""
-    days = range(lo, hi, DAY_MS)
-    prints = {kind: {format_day(d): _fingerprint(day_file(paths, kind, d)) for d in days} for kind in KINDS}
+    """The base of the complete days [lo, hi), rewritten first unless the stored one is still valid for them
+    (only the changed days re-read). The caller holds the lock."""
     old = _map_base(folder, manifest) if manifest is not None else None
     stored = manifest if old is not None else None
-    unchanged = stored is not None and all(stored["kinds"][kind]["days"] == prints[kind] for kind in KINDS)
-    if old is not None and stored is not None and (stored["lo"], stored["hi"]) == (lo, hi) and unchanged:
+    if old is not None and stored is not None and _still_valid(paths, stored, lo, hi):
         return old
-    generation = manifest["generation"] + 1 if manifest is not None else 1
+    days = range(lo, hi, DAY_MS)
+    prints = {kind: _prints(paths, kind, lo, hi) for kind in KINDS}
+    # past every generation on disk, so a rebuild never overwrites a file that another run may still have mapped
+    generation = 1 + max((int(p.name.split(".")[1]) for p in folder.glob("*.*.arrow")), default=0)
     kinds: dict[str, Any] = {}
     for kind in KINDS:
         old_frame, old_offsets = old[kind] if old is not None else (None, {})
@@ -280,6 +284,14 @@ def _refresh(paths: DataPaths, folder: Path, manifest: dict[str, Any] | None, lo
     if new is None:
         raise RuntimeError(f"the factor view panel just written under {folder} does not read back")
     return new
+
+
+def _still_valid(paths: DataPaths, stored: Mapping[str, Any], lo: int, hi: int) -> bool:
+    """The stored base ends at `hi`, starts at or before `lo` (older rows are skipped when assembling) and none
+    of its source days changed."""
+    if stored["hi"] != hi or stored["lo"] > lo:
+        return False
+    return all(stored["kinds"][kind]["days"] == _prints(paths, kind, stored["lo"], hi) for kind in KINDS)
 
 
 def _write_kind(
