@@ -33,7 +33,7 @@ from factors.engine import run_alpha
 from factors.synthetic import make_panels
 from lsq.config import AlphaSettings, StrategySettings
 from lsq.paths import DataPaths
-from lsq.stores.factor_panel import panel_dir, read_direct
+from lsq.stores.factor_panel import read_direct
 from lsq.stores.panels import write_panel
 from lsq.timelabels import DAY_MS, WINDOW_MS, parse_label
 
@@ -84,6 +84,14 @@ def load_in_child(folder: Path, window: int, days: int, how: str) -> dict[str, f
     return figures
 
 
+def from_scratch(paths: DataPaths, window: int, days: int, previous: int | None) -> dict[str, float]:
+    """A child's panel load after the panel is deleted and, with `previous`, built for that window first."""
+    shutil.rmtree(paths.factor_view, ignore_errors=True)
+    if previous is not None:
+        load_once(paths.root, previous, days, "panel")
+    return load_in_child(paths.root, window, days, "panel")
+
+
 def report(what: str, runs: list[dict[str, float]]) -> None:
     times = [r["seconds"] for r in runs]
     print(
@@ -126,21 +134,18 @@ def main() -> None:
             "  parquet, as before the rolling panel",
             [load_in_child(folder, window, args.days, "direct") for _ in repeat],
         )
-        cold = []
-        for _ in repeat:
-            shutil.rmtree(panel_dir(paths), ignore_errors=True)
-            cold.append(load_in_child(folder, window, args.days, "panel"))
-        report("  rolling panel, built from parquet (first run)", cold)
+        report(
+            "  rolling panel, built from parquet (first run)",
+            [from_scratch(paths, window, args.days, None) for _ in repeat],
+        )
         report(
             "  rolling panel, mapped (every window run)",
             [load_in_child(folder, window, args.days, "panel") for _ in repeat],
         )
-        rolled = []
-        for _ in repeat:
-            shutil.rmtree(panel_dir(paths), ignore_errors=True)
-            load_once(folder, window - DAY_MS, args.days, "panel")
-            rolled.append(load_in_child(folder, window, args.days, "panel"))
-        report("  rolling panel, a day's end (base rewritten with one more day)", rolled)
+        report(
+            "  rolling panel, a day's end (base rewritten with one more day)",
+            [from_scratch(paths, window, args.days, window - DAY_MS) for _ in repeat],
+        )
         panel_view = AlphaDataView.from_storage(paths, window, args.days, universe_version=None)
         reference_frames = {kind: read_direct(paths, kind, start, end) for kind in PANELS}
         reference = AlphaDataView(window, **reference_frames, history_days=args.days, _prepared=True)

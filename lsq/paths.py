@@ -11,6 +11,7 @@ data/
   universe/YYYY-MM-DD/{version}/universe.csv       the trading universe of a UTC day
   bars/..., tran_stats/..., premium_index/..., funding/...   pipeline outputs
   factors/..., alpha/...                           per-run calculator vectors and alphas
+  factor_view/                                     the calculators' rolling panel (lsq.stores.factor_panel)
   positions/{account_id}_target_positions_{YYYYmmdd_HHMMSS}.json
   execution/{account_id}/                          the executor's journal (SQLite), halt switch, equity peak
   monitoring/{account_id}/...                      account snapshots, income, fills, orders (monitoring.store)
@@ -82,6 +83,10 @@ class DataPaths:
     @property
     def factors(self) -> Path:
         return self.root / "factors"
+
+    @property
+    def factor_view(self) -> Path:
+        return self.root / "factor_view"
 
     @property
     def alpha(self) -> Path:

@@ -20,7 +20,6 @@ from factors.data_view import PANELS, AlphaDataView
 from factors.discovery import discover
 from factors.synthetic import Panels, make_panels
 from lsq.paths import DataPaths
-from lsq.stores.factor_panel import panel_dir
 from lsq.stores.panels import day_file, days_between, time_column, write_panel
 from lsq.symbols import to_exchange
 from lsq.timelabels import DAY_MS, WINDOW_MS, day_start, format_day, parse_label, partition_key
@@ -73,7 +72,7 @@ def frames(view: AlphaDataView) -> list[pl.DataFrame]:
 
 
 def manifest(paths: DataPaths) -> dict:
-    return json.loads((panel_dir(paths) / "manifest.json").read_text())
+    return json.loads((paths.factor_view / "manifest.json").read_text())
 
 
 def test_each_window_extends_the_panel_and_a_day_end_rolls_its_base(tmp_path: Path, panels: Panels) -> None:
@@ -118,7 +117,7 @@ def test_a_missing_or_damaged_panel_is_rebuilt_from_parquet(tmp_path: Path, pane
     store(paths, panels, DATA_START, LAST + WINDOW_MS)
     assert_same_view(paths, LAST)
     stored = manifest(paths)
-    base = panel_dir(paths) / stored["kinds"]["tran_stats"]["file"]
+    base = paths.factor_view / stored["kinds"]["tran_stats"]["file"]
     if damage == "delete":
         base.unlink()
     elif damage == "garbage":
@@ -126,11 +125,11 @@ def test_a_missing_or_damaged_panel_is_rebuilt_from_parquet(tmp_path: Path, pane
     elif damage == "truncate":
         base.write_bytes(base.read_bytes()[: base.stat().st_size // 2])
     elif damage == "manifest":
-        (panel_dir(paths) / "manifest.json").write_text("{ half a manifest")
+        (paths.factor_view / "manifest.json").write_text("{ half a manifest")
     else:
-        (panel_dir(paths) / "manifest.json").write_text(json.dumps({**stored, "version": -1}))
+        (paths.factor_view / "manifest.json").write_text(json.dumps({**stored, "version": -1}))
     assert_same_view(paths, LAST)
-    assert sorted(p.name for p in panel_dir(paths).glob("*.arrow")) == sorted(
+    assert sorted(p.name for p in paths.factor_view.glob("*.arrow")) == sorted(
         e["file"] for e in manifest(paths)["kinds"].values() if e["file"]
     )
 
@@ -232,4 +231,4 @@ def test_the_factors_asset_hands_calculators_the_parquet_view(tmp_path: Path, pa
                 got = pl.read_parquet(folder / f"{kind}.parquet")
                 assert got.height
                 assert_frame_equal(got, want.filter(pl.col("symbol").is_in(members)))
-    assert (panel_dir(paths) / "manifest.json").exists()
+    assert (paths.factor_view / "manifest.json").exists()

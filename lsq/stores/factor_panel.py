@@ -134,10 +134,6 @@ def read_direct(
     return prepare(kind, lf.collect(), start_ms, end_ms)
 
 
-def panel_dir(paths: DataPaths) -> Path:
-    return paths.root / "factor_view"
-
-
 def load_view(
     paths: DataPaths, start_ms: int, end_ms: int, symbols: Sequence[str] | None = None
 ) -> dict[str, pl.DataFrame | None]:
@@ -146,7 +142,7 @@ def load_view(
     """
     current = day_start(end_ms - 1)
     lo = day_start(start_ms)
-    folder = panel_dir(paths)
+    folder = paths.factor_view
     folder.mkdir(parents=True, exist_ok=True)
     with path_lock(folder / "manifest.json"):
         manifest = _read_manifest(folder)
