@@ -134,6 +134,16 @@ def test_a_missing_or_damaged_panel_is_rebuilt_from_parquet(tmp_path: Path, pane
     )
 
 
+def test_an_unwritable_panel_folder_costs_speed_not_the_run(
+    tmp_path: Path, panels: Panels, caplog: pytest.LogCaptureFixture
+) -> None:
+    paths = DataPaths(tmp_path / "data")
+    store(paths, panels, DATA_START, LAST + WINDOW_MS)
+    paths.factor_view.write_text("a file where the panel's folder should be")
+    assert_same_view(paths, LAST)
+    assert "reading the parquet day files" in caplog.text
+
+
 def test_an_older_window_reads_parquet_and_leaves_the_panel(tmp_path: Path, panels: Panels) -> None:
     paths = DataPaths(tmp_path / "data")
     store(paths, panels, DATA_START, LAST + WINDOW_MS)

@@ -25,6 +25,7 @@ factor partitions) reads parquet directly and leaves the panel alone: it follows
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,6 +40,8 @@ from lsq.paths import DataPaths, atomic_write_text
 from lsq.stores.panels import day_file, path_lock, scan_panel
 from lsq.symbols import to_exchange, to_strategy
 from lsq.timelabels import DAY_MS, day_start, format_day
+
+log = logging.getLogger(__name__)
 
 VERSION = 1
 TIME_COLUMNS: dict[str, str] = {
@@ -143,13 +146,14 @@ def load_view(
     current = day_start(end_ms - 1)
     lo = day_start(start_ms)
     folder = paths.factor_view
-    folder.mkdir(parents=True, exist_ok=True)
-    with path_lock(folder / "manifest.json"):
-        manifest = _read_manifest(folder)
-        if manifest is not None and manifest["hi"] > current:
-            base = None
-        else:
-            base = _refresh(paths, folder, manifest, lo, current)
+    try:
+        with path_lock(folder / "manifest.json"):
+            manifest = _read_manifest(folder)
+            older = manifest is not None and manifest["hi"] > current
+            base = None if older else _refresh(paths, folder, manifest, lo, current)
+    except OSError as exc:  # a cache: a full disk or a read-only data directory costs speed, never the run
+        log.warning("factor view panel under %s not usable (%s); reading the parquet day files", folder, exc)
+        base = None
     if base is None:
         return {kind: read_direct(paths, kind, start_ms, end_ms, symbols) for kind in KINDS}
     names = None if symbols is None else {strategy_name(s) for s in symbols}
@@ -225,7 +229,8 @@ def _read_manifest(folder: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(manifest, dict) or manifest.get("version") != VERSION:
         return None
-    return manifest
+    shape = {"generation": int, "lo": int, "hi": int, "kinds": dict}
+    return manifest if all(isinstance(manifest.get(k), t) for k, t in shape.items()) else None
 
 
 Base = dict[str, tuple[pl.DataFrame | None, dict[str, tuple[int, int]]]]
@@ -263,7 +268,7 @@ def _refresh(paths: DataPaths, folder: Path, manifest: dict[str, Any] | None, lo
     kinds: dict[str, Any] = {}
     for kind in KINDS:
         old_frame, old_offsets = old[kind] if old is not None else (None, {})
-        old_days = stored["kinds"][kind]["days"] if stored is not None else {}
+        old_days = (stored["kinds"][kind].get("days") or {}) if stored is not None else {}
         now = prints[kind]
         keep = [d for d in days if now[format_day(d)] is not None and old_days.get(format_day(d)) == now[format_day(d)]]
         fresh = [d for d in days if now[format_day(d)] is not None and d not in keep]
@@ -287,7 +292,7 @@ def _still_valid(paths: DataPaths, stored: Mapping[str, Any], lo: int, hi: int) 
     of its source days changed."""
     if stored["hi"] != hi or stored["lo"] > lo:
         return False
-    return all(stored["kinds"][kind]["days"] == _prints(paths, kind, stored["lo"], hi) for kind in KINDS)
+    return all(stored["kinds"][kind].get("days") == _prints(paths, kind, stored["lo"], hi) for kind in KINDS)
 
 
 def _write_kind(
