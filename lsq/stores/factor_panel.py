@@ -278,7 +278,7 @@ def _refresh(paths: DataPaths, folder: Path, manifest: dict[str, Any] | None, lo
         json.dumps({"version": VERSION, "generation": generation, "lo": lo, "hi": hi, "kinds": kinds}),
     )
     live = {entry["file"] for entry in kinds.values() if entry["file"] is not None}
-    for stale in folder.glob("*.arrow"):
+    for stale in [*folder.glob("*.arrow"), *folder.glob(".*.tmp")]:  # older generations, a crashed write's parts
         if stale.name not in live:
             stale.unlink(missing_ok=True)
     new = _map_base(folder, {"kinds": kinds})
@@ -311,9 +311,8 @@ def _write_kind(
         return {"file": None, "rows": 0, "offsets": {}}
     tcol = TIME_COLUMNS[kind]
     new = _read_days(paths, kind, fresh)
-    new_offsets = _offsets(new) if new is not None else {}
     in_kept = (pl.col(tcol) - pl.col(tcol) % DAY_MS).is_in(list(keep))
-    symbols = sorted(set(old_offsets) | set(new_offsets)) if keep else sorted(new_offsets)
+    symbols = sorted(set(old_offsets if keep else {}).union(*(day_offsets for _, day_offsets in new)))
     name = f"{kind}.{generation}.arrow"
     offsets: dict[str, tuple[int, int]] = {}
     rows = 0
@@ -325,8 +324,7 @@ def _write_kind(
                 parts = []
                 if old is not None and keep:
                     parts.append(_block(old, old_offsets, batch).filter(in_kept))
-                if new is not None:
-                    parts.append(_block(new, new_offsets, batch))
+                parts += [_block(day, day_offsets, batch) for day, day_offsets in new]
                 frame = in_order(pl.concat(parts, how="vertical"), tcol)
                 for symbol, (offset, length) in _offsets(frame).items():
                     offsets[symbol] = (rows + offset, length)
@@ -336,7 +334,7 @@ def _write_kind(
                     writer = pa.ipc.new_file(fh, table.schema)
                 writer.write_table(table)
             if writer is None:  # the days' files hold no rows
-                empty = (new if new is not None else old if old is not None else prepare(kind, None, 0, 0)).clear()
+                empty = (new[0][0] if new else old if old is not None else prepare(kind, None, 0, 0)).clear()
                 writer = pa.ipc.new_file(fh, empty.to_arrow().schema)
             writer.close()
             fh.flush()
@@ -363,10 +361,15 @@ def _block(frame: pl.DataFrame, offsets: Mapping[str, tuple[int, int]], symbols:
     return frame.slice(first, last - first)
 
 
-def _read_days(paths: DataPaths, kind: str, days: Sequence[int]) -> pl.DataFrame | None:
-    """The calculators' layout of whole stored days (None when none of them has a file)."""
-    files = [p for d in days if (p := day_file(paths, kind, d)).exists()]
-    if not files:
-        return None
-    raw = pl.concat([pl.read_parquet(p) for p in files], how="vertical")
-    return prepare(kind, raw, min(days), max(days) + DAY_MS)
+def _read_days(
+    paths: DataPaths, kind: str, days: Sequence[int]
+) -> list[tuple[pl.DataFrame, dict[str, tuple[int, int]]]]:
+    """Each stored day in the calculators' layout with its symbols' blocks. Day by day, so only one day's Decimal
+    rows are in memory at a time (a rebuild of 30 days would otherwise hold them all twice)."""
+    out = []
+    for day in days:
+        path = day_file(paths, kind, day)
+        if path.exists():
+            frame = prepare(kind, pl.read_parquet(path), day, day + DAY_MS)
+            out.append((frame, _offsets(frame)))
+    return out
