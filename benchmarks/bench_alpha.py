@@ -49,9 +49,12 @@ def twenty_calculators() -> list[AlphaCalculatorBase]:
 
 
 def load_once(folder: Path, window: int, days: int, how: str) -> dict[str, float]:
-    """One view load in this process: wall seconds, peak RSS (VmHWM) and rows. `how`: direct (parquet, the path
-    before the rolling panel) or panel (lsq.stores.factor_panel, whatever state it is in)."""
+    """One view load in this process: wall and CPU seconds (all threads), peak RSS (VmHWM) and rows.
+
+    `how`: direct (parquet, the path before the rolling panel) or panel (lsq.stores.factor_panel, in whatever state
+    it is)."""
     paths = DataPaths(folder)
+    cpu = time.process_time()
     started = time.perf_counter()
     if how == "direct":
         end = window + WINDOW_MS
@@ -59,8 +62,9 @@ def load_once(folder: Path, window: int, days: int, how: str) -> dict[str, float
         view = AlphaDataView(window, **frames, history_days=days, _prepared=True)
     else:
         view = AlphaDataView.from_storage(paths, window, days, universe_version=None)
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "rows": float(view.tran_stats_panel.height)}
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    rows = float(view.tran_stats_panel.height)
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_mb(), "rows": rows}
 
 
 def peak_rss_mb() -> float:
@@ -94,8 +98,9 @@ def from_scratch(paths: DataPaths, window: int, days: int, previous: int | None)
 
 def report(what: str, runs: list[dict[str, float]]) -> None:
     times = [r["seconds"] for r in runs]
+    cpu = statistics.median(r["cpu_seconds"] for r in runs)
     print(
-        f"{what}: median {statistics.median(times):.3f} s (min {min(times):.3f}), peak RSS "
+        f"{what}: median {statistics.median(times):.3f} s (min {min(times):.3f}; CPU {cpu:.3f} s), peak RSS "
         f"{max(r['peak_rss_mb'] for r in runs):,.0f} MB, {int(runs[0]['rows']):,} tran_stats rows"
     )
 
