@@ -22,6 +22,8 @@ import time
 from functools import partial
 from pathlib import Path
 
+import polars as pl
+
 from benchmarks.timing import wall_runs
 from factors.calculator import AlphaCalculatorBase
 from factors.calculators.funding_carry import FundingCarry
@@ -57,14 +59,19 @@ def load_once(folder: Path, window: int, days: int, how: str) -> dict[str, float
     cpu = time.process_time()
     started = time.perf_counter()
     if how == "direct":
-        end = window + WINDOW_MS
-        frames = {kind: read_direct(paths, kind, end - days * DAY_MS, end) for kind in PANELS}
-        view = AlphaDataView(window, **frames, history_days=days, _prepared=True)
+        view = parquet_view(paths, window, days)
     else:
         view = AlphaDataView.from_storage(paths, window, days, universe_version=None)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     rows = float(view.tran_stats_panel.height)
     return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_mb(), "rows": rows}
+
+
+def parquet_view(paths: DataPaths, window: int, days: int) -> AlphaDataView:
+    """The view straight from the parquet day files, as it was built before the rolling panel."""
+    end = window + WINDOW_MS
+    frames = [read_direct(paths, kind, end - days * DAY_MS, end) for kind in PANELS]
+    return AlphaDataView(window, *frames, history_days=days, _prepared=True)
 
 
 def peak_rss_mb() -> float:
@@ -152,11 +159,13 @@ def main() -> None:
             [from_scratch(paths, window, args.days, window - DAY_MS) for _ in repeat],
         )
         panel_view = AlphaDataView.from_storage(paths, window, args.days, universe_version=None)
-        reference_frames = {kind: read_direct(paths, kind, start, end) for kind in PANELS}
-        reference = AlphaDataView(window, **reference_frames, history_days=args.days, _prepared=True)
         calculators = twenty_calculators()
-        for name, view in (("parquet view", reference), ("rolling-panel view", panel_view)):
-            alpha = None
+        alphas: dict[str, pl.DataFrame] = {}
+        for name, view in (
+            ("parquet view", parquet_view(paths, window, args.days)),
+            ("rolling-panel view", panel_view),
+        ):
+            alpha: pl.DataFrame | None = None
             for mode in ("none", "thread", "process"):
                 settings = StrategySettings(alpha=AlphaSettings(concurrency=mode, timeout_seconds=120))
                 times, result = wall_runs(partial(run_alpha, calculators, view, settings), args.repeat)
@@ -169,13 +178,10 @@ def main() -> None:
                     f"{len(calculators)} calculators x {len(view.universe)} symbols; slowest {slowest[0]} "
                     f"{slowest[1]:.3f} s; alpha {same}, {result.alpha.height} symbols"
                 )
-            if name == "parquet view":
-                parquet_alpha = alpha
-            else:
-                print(
-                    f"alpha of the rolling-panel view vs the parquet view: "
-                    f"{'identical' if alpha is not None and alpha.equals(parquet_alpha) else 'DIFFERENT'}"
-                )
+            assert alpha is not None
+            alphas[name] = alpha
+        agree = alphas["parquet view"].equals(alphas["rolling-panel view"])
+        print(f"alpha of the rolling-panel view vs the parquet view: {'identical' if agree else 'DIFFERENT'}")
 
 
 if __name__ == "__main__":
