@@ -139,12 +139,24 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory, fsync, then rename: readers never see half a file."""
+def temp_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file (descriptor, name) in `path`'s directory, to be renamed onto `path`, with the mode a
+    plain create would give (mkstemp's 0600 would hide the file from other readers)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide the file from other readers
+        os.fchmod(fd, 0o666 & ~_UMASK)
+    except BaseException:
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return fd, tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same directory, fsync, then rename: readers never see half a file."""
+    fd, tmp = temp_beside(path)
+    try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -157,10 +169,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def create_exclusive(path: Path, data: bytes) -> bool:
     """Create `path` holding `data` unless it exists (then False): the complete file appears at once or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.link(tmp, path)

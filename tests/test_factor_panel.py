@@ -89,6 +89,9 @@ def test_each_window_extends_the_panel_and_a_day_end_rolls_its_base(tmp_path: Pa
         assert manifest(paths)["generation"] == generation + (1 if rolled else 0)
         generation = manifest(paths)["generation"]
     assert manifest(paths)["hi"] == day_start(LAST)
+    # readable like every other file of the data directory (not mkstemp's 0600)
+    modes = {p.stat().st_mode & 0o777 for p in paths.factor_view.glob("*.arrow")}
+    assert modes == {(paths.factor_view / "manifest.json").stat().st_mode & 0o777}
 
 
 def test_a_backfill_or_rewrite_of_older_windows_shows_at_once(tmp_path: Path, panels: Panels) -> None:

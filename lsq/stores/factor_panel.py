@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from lsq.paths import DataPaths, atomic_write_text
+from lsq.paths import DataPaths, atomic_write_text, temp_beside
 from lsq.stores.panels import day_file, path_lock, scan_panel
 from lsq.symbols import to_exchange, to_strategy
 from lsq.timelabels import DAY_MS, day_start, format_day
@@ -316,7 +315,7 @@ def _write_kind(
     name = f"{kind}.{generation}.arrow"
     offsets: dict[str, tuple[int, int]] = {}
     rows = 0
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    fd, tmp = temp_beside(folder / name)
     try:
         with os.fdopen(fd, "wb") as fh:
             writer: pa.ipc.RecordBatchFileWriter | None = None
