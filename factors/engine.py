@@ -47,11 +47,12 @@ import numpy as np
 import polars as pl
 
 from factors.calculator import AlphaCalculatorBase
-from factors.data_view import AlphaDataView, strategy_name
+from factors.data_view import AlphaDataView
 from factors.health import CalculatorHealth, health_file
 from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.config import AlphaSettings, StrategySettings
 from lsq.paths import DataPaths, atomic_write_bytes, atomic_write_text
+from lsq.stores.factor_panel import strategy_name
 from lsq.timelabels import DAY_MS, label_of, to_datetime
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ data/
   universe/YYYY-MM-DD/{version}/universe.csv       the trading universe of a UTC day
   bars/..., tran_stats/..., premium_index/..., funding/...   pipeline outputs
   factors/..., alpha/...                           per-run calculator vectors and alphas
+  factor_view/                                     the calculators' rolling panel (lsq.stores.factor_panel)
   positions/{account_id}_target_positions_{YYYYmmdd_HHMMSS}.json
   execution/{account_id}/                          the executor's journal (SQLite), halt switch, equity peak
   monitoring/{account_id}/...                      account snapshots, income, fills, orders (monitoring.store)
@@ -84,6 +85,10 @@ class DataPaths:
         return self.root / "factors"
 
     @property
+    def factor_view(self) -> Path:
+        return self.root / "factor_view"
+
+    @property
     def alpha(self) -> Path:
         return self.root / "alpha"
 
@@ -134,12 +139,24 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory, fsync, then rename: readers never see half a file."""
+def temp_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file (descriptor, name) in `path`'s directory, to be renamed onto `path`, with the mode a
+    plain create would give (mkstemp's 0600 would hide the file from other readers)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide the file from other readers
+        os.fchmod(fd, 0o666 & ~_UMASK)
+    except BaseException:
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return fd, tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same directory, fsync, then rename: readers never see half a file."""
+    fd, tmp = temp_beside(path)
+    try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -152,10 +169,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def create_exclusive(path: Path, data: bytes) -> bool:
     """Create `path` holding `data` unless it exists (then False): the complete file appears at once or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.link(tmp, path)

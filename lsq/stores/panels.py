@@ -52,7 +52,8 @@ def days_between(start_ms: int, end_ms: int) -> list[int]:
 
 
 @contextmanager
-def _day_lock(path: Path) -> Iterator[None]:
+def path_lock(path: Path) -> Iterator[None]:
+    """Exclusive lock of `path` (a `.name.lock` file beside it, flock) for writers that read-modify-replace it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -87,7 +88,7 @@ def write_panel(
         lo, hi = max(start_ms, day), min(end_ms, day + DAY_MS)
         path = day_file(paths, kind, day, period)
         part = frame.filter(pl.col(tcol).is_between(lo, hi, closed="left"))
-        with _day_lock(path):
+        with path_lock(path):
             if path.exists():
                 kept = pl.read_parquet(path).filter(~pl.col(tcol).is_between(lo, hi, closed="left"))
                 if kept.schema != part.schema:

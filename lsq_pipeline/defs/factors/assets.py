@@ -2,9 +2,10 @@
 
 All three are on the 5-minute partitions and run in the same window job as the window's bars. Lineage declares the
 trailing `strategy.history_days` of bars_5m / tran_stats_5m / premium_index_5m and the window's day of funding_rates
-and universe, but the data are read straight from storage (lsq.stores): loading thousands of upstream
-partitions through an IO manager is far too slow. `factor_assets(settings, five_minute)` discovers the enabled
-calculators and declares the lineage of the configured `strategy.history_days`.
+and universe, but the data are read straight from storage: loading thousands of upstream partitions through an
+IO manager is far too slow, and the view comes from the rolling panel (lsq.stores.factor_panel), memory-mapped and
+extended by the new windows instead of re-read from parquet every run. `factor_assets(settings, five_minute)`
+discovers the enabled calculators and declares the lineage of the configured `strategy.history_days`.
 
 - `factors` (one step, `can_subset`): builds the view once and runs the selected calculators with the configured
   concurrency; each `factor_<name>` materialises with its status, timing and weights summary, and its check
