@@ -7,6 +7,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from factors.sizing import TargetPosition, write_account_targets
@@ -15,6 +16,7 @@ from lsq.timelabels import WINDOW_MS
 from monitoring.records import fill_row, income_row, position_rows, snapshot_row
 from monitoring.report import account_report
 from monitoring.store import AccountStore, as_frame
+from monitoring.targets import read_targets
 
 D = Decimal
 H = 3_600_000
@@ -145,6 +147,38 @@ def test_a_broken_target_file_is_skipped_not_fatal(paths: DataPaths) -> None:
     (paths.positions / "acc_target_positions_20270101_001500.json").write_text("{not json")
     report = account_report(paths, "acc", T0, T0 + 4 * H)
     assert [d["window_ms"] for d in report.window_deviation.to_dicts()] == [T0, T1]
+
+
+def test_targets_are_read_through_a_day_index_that_follows_the_files(
+    paths: DataPaths, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The index is built on the first read and used after; an added, rewritten, removed, broken or empty file
+    shows up in the next read as it would parsing every file, and a damaged index is rebuilt."""
+    index = paths.monitoring_account("acc") / "targets" / "2027-01-01.parquet"
+    first = read_targets(paths, "acc", W0, W0 + 24 * H)
+    assert index.exists() and first["window_ms"].to_list() == [T0, T0, T1]
+    assert first.filter(pl.col("window_ms") == T1)["price"].to_list() == [D("104")]
+    built = index.stat().st_mtime_ns
+    assert read_targets(paths, "acc", W0, W0 + 24 * H).equals(first) and index.stat().st_mtime_ns == built
+
+    capital = D("10000")
+    write_account_targets(paths, "acc", T1, capital, [])  # decided at T1 + 5 min, no symbol: a null-symbol row
+    write_account_targets(paths, "acc", T0, capital, [_target("BTCUSDT", "2", "105")])  # the T1 file rewritten
+    (paths.positions / "acc_target_positions_20270101_000500.json").unlink()  # the T0 file removed
+    (paths.positions / "acc_target_positions_20270101_002500.json").write_text("{not json")
+    write_account_targets(paths, "acc", W0 + 24 * H, capital, [_target("BTCUSDT", "3", "1")])  # the next day
+    caplog.set_level("WARNING")
+    now = read_targets(paths, "acc", W0, W0 + 24 * H)
+    assert now.select("window_ms", "symbol", "target_position").rows() == [
+        (T1, "BTCUSDT", D("2")),
+        (T1 + WINDOW_MS, None, None),
+    ]
+    assert ["not a target file" in r.getMessage() for r in caplog.records] == [True]
+    assert read_targets(paths, "acc", T1 + WINDOW_MS, None)["target_position"].to_list() == [None, D("3")]
+    assert read_targets(paths, "acc", W0, T1)["window_ms"].to_list() == []  # the range is by decision time
+
+    index.write_bytes(b"not parquet")
+    assert read_targets(paths, "acc", W0, W0 + 24 * H).equals(now)
 
 
 def test_lsq_report_prints_json_and_writes_csv(
