@@ -10,10 +10,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from executors.router import client_order_id
 from factors.sizing import TargetPosition, write_account_targets
 from lsq.paths import DataPaths
 from lsq.timelabels import WINDOW_MS
-from monitoring.records import fill_row, income_row, position_rows, snapshot_row
+from monitoring.records import fill_row, income_row, order_from_event, position_rows, snapshot_row
 from monitoring.report import account_report
 from monitoring.store import AccountStore, as_frame
 from monitoring.targets import read_targets
@@ -98,6 +99,28 @@ def test_implementation_shortfall_against_decision_and_arrival_prices(paths: Dat
     assert window["shortfall_arrival"] == pytest.approx(0.5)
     assert window["shortfall_arrival_bps"] == pytest.approx(0.5 / 100.5 * 1e4)
     assert report.totals["shortfall_decision_bps"] == pytest.approx(1 / 101 * 1e4)  # of what was filled
+
+
+def test_a_late_fill_belongs_to_the_window_its_order_was_sent_for(paths: DataPaths) -> None:
+    """A TWAP of T0's targets still filling after T1's were decided is measured against T0's decision price (its
+    client order id names the window); a fill of an order the log does not hold goes by time."""
+    store = AccountStore(paths, "acc")
+    late, unknown = T1 + 20_000, T1 + 30_000
+    cid = client_order_id("acc", W0, "BTCUSDT", "OB", 3)
+    order = {"s": "BTCUSDT", "i": 71, "c": cid, "T": late, "S": "BUY", "o": "MARKET", "x": "TRADE"}
+    store.append("orders", as_frame("orders", [order_from_event(order)]))
+    store.append(
+        "fills",
+        as_frame("fills", [fill_row({"id": 8, "orderId": 71, "time": late, "symbol": "BTCUSDT", "side": "BUY",
+                                     "price": "102", "qty": "1", "quoteQty": "102", "commission": "0"}),
+                           fill_row({"id": 9, "orderId": 72, "time": unknown, "symbol": "BTCUSDT", "side": "SELL",
+                                     "price": "103", "qty": "1", "quoteQty": "103", "commission": "0"})]),
+    )  # fmt: skip
+    windows = {r["window_ms"]: r for r in account_report(paths, "acc", T0, T0 + 4 * H).windows.to_dicts()}
+    assert (windows[T0]["fills"], windows[T0]["decision_price"]) == (2, 100)
+    assert windows[T0]["shortfall_decision"] == pytest.approx(1.0 + 2.0)  # bought at 101 and 102, decided at 100
+    assert (windows[T1]["fills"], windows[T1]["decision_price"]) == (1, 104)
+    assert windows[T1]["shortfall_decision"] == pytest.approx(1.0)  # sold at 103, decided at 104
 
 
 def test_tracking_error_and_the_outputs(paths: DataPaths, tmp_path: Path) -> None:
