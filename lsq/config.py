@@ -120,6 +120,11 @@ class AlgorithmSettings(_Strict):
     twap: TwapSettings = TwapSettings()
     vwap: VwapSettings = VwapSettings()
 
+    @property
+    def horizon_seconds(self) -> float:
+        """How long the executor works a target: a market order at once, TWAP/VWAP over their horizon."""
+        return {"market": 0.0, "twap": self.twap.horizon_seconds, "vwap": self.vwap.horizon_seconds}[self.name]
+
 
 class ExecutionLimits(_Strict):
     max_order_notional: float | None = Field(default=25_000.0, gt=0)  # USDT per child order (larger ones split)
@@ -172,6 +177,10 @@ class CheckThresholds(_Strict):
     margin_ratio: Threshold = Threshold(warn=0.3, error=0.6)  # Binance's: 1.0 is liquidation
     available_share: Threshold = Threshold(warn=0.2, error=0.05, above=False)  # available / margin balance
     snapshot_age_seconds: Threshold = Threshold(warn=180, error=600)  # the watcher's newest snapshot
+    # Deviation is judged from a target's decision time + the account's executor horizon + this grace (the executor
+    # starts after the window is sealed and computed); until then the check reads "converging". Keep horizon +
+    # grace under the 5-minute cycle, or each target is replaced before it is judged.
+    deviation_grace_seconds: float = Field(default=30.0, ge=0, le=3_600)
 
 
 class AlertSettings(_Strict):

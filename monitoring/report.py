@@ -6,7 +6,8 @@ measured from the account's own fills, income records and snapshots, never from 
   bounds), funding and fees; total = price + funding − fees.
 - Per UTC day and in total: the same over every income record, those without a symbol included; other income
   (insurance clear, ...) is added to the total and listed apart; transfers are capital, reported but never PnL.
-- Per window (a target file's decision time up to the next one): implementation shortfall of the window's fills
+- Per window (the target file an order was sent for, read from the executor's client order id; a fill whose order
+  is unknown belongs to the newest target decided before it): implementation shortfall of the window's fills
   against the target file's decision price and against the arrival mark (the latest stored mark at or before the
   symbol's first fill in the window), in USDT (positive = cost) and in bps of the filled notional at the reference;
   and the deviation from the window's targets at its last snapshot. Tracking error is the root mean square of those
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from typing import Any
 import polars as pl
 
 from lsq.paths import DataPaths, atomic_write_text
-from lsq.timelabels import DAY_MS
+from lsq.timelabels import DAY_MS, WINDOW_MS
 from monitoring.store import MONEY, AccountStore
 from monitoring.targets import read_targets
 
@@ -139,17 +141,41 @@ def _bps(cost: str, ref: str) -> pl.Expr:
     return pl.when(pl.col(ref) > 0).then(pl.col(cost) / pl.col(ref) * 1e4)
 
 
+# executors/router.py's client_order_id: lsqXXXX-WWWW-...: WWWW is the window's start // 5 min in base 36.
+_CLIENT_WINDOW = re.compile(r"^lsq[0-9a-z]{4}-([0-9a-z]+)-")
+
+
+def order_windows(orders: pl.DataFrame) -> pl.DataFrame:
+    """`symbol, order_id, order_window_ms`: the decision time of the targets each of our orders was sent for."""
+    known: dict[str, int] = {}
+    for cid in orders["client_order_id"].drop_nulls().unique().to_list():
+        match = _CLIENT_WINDOW.match(cid)
+        if match:
+            known[cid] = int(match.group(1), 36) * WINDOW_MS + WINDOW_MS
+    windows = pl.DataFrame(
+        {"client_order_id": list(known), "order_window_ms": list(known.values())},
+        schema={"client_order_id": pl.String(), "order_window_ms": pl.Int64()},
+    )
+    return orders.join(windows, on="client_order_id").select("symbol", "order_id", "order_window_ms").unique()
+
+
 def shortfall_by_window(
-    fills: pl.DataFrame, positions: pl.DataFrame, targets: pl.DataFrame, end_ms: int
+    fills: pl.DataFrame, positions: pl.DataFrame, targets: pl.DataFrame, end_ms: int, orders: pl.DataFrame
 ) -> pl.DataFrame:
-    """Per (window, symbol) with fills: quantity, notional, fees and shortfall against decision and arrival prices."""
+    """Per (window, symbol) with fills: quantity, notional, fees and shortfall against decision and arrival prices.
+    A fill belongs to the window its order was sent for (`orders`, the stored order log), so a TWAP running late,
+    past the next target's decision, is still measured against its own targets; else to the newest one before it."""
     if targets.height == 0:
         return pl.DataFrame(schema=WINDOW_SCHEMA)
     starts = targets.select("window_ms").unique().sort("window_ms")
+    sent_for = order_windows(orders).join(starts, left_on="order_window_ms", right_on="window_ms", how="semi")
     f = (
         fills.filter(pl.col("time_ms") < end_ms)
         .sort("time_ms")
         .join_asof(starts, left_on="time_ms", right_on="window_ms", strategy="backward")
+        .join(sent_for, on=["symbol", "order_id"], how="left")
+        .with_columns(pl.coalesce("order_window_ms", "window_ms").alias("window_ms"))
+        .drop("order_window_ms")
         .filter(pl.col("window_ms").is_not_null())
     )
     if f.height == 0:
@@ -411,6 +437,7 @@ def strategy_report(
     snapshots: pl.DataFrame,
     positions: pl.DataFrame,
     targets: pl.DataFrame,
+    orders: pl.DataFrame,
     start_ms: int,
     end_ms: int,
 ) -> StrategyReport:
@@ -420,7 +447,7 @@ def strategy_report(
     by_symbol = pnl_by_symbol(fills, income, snapshots, positions, start_ms, end_ms)
     daily = daily_totals(fills, income, snapshots, positions, start_ms, end_ms)
     totals = _totals(daily)
-    windows = shortfall_by_window(fills, positions, targets, end_ms)
+    windows = shortfall_by_window(fills, positions, targets, end_ms, orders)
     deviation = deviation_by_window(snapshots, positions, targets, end_ms)
     shares = deviation["deviation_share"].drop_nulls()
     totals["tracking_error"] = math.sqrt(float((shares**2).mean())) if shares.len() else None  # type: ignore[arg-type]
@@ -453,6 +480,7 @@ def account_report(paths: DataPaths, account_id: str, start_ms: int, end_ms: int
         store.read("snapshots", start_ms - DAY_MS, end_ms),
         store.read("positions", start_ms - DAY_MS, end_ms),
         targets,
+        store.read("orders", start_ms - DAY_MS, end_ms),
         start_ms,
         end_ms,
     )

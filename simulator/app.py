@@ -8,8 +8,9 @@ X-MBX-ORDER-COUNT-10S/-1M, and every failure has Binance's {"code", "msg"} shape
 
 Also served: market streams (/market/ws, /market/stream, silent legacy /ws and /stream), the user-data stream
 (/private/ws), public-data files (/data/...), and, for loopback clients only, GET|POST /admin/faults,
-POST /admin/faults/reset, GET /admin/stats, GET /admin/orders (every order request and what became of it) and
-POST /admin/transfer (deposit or withdraw USDT).
+POST /admin/faults/reset, GET /admin/stats, GET /admin/orders (every order request and what became of it),
+GET /admin/equity (each account's equity as served by every account answer) and POST /admin/transfer (deposit or
+withdraw USDT).
 """
 
 from __future__ import annotations
@@ -371,6 +372,17 @@ def _admin_routes(
     app.router.add_get("/admin/stats", _loopback_only(stats))
     app.router.add_post("/admin/transfer", _loopback_only(transfer))
     app.router.add_get("/admin/orders", _loopback_only(order_requests))
+
+    async def equity(request: web.Request) -> web.Response:
+        if engine is None:
+            return _json_response({"error": "this simulator runs without accounts"}, 404)
+        try:
+            entries = engine.equity_log.query(dict(request.query))
+        except ValueError as exc:
+            return _json_response({"error": f"bad filter: {exc}"}, 400)
+        return _json_response({"count": len(entries), "samples": entries})
+
+    app.router.add_get("/admin/equity", _loopback_only(equity))
 
 
 def build_app(

@@ -25,12 +25,12 @@ from aiohttp import web
 
 from factors.sizing import TargetPosition, write_account_targets
 from lsq.clock import FakeClock
-from lsq.config import AlertSettings, CheckThresholds, ConfigError, Settings, Threshold, load_config
+from lsq.config import AlertSettings, AlgorithmSettings, CheckThresholds, ConfigError, Settings, Threshold, load_config
 from lsq.paths import DataPaths
 from lsq.timelabels import WINDOW_MS, parse_day
 from lsq_pipeline.defs import monitoring as monitoring_domain
 from lsq_pipeline.defs.monitoring.assets import ACCOUNT_STATE, ACCOUNTS
-from lsq_pipeline.defs.monitoring.checks import evaluate, level
+from lsq_pipeline.defs.monitoring.checks import Outcome, evaluate, level
 from lsq_pipeline.resources import LsqResource
 from monitoring.records import fill_row, income_row, position_rows, snapshot_row
 from monitoring.state import account_view
@@ -40,6 +40,8 @@ D = Decimal
 DAY = "2026-11-20"
 W0 = parse_day(DAY)  # the first window; its targets are decided at W0 + 5 min
 T0 = W0 + WINDOW_MS
+HORIZON = 240.0  # the shipped executor: TWAP over 240 s
+JUDGED = T0 + 270_000  # deviation from the targets decided at T0 is judged from T0 + horizon + the 30 s grace
 ACCOUNT = "sim_alpha"  # an account of the shipped configuration's simulator (mock) accounts
 
 
@@ -69,8 +71,10 @@ def snapshot(paths: DataPaths, t: int, btc: str, wallet: str = "10000", account:
     store.append("positions", as_frame("positions", position_rows(risk, {"BTCUSDT": D("100")}, t)))
 
 
-def targets(paths: DataPaths, btc: str = "10") -> None:
-    write_account_targets(paths, ACCOUNT, W0, D("10000"), [TargetPosition("BTCUSDT", D(btc), D(btc) * 100, D(100))])
+def targets(paths: DataPaths, btc: str = "10", window: int = W0) -> None:
+    """BTC targets for the window starting at `window` (decided at its end)."""
+    position = TargetPosition("BTCUSDT", D(btc), D(btc) * 100, D(100))
+    write_account_targets(paths, ACCOUNT, window, D("10000"), [position])
 
 
 @pytest.fixture
@@ -194,7 +198,7 @@ def test_checks_on_stored_views(paths: DataPaths, btc: str, deviation: str, expo
     """Deviation 5 %, 20 %, 80 % of a 1,000 USDT target; 4,000 and 6,000 USDT held on 10,000 of equity is
     leverage 0.4 / 0.6 against levels 0.3 (WARN) and 0.5 (ERROR)."""
     targets(paths)
-    snapshot(paths, T0 + 30_000, btc)
+    snapshot(paths, JUDGED, btc)
     view = account_view(paths, ACCOUNT)
     assert view is not None
     thresholds = CheckThresholds(
@@ -202,10 +206,36 @@ def test_checks_on_stored_views(paths: DataPaths, btc: str, deviation: str, expo
         leverage=Threshold(warn=0.3, error=0.5),
         largest_share=Threshold(warn=1.1, error=1.2),
     )
-    got = {o.check: o.level for o in evaluate(view, T0 + 60_000, thresholds)}
+    got = {o.check: o.level for o in evaluate(view, JUDGED + 30_000, thresholds, HORIZON)}
     assert got == {"deviation": deviation, "exposure": exposure, "health": "OK"}
-    stale = {o.check: o for o in evaluate(view, T0 + 30_000 + 600_000, thresholds)}["health"]
+    stale = {o.check: o for o in evaluate(view, JUDGED + 600_000, thresholds, HORIZON)}["health"]
     assert stale.level == "ERROR" and "snapshot_age_seconds 600" in stale.description
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "judged_from"), [("market", T0 + 30_000), ("twap", JUDGED), ("vwap", T0 + 150_000)]
+)
+def test_deviation_is_judged_after_the_executors_horizon(paths: DataPaths, algorithm: str, judged_from: int) -> None:
+    """80 % off target 30 s after the decision is no breach yet while a TWAP works the target (it keeps the level
+    last judged and says it is converging); from decision + horizon + grace it is judged. MARKET has no horizon."""
+    thresholds = CheckThresholds(deviation=Threshold(warn=0.1, error=0.5), deviation_grace_seconds=30)
+    algo = AlgorithmSettings.model_validate({"name": algorithm, "vwap": {"horizon_seconds": 120}})
+    targets(paths)
+
+    def deviation_at(t: int, held: str = "OK") -> Outcome:
+        snapshot(paths, t, "2")
+        view = account_view(paths, ACCOUNT)
+        assert view is not None
+        return {o.check: o for o in evaluate(view, t, thresholds, algo.horizon_seconds, held)}["deviation"]  # type: ignore[arg-type]
+
+    early = deviation_at(judged_from - 1)
+    if algorithm != "market":  # a market account's first snapshot after the decision is already judged
+        assert (early.level, early.passed, early.values["deviation"]) == ("OK", True, pytest.approx(0.8))
+        assert early.converging_until_ms == judged_from
+        assert early.metadata()["state"].value.startswith("converging until 2026-11-20 ")
+        assert deviation_at(judged_from - 1, held="WARN").level == "WARN"
+    judged = deviation_at(judged_from)
+    assert (judged.level, judged.converging_until_ms, judged.metadata()["state"].value) == ("ERROR", None, "judged")
 
 
 class Receiver:
@@ -256,9 +286,14 @@ def test_a_breach_alerts_once_then_resolves_once(
     domain = Domain(settings_for(paths.root, webhook_url=receiver.url, cooldown_seconds=600), clock, instance)
     targets(paths)
     domain.tick("alert_sensor")  # the first tick starts from now
-    snapshot(paths, T0 + 30_000, "2")  # 80 % off target: ERROR
     caplog.set_level(logging.INFO)
+    snapshot(paths, T0 + 30_000, "2")  # 80 % off target while the TWAP works it: converging, no alert
+    domain.tick("account_state_sensor")
+    domain.tick("alert_sensor")
+    assert receiver.bodies == [] and check_states(instance)["deviation"] == (True, "WARN")
 
+    snapshot(paths, JUDGED, "2")  # still 80 % off after the horizon and the grace: ERROR
+    clock.advance(240)
     domain.tick("account_state_sensor")
     domain.tick("alert_sensor")
     [alert] = receiver.bodies
@@ -267,15 +302,16 @@ def test_a_breach_alerts_once_then_resolves_once(
     logged = [r.getMessage() for r in caplog.records if r.name == "lsq_pipeline.defs.monitoring.alerts"]
     assert logged == ["[ERROR] deviation on account_state[sim_alpha]: deviation 0.8 ≥ 0.5 (ERROR)"]
 
-    for t in (90_000, 150_000):  # still breached, snapshot after snapshot: no second alert
-        snapshot(paths, T0 + t, "2")
+    targets(paths, window=T0)  # the next window's targets, decided at T0 + 5 min; still as far off
+    for t in (JUDGED + 60_000, T0 + 330_000, T0 + 390_000):  # breached, then converging: no second alert, no resolve
+        snapshot(paths, t, "2")
         clock.advance(60)
         domain.tick("account_state_sensor")
         domain.tick("alert_sensor")
-    assert len(receiver.bodies) == 1
+    assert len(receiver.bodies) == 1 and check_states(instance)["deviation"] == (False, "ERROR")
 
-    snapshot(paths, T0 + 210_000, "10")  # back on target
-    clock.advance(60)
+    snapshot(paths, T0 + 300_000 + 270_000, "10")  # back on target when the new one is judged
+    clock.advance(180)
     domain.tick("account_state_sensor")
     domain.tick("alert_sensor")
     domain.tick("alert_sensor")
@@ -375,3 +411,7 @@ def test_monitoring_configuration(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(bad, env={})
     assert "monitoring.checks.deviation: error must be at or above warn (got warn 0.5, error 0.1)" in str(err.value)
+    bad.write_text("monitoring:\n  checks:\n    deviation_grace_seconds: -5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(bad, env={})
+    assert "monitoring.checks.deviation_grace_seconds" in str(err.value)

@@ -7,14 +7,17 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import polars as pl
 import pytest
 
+from executors.router import client_order_id
 from factors.sizing import TargetPosition, write_account_targets
 from lsq.paths import DataPaths
 from lsq.timelabels import WINDOW_MS
-from monitoring.records import fill_row, income_row, position_rows, snapshot_row
+from monitoring.records import fill_row, income_row, order_from_event, position_rows, snapshot_row
 from monitoring.report import account_report
 from monitoring.store import AccountStore, as_frame
+from monitoring.targets import read_targets
 
 D = Decimal
 H = 3_600_000
@@ -98,6 +101,28 @@ def test_implementation_shortfall_against_decision_and_arrival_prices(paths: Dat
     assert report.totals["shortfall_decision_bps"] == pytest.approx(1 / 101 * 1e4)  # of what was filled
 
 
+def test_a_late_fill_belongs_to_the_window_its_order_was_sent_for(paths: DataPaths) -> None:
+    """A TWAP of T0's targets still filling after T1's were decided is measured against T0's decision price (its
+    client order id names the window); a fill of an order the log does not hold goes by time."""
+    store = AccountStore(paths, "acc")
+    late, unknown = T1 + 20_000, T1 + 30_000
+    cid = client_order_id("acc", W0, "BTCUSDT", "OB", 3)
+    order = {"s": "BTCUSDT", "i": 71, "c": cid, "T": late, "S": "BUY", "o": "MARKET", "x": "TRADE"}
+    store.append("orders", as_frame("orders", [order_from_event(order)]))
+    store.append(
+        "fills",
+        as_frame("fills", [fill_row({"id": 8, "orderId": 71, "time": late, "symbol": "BTCUSDT", "side": "BUY",
+                                     "price": "102", "qty": "1", "quoteQty": "102", "commission": "0"}),
+                           fill_row({"id": 9, "orderId": 72, "time": unknown, "symbol": "BTCUSDT", "side": "SELL",
+                                     "price": "103", "qty": "1", "quoteQty": "103", "commission": "0"})]),
+    )  # fmt: skip
+    windows = {r["window_ms"]: r for r in account_report(paths, "acc", T0, T0 + 4 * H).windows.to_dicts()}
+    assert (windows[T0]["fills"], windows[T0]["decision_price"]) == (2, 100)
+    assert windows[T0]["shortfall_decision"] == pytest.approx(1.0 + 2.0)  # bought at 101 and 102, decided at 100
+    assert (windows[T1]["fills"], windows[T1]["decision_price"]) == (1, 104)
+    assert windows[T1]["shortfall_decision"] == pytest.approx(1.0)  # sold at 103, decided at 104
+
+
 def test_tracking_error_and_the_outputs(paths: DataPaths, tmp_path: Path) -> None:
     report = account_report(paths, "acc", T0, T0 + 4 * H)
     deviation = report.window_deviation.to_dicts()
@@ -145,6 +170,38 @@ def test_a_broken_target_file_is_skipped_not_fatal(paths: DataPaths) -> None:
     (paths.positions / "acc_target_positions_20270101_001500.json").write_text("{not json")
     report = account_report(paths, "acc", T0, T0 + 4 * H)
     assert [d["window_ms"] for d in report.window_deviation.to_dicts()] == [T0, T1]
+
+
+def test_targets_are_read_through_a_day_index_that_follows_the_files(
+    paths: DataPaths, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The index is built on the first read and used after; an added, rewritten, removed, broken or empty file
+    shows up in the next read as it would parsing every file, and a damaged index is rebuilt."""
+    index = paths.monitoring_account("acc") / "targets" / "2027-01-01.parquet"
+    first = read_targets(paths, "acc", W0, W0 + 24 * H)
+    assert index.exists() and first["window_ms"].to_list() == [T0, T0, T1]
+    assert first.filter(pl.col("window_ms") == T1)["price"].to_list() == [D("104")]
+    built = index.stat().st_mtime_ns
+    assert read_targets(paths, "acc", W0, W0 + 24 * H).equals(first) and index.stat().st_mtime_ns == built
+
+    capital = D("10000")
+    write_account_targets(paths, "acc", T1, capital, [])  # decided at T1 + 5 min, no symbol: a null-symbol row
+    write_account_targets(paths, "acc", T0, capital, [_target("BTCUSDT", "2", "105")])  # the T1 file rewritten
+    (paths.positions / "acc_target_positions_20270101_000500.json").unlink()  # the T0 file removed
+    (paths.positions / "acc_target_positions_20270101_002500.json").write_text("{not json")
+    write_account_targets(paths, "acc", W0 + 24 * H, capital, [_target("BTCUSDT", "3", "1")])  # the next day
+    caplog.set_level("WARNING")
+    now = read_targets(paths, "acc", W0, W0 + 24 * H)
+    assert now.select("window_ms", "symbol", "target_position").rows() == [
+        (T1, "BTCUSDT", D("2")),
+        (T1 + WINDOW_MS, None, None),
+    ]
+    assert ["not a target file" in r.getMessage() for r in caplog.records] == [True]
+    assert read_targets(paths, "acc", T1 + WINDOW_MS, None)["target_position"].to_list() == [None, D("3")]
+    assert read_targets(paths, "acc", W0, T1)["window_ms"].to_list() == []  # the range is by decision time
+
+    index.write_bytes(b"not parquet")
+    assert read_targets(paths, "acc", W0, W0 + 24 * H).equals(now)
 
 
 def test_lsq_report_prints_json_and_writes_csv(

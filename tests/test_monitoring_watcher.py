@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import urllib.error
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -148,15 +149,17 @@ def test_the_watcher_stores_what_the_exchange_holds(sim_server: Any, alpha: Any)
     assert store.read("income").sort("tran_id", "income_type", "symbol").equals(expected_income)
     assert set(expected_income["income_type"]) >= {"TRANSFER", "COMMISSION", "REALIZED_PNL"}
 
-    # Every stored equity since the last fill is the simulator's own valuation (wallet + unrealized at mark) at the
-    # moment it answered (within a few seconds of the sample's time: the search finds that millisecond).
-    engine = sim_server.engine
+    # Every stored equity since the last fill is the simulator's own (wallet + unrealized at mark) as it answered
+    # the watcher's account request, exactly: /admin/equity keeps each answer (within seconds of the sample's time).
     after = store.read("snapshots", done_ms + 500)
+    assert after.height >= 2
     for sample in after.iter_rows(named=True):
         t = sample["time_ms"]
-        near = [engine.valuation("sim_alpha", ms) for ms in range(t - 1_000, t + 5_000)]
-        assert min(abs(sample["equity"] - (v.wallet + v.total_upnl)) for v in near) < D("0.000001")
-        assert sample["wallet_balance"] == near[-1].wallet
+        served = sim_server.admin(f"equity?account=sim_alpha&since={t - 1_000}&until={t + 5_000}")["samples"]
+        assert (sample["wallet_balance"], sample["equity"]) in {(D(s["wallet"]), D(s["equity"])) for s in served}
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        sim_server.admin("equity?since=yesterday")
+    assert bad.value.code == 400 and "since must be an integer (ms), got 'yesterday'" in bad.value.read().decode()
     snap, positions = store.latest()
     assert snap is not None
     held = {p["symbol"]: D(p["positionAmt"]) for p in alpha.futures_position_information()}

@@ -128,6 +128,10 @@ def account_body(engine: Exchange, account_id: str, now: int, version: int) -> d
     """GET /fapi/v2/account (every symbol) and /fapi/v3/account (only symbols with a position)."""
     v = engine.account_valuation(account_id, now)
     account = engine.accounts[account_id]
+    totals = _totals(v)
+    engine.equity_log.record(
+        account_id, now, totals["totalWalletBalance"], totals["totalUnrealizedProfit"], totals["totalMarginBalance"]
+    )
     rows = _rows(engine, account, v, None, all_symbols=version == 2)
     positions = []
     for row in rows:
@@ -181,7 +185,7 @@ def account_body(engine: Exchange, account_id: str, now: int, version: int) -> d
             "multiAssetsMargin": False,
             "tradeGroupId": -1,
         }
-    return {**head, **_totals(v), "assets": [_asset(v, now)], "positions": positions}
+    return {**head, **totals, "assets": [_asset(v, now)], "positions": positions}
 
 
 def balance_body(engine: Exchange, account_id: str, now: int) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from simulator.errors import BinanceError, mandatory_missing
 from simulator.trading import book, history
 from simulator.trading import margin as m
 from simulator.trading.book import Level
+from simulator.trading.equity_log import EquityLog
 from simulator.trading.fills import match_resting
 from simulator.trading.funding import Funding
 from simulator.trading.ledger import Change, Ledger, MarketModel, Publish
@@ -68,6 +69,7 @@ class Exchange:
         self.ledger = Ledger(market, self.store, publish)
         self.funding = Funding(self.ledger)
         self.desk = OrderDesk(self.ledger, self._caught_up)
+        self.equity_log = EquityLog()  # each served account answer's equity: /admin/equity
         self._keys = {
             a.api_key.get_secret_value(): (a.account_id, a.api_secret.get_secret_value())
             for a in accounts

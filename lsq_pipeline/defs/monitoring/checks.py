@@ -8,11 +8,17 @@ second runless evaluation of one partition fails the sensor tick (IntegrityError
 change is rare. The checks are declared with a body over the same function, so the UI lists them per account;
 Dagster 1.13 cannot execute a partitioned check of an external asset on its own (measured: "There is no
 PartitionsDefinition shared by all the provided assets"), so account_checks_job is what records them.
+
+Deviation is judged only once the executor had its chance: from the target's decision time + the account's
+algorithm horizon (MARKET 0, TWAP/VWAP horizon_seconds) + `deviation_grace_seconds`, by the snapshot's time. Before
+that the outcome is "converging": its level is the one last judged (a breach does not resolve and fire again with
+every new target, and a new target does not read ERROR while the TWAP works it), its metadata says so.
 """
 
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Literal
 
 import dagster as dg
@@ -68,18 +74,27 @@ class Outcome:
     level: Level
     values: dict[str, float | None]
     breaches: list[str] = field(default_factory=list)
+    converging_until_ms: int | None = None  # deviation only: not judged before this (the level is the last judged)
 
     @property
     def passed(self) -> bool:
         return self.level == "OK"
 
     @property
+    def state(self) -> str:
+        if self.converging_until_ms is None:
+            return "judged"
+        return f"converging until {_utc(self.converging_until_ms)}"
+
+    @property
     def description(self) -> str:
+        if self.converging_until_ms is not None:
+            return f"{self.state} (not judged yet; level {self.level} as last judged)"
         return "; ".join(self.breaches) if self.breaches else "within limits"
 
     def metadata(self) -> dict[str, dg.MetadataValue]:
         meta = {k: dg.MetadataValue.float(v) for k, v in self.values.items() if v is not None}
-        return {**meta, "level": dg.MetadataValue.text(self.level)}
+        return {**meta, "level": dg.MetadataValue.text(self.level), "state": dg.MetadataValue.text(self.state)}
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -96,8 +111,22 @@ class Outcome:
         )
 
 
-def evaluate(view: AccountView, now_ms: int, thresholds: CheckThresholds) -> list[Outcome]:
-    """Every check's outcome: its worst measure's level, with one line per breached measure."""
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def judged_from_ms(view: AccountView, horizon_seconds: float, thresholds: CheckThresholds) -> int | None:
+    """When the deviation from the view's target is first judged (None: no target to judge against)."""
+    if view.target_ms is None:
+        return None
+    return view.target_ms + round((horizon_seconds + thresholds.deviation_grace_seconds) * 1000)
+
+
+def evaluate(
+    view: AccountView, now_ms: int, thresholds: CheckThresholds, horizon_seconds: float, held: Level = "OK"
+) -> list[Outcome]:
+    """Every check's outcome: its worst measure's level, with one line per breached measure. A snapshot taken
+    before the deviation is judged (see judged_from_ms) keeps the deviation at `held`, the level last judged."""
     outcomes = []
     for check, measures in MEASURES.items():
         values: dict[str, float | None] = {}
@@ -112,12 +141,17 @@ def evaluate(view: AccountView, now_ms: int, thresholds: CheckThresholds) -> lis
                 bound = threshold.error if got == "ERROR" else threshold.warn
                 breaches.append(f"{name} {value:.4g} {'≥' if threshold.above else '≤'} {bound:g} ({got})")
                 worst = got if RANK[got] > RANK[worst] else worst
-        outcomes.append(Outcome(check, worst, values, breaches))
+        due = judged_from_ms(view, horizon_seconds, thresholds) if check == "deviation" else None
+        if due is not None and int(view.snapshot["time_ms"]) < due:
+            outcomes.append(Outcome(check, held, values, [], converging_until_ms=due))
+        else:
+            outcomes.append(Outcome(check, worst, values, breaches))
     return outcomes
 
 
 def account_checks(thresholds: CheckThresholds, clock: Clock = SYSTEM_CLOCK) -> list[dg.AssetChecksDefinition]:
-    """The checks' declarations (per account); their body judges the account now, as the sensor does."""
+    """The checks' declarations (per account); their body judges the account now, as the sensor does (without the
+    sensor's memory: a converging deviation reads OK here)."""
 
     def build(check: str) -> dg.AssetChecksDefinition:
         @dg.asset_check(asset=ACCOUNT_STATE, name=check, partitions_def=ACCOUNTS, description=DESCRIPTIONS[check])
@@ -128,7 +162,8 @@ def account_checks(thresholds: CheckThresholds, clock: Clock = SYSTEM_CLOCK) -> 
                 return dg.AssetCheckResult(
                     passed=False, severity=dg.AssetCheckSeverity.WARN, description=f"no snapshot of {account} yet"
                 )
-            outcome = next(o for o in evaluate(view, clock.now_ms(), thresholds) if o.check == check)
+            horizon = lsq.settings.execution.executor.algorithm_for(account).horizon_seconds
+            outcome = next(o for o in evaluate(view, clock.now_ms(), thresholds, horizon) if o.check == check)
             return dg.AssetCheckResult(
                 passed=outcome.passed,
                 severity=dg.AssetCheckSeverity.ERROR if outcome.level == "ERROR" else dg.AssetCheckSeverity.WARN,
@@ -157,7 +192,7 @@ def record_account_checks(context: dg.OpExecutionContext, config: AccountChecksC
     """Record the sensor's outcomes as the account partition's check evaluations (no re-judging: what was
     recorded is what the sensor saw)."""
     for raw in json.loads(config.outcomes):
-        outcome = Outcome(raw["check"], raw["level"], raw["values"], raw["breaches"])
+        outcome = Outcome(**raw)
         # Dagster 1.13's log_event records an AssetCheckEvaluation, though its UserEvent type leaves it out.
         context.log_event(outcome.evaluation(config.account))  # type: ignore[arg-type]  # handled; UserEvent omits it
 

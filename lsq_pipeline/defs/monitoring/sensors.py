@@ -31,10 +31,11 @@ def account_state_sensor_for(thresholds: CheckThresholds, clock: Clock = SYSTEM_
     """Per account and tick: if the store has a snapshot newer than the cursor's, one runless `account_state`
     materialization of it; the three checks judged, and when any level differs from the cursor's (or the account
     is new to it) one run of account_checks_job records them (a snapshot growing old turns `health` WARN without a
-    new snapshot). The cursor is JSON
-    {account: {"t": snapshot time_ms, "checks": {check: level}}}, so each snapshot is recorded once. Backlog after
-    an outage is not replayed: the newest snapshot is recorded (the equity curve holds every minute). Accounts of
-    the configuration missing from the `accounts` partitions are added (the execution domain removes vanished ones)."""
+    new snapshot). A deviation not judged yet (converging) keeps the cursor's level, so it costs no run. The cursor
+    is JSON {account: {"t": snapshot time_ms, "checks": {check: level}}}, so each snapshot is recorded once.
+    Backlog after an outage is not replayed: the newest snapshot is recorded (the equity curve holds every minute).
+    Accounts of the configuration missing from the `accounts` partitions are added (the execution domain removes
+    vanished ones)."""
 
     @dg.sensor(
         name="account_state_sensor",
@@ -63,7 +64,9 @@ def account_state_sensor_for(thresholds: CheckThresholds, clock: Clock = SYSTEM_
             seen = cursor.get(account, {})
             t = int(view.snapshot["time_ms"])
             fresh = t != seen.get("t")
-            outcomes = evaluate(view, now, thresholds)
+            horizon = lsq.settings.execution.executor.algorithm_for(account).horizon_seconds
+            held = seen.get("checks", {}).get("deviation", "OK")  # converging keeps the last judged level
+            outcomes = evaluate(view, now, thresholds, horizon, held)
             if fresh:
                 events.append(dg.AssetMaterialization(ACCOUNT_STATE, partition=account, metadata=state_metadata(view)))
             levels = {o.check: o.level for o in outcomes}
