@@ -67,7 +67,11 @@ def _print_report(report: "BackfillReport") -> None:
     failed = [name for name, ok in report.runs.items() if not ok]
     print(
         f"lsq backfill: {report.windows} windows, {len(report.symbols)} symbols, {report.trades_written} new trades; "
-        + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items() if v >= 0.05)
+        + ", ".join(
+            f"{k} {v:.1f} s (cpu {report.cpu_seconds.get(k, 0.0):.1f} s)"
+            for k, v in report.seconds.items()
+            if v >= 0.05
+        )
     )
     if failed:
         print(f"lsq backfill: failed runs: {', '.join(failed)} (see the Dagster UI for their logs)", file=sys.stderr)
