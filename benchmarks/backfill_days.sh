@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# A real N-day backfill (default 30) against a fresh simulator: own data directory, own Dagster home, wall time and
-# peak memory. Not part of `make bench` (30 days take ~16 minutes on 2 cores). Usage: benchmarks/backfill_days.sh [DAYS]
+# A real N-day backfill (default 30) against a fresh simulator: own data directory, own Dagster home, wall time, CPU
+# time (the backfill's and the simulator's: on a shared machine the wall time mostly measures the neighbours), peak
+# memory and the load average. Not part of `make bench`. Usage: benchmarks/backfill_days.sh [DAYS]
+# DAGSTER_YAML=/path/dagster.yaml uses that instance configuration (benchmarks/backfill_postgres.py: PostgreSQL).
 set -euo pipefail
 days=${1:-30}
 cd "$(dirname "$0")/.."
@@ -10,6 +12,7 @@ start=$(date -u -d "-$days days" +%F)
 end=$(date -u +%F)
 partitions_start=$(date -u -d "-$((days + 1)) days" +%F)
 mkdir -p "$work/dagster_home"
+[ -n "${DAGSTER_YAML:-}" ] && cp "$DAGSTER_YAML" "$work/dagster_home/dagster.yaml"
 cat > "$work/lsq.yaml" <<YAML
 data:
   data_dir: $work/data
@@ -26,8 +29,10 @@ sim=$!
 trap 'kill $sim; echo "data and logs kept in $work"' EXIT
 sleep 5
 timer=()
-[ -x /usr/bin/time ] && timer=(/usr/bin/time -f "wall %e s, peak RSS %M KiB")
+[ -x /usr/bin/time ] && timer=(/usr/bin/time -f "wall %e s, cpu %U s user + %S s sys, peak RSS %M KiB")
+echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
 SECONDS=0
 "${timer[@]}" .venv/bin/lsq backfill --start "$start" --end "$end" 2>&1 \
   | grep -a -E "^lsq backfill: [0-9]|^wall|failed"
-echo "backfill of $days day(s): $SECONDS s in all"
+echo "backfill of $days day(s): $SECONDS s in all; simulator cpu $(ps -o times= -p $sim | tr -d ' ') s;" \
+  "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

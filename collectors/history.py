@@ -59,17 +59,12 @@ def store_trades(store: TradeStore, symbol: str, trades: pl.DataFrame) -> int:
     fresh = trades.join(stored, on="agg_trade_id", how="anti")
     if fresh.is_empty():
         return 0
-    store.write_part(symbol, fresh)
-    compact_closed_hours(store, symbol, fresh["transact_time"])
+    # Hours closed over COMPACT_LAG_MS ago go straight into their hour files; the recent ones belong to the
+    # collector, which compacts them: they are stored as parts.
+    closed = pl.col("transact_time") - pl.col("transact_time") % HOUR_MS + HOUR_MS <= now_ms() - COMPACT_LAG_MS
+    store.merge_into_hours(symbol, fresh.filter(closed))
+    store.write_part(symbol, fresh.filter(~closed))
     return fresh.height
-
-
-def compact_closed_hours(store: TradeStore, symbol: str, times: pl.Series) -> None:
-    """Compact the hours of `times` that closed over COMPACT_LAG_MS ago (the collector owns the recent ones)."""
-    cutoff = now_ms() - COMPACT_LAG_MS
-    for hour in (times - times % HOUR_MS).unique().sort().to_list():
-        if hour + HOUR_MS <= cutoff:
-            store.compact_hour(symbol, hour)
 
 
 def _day_marker(paths: DataPaths, symbol: str, day_ms: int) -> Path:

@@ -104,6 +104,10 @@ def _to_parquet_bytes(df: pl.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+def _strictly_increasing(ids: pl.Series) -> bool:
+    return bool((ids.diff().drop_nulls() > 0).all())
+
+
 def id_gaps_of(ids: pl.Series) -> list[tuple[int, int]]:
     """Missing id ranges (inclusive) between consecutive sorted unique ids: [1, 2, 5, 9] -> [(3, 4), (6, 8)]."""
     if ids.len() < 2:
@@ -155,6 +159,25 @@ class TradeStore:
         with self._compaction_lock(symbol):
             return self._compact_hour_locked(symbol, hour_ms)
 
+    def merge_into_hours(self, symbol: str, df: pl.DataFrame) -> list[Path]:
+        """Store trades straight into their hours' files, merged with what each hour holds (its file and parts).
+
+        For hours nobody else writes any more (a history import of closed hours): one file write per hour instead of
+        a part, its read back and the hour file (`write_part` then `compact_hour`), with the same crash safety (the
+        hour file is replaced by a superset before the parts it merged are deleted). Returns the hour files.
+        """
+        symbol = _check_symbol(symbol)
+        df = conform(df)
+        if df.is_empty():
+            return []
+        hour = pl.col("transact_time") - pl.col("transact_time") % HOUR_MS
+        written: list[Path] = []
+        with self._compaction_lock(symbol):
+            for (hour_ms,), chunk in df.with_columns(_hour=hour).partition_by("_hour", as_dict=True).items():
+                path = self._compact_hour_locked(symbol, int(hour_ms), chunk.drop("_hour"))
+                written.extend([path] if path is not None else [])
+        return written
+
     @contextmanager
     def _compaction_lock(self, symbol: str) -> Iterator[None]:
         """One compaction of a symbol at a time across processes (collector and backfill): two overlapping merges
@@ -168,20 +191,21 @@ class TradeStore:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _compact_hour_locked(self, symbol: str, hour_ms: int) -> Path | None:
+    def _compact_hour_locked(self, symbol: str, hour_ms: int, fresh: pl.DataFrame | None = None) -> Path | None:
+        """Merge the hour's parts, its file and `fresh` (conformed trades of the hour) into the hour file."""
         hour_file = self.paths.trade_hour_file(symbol, hour_ms)
         parts_dir = self.paths.trade_parts_dir(symbol, hour_ms)
         parts = _visible_parquet(parts_dir)
-        if not parts:
+        if not parts and fresh is None:
             self._tidy_parts_dir(parts_dir)
             return hour_file if hour_file.exists() else None
         sources = [*parts, hour_file] if hour_file.exists() else parts
-        merged = (
-            pl.scan_parquet(sources, schema=TRADE_SCHEMA)
-            .unique("agg_trade_id", keep="first")
-            .sort("agg_trade_id")
-            .collect()
-        )
+        stored = [pl.scan_parquet(sources, schema=TRADE_SCHEMA)] if sources else []
+        if fresh is not None and not stored and _strictly_increasing(fresh["agg_trade_id"]):
+            merged = fresh  # an hour new to the store, in id order already (a parsed bulk file): nothing to merge
+        else:
+            frames = [*stored, *([fresh.lazy()] if fresh is not None else [])]
+            merged = pl.concat(frames).unique("agg_trade_id", keep="first").sort("agg_trade_id").collect()
         outside = merged.filter(~pl.col("transact_time").is_between(hour_ms, hour_ms + HOUR_MS, closed="left"))
         if outside.height:
             raise TradeStoreError(f"{symbol} hour {hour_ms}: {outside.height} stored trades lie outside the hour")
@@ -253,10 +277,13 @@ class TradeStore:
         hours = [h for h in self.hours(symbol) if h + HOUR_MS > start_ms and h < end_ms]
         hour_files = [self.paths.trade_hour_file(symbol, h) for h in hours]
         parts_frame = self._read_parts(symbol, hours, in_range)
-        frames = [parts_frame.lazy()]
         existing = [f for f in hour_files if f.exists()]
-        if existing:
-            frames.append(pl.scan_parquet(existing, schema=TRADE_SCHEMA).filter(in_range))
+        hour_scan = pl.scan_parquet(existing, schema=TRADE_SCHEMA).filter(in_range) if existing else None
+        if hour_scan is not None and parts_frame.is_empty():
+            # Each hour file holds one hour, deduplicated when it was written: nothing to drop (skipping the unique
+            # halves the cost of reading a day of trades).
+            return hour_scan.sort("agg_trade_id")
+        frames = [parts_frame.lazy()] if hour_scan is None else [parts_frame.lazy(), hour_scan]
         return pl.concat(frames, how="vertical").unique("agg_trade_id", keep="first").sort("agg_trade_id")
 
     def _read_parts(self, symbol: str, hours: Iterable[int], predicate: pl.Expr) -> pl.DataFrame:

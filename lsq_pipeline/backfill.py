@@ -11,6 +11,7 @@ shows them like any other run. Everything is idempotent: a rerun rewrites the sa
 
 import asyncio
 import os
+import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ class BackfillReport:
     trades_written: int = 0
     runs: dict[str, bool] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    # CPU seconds of this process per stage (all threads): on a shared machine the wall time says more about the
+    # neighbours than about the backfill
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def windows(self) -> int:
@@ -114,6 +118,11 @@ def _run(
     return result.success
 
 
+def _process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_backfill(
     settings: Settings,
     start_ms: int,
@@ -143,10 +152,11 @@ def run_backfill(
 
         def stage(name: str) -> None:
             bar.set_postfix_str(name)
-            report.seconds[name] = time.monotonic()
+            report.seconds[name], report.cpu_seconds[name] = time.monotonic(), _process_cpu()
 
         def done(name: str) -> None:
             report.seconds[name] = time.monotonic() - report.seconds[name]
+            report.cpu_seconds[name] = _process_cpu() - report.cpu_seconds[name]
             bar.update(1)
 
         stage("universe")

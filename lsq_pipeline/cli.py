@@ -54,11 +54,24 @@ def _instance() -> "dg.DagsterInstance":
     return dg.DagsterInstance.get()
 
 
+def _backfill_instance() -> "dg.DagsterInstance":
+    """The persistent instance as `_instance`, writing range runs' events in batches (lsq_pipeline.event_log)."""
+    from lsq_pipeline.event_log import backfill_instance
+
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ.update(dagster_env())
+    return backfill_instance(Path(os.environ["DAGSTER_HOME"]))
+
+
 def _print_report(report: "BackfillReport") -> None:
     failed = [name for name, ok in report.runs.items() if not ok]
     print(
         f"lsq backfill: {report.windows} windows, {len(report.symbols)} symbols, {report.trades_written} new trades; "
-        + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items() if v >= 0.05)
+        + ", ".join(
+            f"{k} {v:.1f} s (cpu {report.cpu_seconds.get(k, 0.0):.1f} s)"
+            for k, v in report.seconds.items()
+            if v >= 0.05
+        )
     )
     if failed:
         print(f"lsq backfill: failed runs: {', '.join(failed)} (see the Dagster UI for their logs)", file=sys.stderr)
@@ -81,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"lsq backfill: nothing to do: the range ends at or before it starts ({start} >= {end})")
         return 0 if args.recent else 2
     try:
-        with _instance() as instance:
+        with _backfill_instance() as instance:
             report = run_backfill(settings, start, end, instance, import_trades=not args.no_trades)
     except ValueError as exc:
         print(f"lsq backfill: {exc}", file=sys.stderr)

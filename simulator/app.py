@@ -44,6 +44,7 @@ from simulator.errors import BinanceError
 from simulator.faults import Faults, order_fault_error, rest_fault_error
 from simulator.history_files import resolve_history_path
 from simulator.market import MarketLike
+from simulator.market.blocks import LRUCache
 from simulator.market_endpoints import MarketWork, market_endpoints
 from simulator.ratelimit import OrderCounter, QuotaLimiter, RateLimits, WeightLimiter
 from simulator.routing import Endpoint, Request, Security
@@ -61,6 +62,7 @@ USER_HUB = web.AppKey("user_hub", UserStreamHub)
 FAULTS = web.AppKey("faults", Faults)
 ENGINE_TICK_S = 0.5
 MEMORY_TRIM_S = 10.0
+HISTORY_FILES_CACHED = 8  # BULK_CONCURRENCY files in flight, each fetched with its .CHECKSUM: ~15 MB a busy day
 # Seconds a connection may stay without a complete request head (new, or idle between keep-alive requests).
 IDLE_TIMEOUT_S = 20.0
 _PASS_THROUGH = ("/admin/", "/data/", "/market/", "/private/", "/ws", "/stream")
@@ -421,9 +423,11 @@ def build_app(
     app[USER_HUB] = users
     app[FAULTS] = faults
 
+    history_files = LRUCache(HISTORY_FILES_CACHED)
+
     async def history(request: web.Request) -> web.Response:
         path, now = request.match_info["path"], clock.now_ms()
-        found = await work.run(lambda: resolve_history_path(market, path, now))
+        found = await work.run(lambda: resolve_history_path(market, path, now, history_files))
         if found is None:
             return error_response(invalid_path(request.path, request.method, 404))
         body, content_type = found

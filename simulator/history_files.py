@@ -10,12 +10,14 @@ import hashlib
 import io
 import re
 import zipfile
+from collections.abc import Callable
 
 import polars as pl
 
 from lsq.timelabels import DAY_MS, format_day, parse_day
 from lsq.timelabels import now_ms as wall_clock_ms
 from simulator.market import KLINE_INTERVALS, MarketLike
+from simulator.market.blocks import LRUCache
 
 AGG_TRADES_HEADER = "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker"
 KLINES_HEADER = (
@@ -110,26 +112,35 @@ def klines_day_zip(market: MarketLike, symbol: str, interval: str, day: str, now
     return _zip(f"{symbol}-{interval}-{day}.csv", klines_csv(market, symbol, interval, start))
 
 
+def _cached(files: LRUCache | None, filename: str, make: Callable[[], bytes]) -> bytes:
+    return make() if files is None else files.get(filename, make)
+
+
 def checksum_text(data: bytes, filename: str) -> str:
     """The `.CHECKSUM` companion: "<sha256 hex>  <filename>\\n" (sha256sum's format)."""
     return f"{hashlib.sha256(data).hexdigest()}  {filename}\n"
 
 
-def resolve_history_path(market: MarketLike, path: str, now_ms: int | None = None) -> tuple[bytes, str] | None:
+def resolve_history_path(
+    market: MarketLike, path: str, now_ms: int | None = None, files: LRUCache | None = None
+) -> tuple[bytes, str] | None:
     """Route a public-data path (with or without the leading /) to (body, content type); None means 404.
 
     /data/futures/um/daily/aggTrades/{SYMBOL}/{SYMBOL}-aggTrades-{YYYY-MM-DD}.zip[.CHECKSUM]
     /data/futures/um/daily/klines/{SYMBOL}/{interval}/{SYMBOL}-{interval}-{YYYY-MM-DD}.zip[.CHECKSUM]
+
+    `files` keeps the latest zips: a client fetches a file and then its .CHECKSUM, and a day's file never changes,
+    so the second request does not build the day again (half the simulator's work in a history backfill).
     """
     try:
         if match := _AGG_PATH.match(path):
             symbol, day = match["symbol"], match["day"]
-            data = aggtrades_day_zip(market, symbol, day, now_ms)
             filename = f"{symbol}-aggTrades-{day}.zip"
+            data = _cached(files, filename, lambda: aggtrades_day_zip(market, symbol, day, now_ms))
         elif match := _KLINE_PATH.match(path):
             symbol, interval, day = match["symbol"], match["interval"], match["day"]
-            data = klines_day_zip(market, symbol, interval, day, now_ms)
             filename = f"{symbol}-{interval}-{day}.zip"
+            data = _cached(files, filename, lambda: klines_day_zip(market, symbol, interval, day, now_ms))
         else:
             return None
     except (HistoryNotFound, ValueError):

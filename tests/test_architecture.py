@@ -130,12 +130,17 @@ def test_product_code_never_imports_the_simulator() -> None:
     assert offenders == []
 
 
+# A custom event log storage (Dagster's documented `event_log_storage: {module, class}` extension point) has to
+# subclass the storage it extends, which Dagster only exports from its private modules; this one module may.
+PRIVATE_DAGSTER_ALLOWED = {"lsq_pipeline/event_log.py"}
+
+
 def test_no_dagster_private_module_outside_tests() -> None:
     offenders = [
         f"{rel(path)} imports {m}"
         for pkg in (*PACKAGES, "benchmarks")
         for path in modules(pkg)
         for m in sorted(imports(path))
-        if m.startswith("dagster._")
+        if m.startswith("dagster._") and rel(path) not in PRIVATE_DAGSTER_ALLOWED
     ]
     assert offenders == []

@@ -87,6 +87,21 @@ def test_compaction_merges_deletes_parts_and_is_idempotent(store: TradeStore, tm
     assert pl.read_parquet(hour_file)["agg_trade_id"].is_sorted()
 
 
+def test_merge_into_hours_writes_hour_files_merged_with_what_the_hour_holds(store: TradeStore) -> None:
+    fresh = store.merge_into_hours("BTCUSDT", trades(range(1, 7201), t0=H0 + HOUR // 2))  # 3 hours, none stored yet
+    assert [p.name for p in fresh] == ["2026-07-26-00h.parquet", "2026-07-26-01h.parquet", "2026-07-26-02h.parquet"]
+    assert not (store.paths.symbol_trades("BTCUSDT") / "parts").exists()
+    # an hour holding a compacted file and a part: the merge keeps one copy of every trade and deletes the part
+    store.write_part("ETHUSDT", trades(range(1, 31)))
+    store.compact_hour("ETHUSDT", H0)
+    store.write_part("ETHUSDT", trades(range(25, 41), t0=H0 + 24_000))
+    unordered = trades(range(35, 61), t0=H0 + 34_000).reverse()
+    (hour_file,) = store.merge_into_hours("ETHUSDT", unordered)
+    assert pl.read_parquet(hour_file)["agg_trade_id"].to_list() == list(range(1, 61))
+    assert not store.paths.trade_parts_dir("ETHUSDT", H0).exists()
+    assert store.scan("ETHUSDT", H0, H0 + HOUR).collect().equals(trades(range(1, 61)).cast(TRADE_SCHEMA))  # type: ignore[arg-type]
+
+
 def test_crash_between_hour_replace_and_part_delete_shows_no_duplicates(store: TradeStore) -> None:
     store.write_part("BTCUSDT", trades(range(1, 31)))
     parts = list(store.paths.trade_parts_dir("BTCUSDT", H0).glob("*.parquet"))

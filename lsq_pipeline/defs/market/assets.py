@@ -4,6 +4,7 @@
 (lsq.aggregation, lsq.stores), so each asset only reads its range, calls them and reports metadata.
 """
 
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 import polars as pl
+from tqdm import tqdm
 
 from lsq.aggregation.bars import NO_TRADE
 from lsq.aggregation.rollups import ROLLUP_PERIODS, rollup_bars, rollup_tran_stats
@@ -170,7 +172,8 @@ def market_assets(partitions: Partitions) -> MarketAssets:
         thresholds = lsq.settings.data.tran_stats.thresholds_usd
         written: dict[str, list[pl.DataFrame]] = {"bars": [], "tran_stats": []}
         prev = None
-        for lo, hi in day_chunks(start_ms, end_ms):
+        # a bar per day on a terminal (`lsq backfill`); none in a run's captured logs
+        for lo, hi in tqdm(day_chunks(start_ms, end_ms), unit="day", desc="bars_5m", file=sys.stderr, disable=None):
             bars, stats = compute_window_stats(lsq.paths, lo, hi, thresholds, prev_close=prev)
             bars, stats = validate_bars(bars), validate_tran_stats(stats)
             write_panel(lsq.paths, "bars", bars, lo, hi)

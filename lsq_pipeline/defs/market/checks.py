@@ -304,7 +304,10 @@ def trades_contiguous(context: dg.AssetCheckExecutionContext, lsq: LsqResource) 
     gaps = pl.concat(
         [
             pl.DataFrame(schema=GAP_SCHEMA),
-            *(id_gaps_by_window(store.scan(s, start_ms, end_ms).collect(), s) for s in store.symbols()),
+            *(
+                id_gaps_by_window(store.scan(s, start_ms, end_ms).select("agg_trade_id", "transact_time").collect(), s)
+                for s in store.symbols()
+            ),
         ]
     )
     return _report(context, gaps, "gaps in aggTrade ids")
