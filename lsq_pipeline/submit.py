@@ -4,6 +4,7 @@ the instance is configured with."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from urllib.parse import urlparse
 
@@ -16,16 +17,19 @@ Submit = Callable[[str, Mapping[str, str]], str]
 
 
 def graphql_submitter(url: str, timeout_s: int = 10) -> Submit:
-    """`submit(job name, tags) -> run id` on the webserver at `url` (connected on first use)."""
+    """`submit(job name, tags) -> run id` on the webserver at `url`; callable from several threads at once (one
+    client per thread, connected on its first use), so runs that are ready together are submitted together."""
     from dagster_graphql import DagsterGraphQLClient
 
     parsed = urlparse(url)
-    client: DagsterGraphQLClient | None = None
+    local = threading.local()
 
     def submit(job: str, tags: Mapping[str, str]) -> str:
-        nonlocal client
+        client: DagsterGraphQLClient | None = getattr(local, "client", None)
         if client is None:
-            client = DagsterGraphQLClient(parsed.hostname or "127.0.0.1", port_number=parsed.port, timeout=timeout_s)
+            client = local.client = DagsterGraphQLClient(
+                parsed.hostname or "127.0.0.1", port_number=parsed.port, timeout=timeout_s
+            )
         return client.submit_job_execution(job, repository_location_name=LOCATION, tags={**tags, **LAUNCHED_BY_TAG})
 
     return submit

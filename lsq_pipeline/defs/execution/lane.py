@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from lsq.paths import DataPaths
@@ -64,10 +65,13 @@ class ExecutionLane:
     seen: set[tuple[str, int]] = field(default_factory=set)
 
     def step(self, now: int) -> list[tuple[str, str]]:
-        """One poll at local time `now`; the (account, window key) pairs launched."""
+        """One poll at local time `now`; the (account, window key) pairs launched. Every ready pair is claimed
+        first, then all are submitted at once (a submission takes seconds on a loaded machine: one after another,
+        the last account's claim could go to the sensor's slow path). A failed submission is logged; its claim
+        stays for the sensor to take over."""
         closed = window_start(now) - WINDOW_MS
         self.seen = {(a, w) for a, w in self.seen if w >= closed - WINDOW_MS}
-        launched: list[tuple[str, str]] = []
+        ready: list[tuple[str, str]] = []
         for window in (closed - WINDOW_MS, closed):
             if now - (window + WINDOW_MS) > self.max_age_ms:
                 continue
@@ -75,12 +79,25 @@ class ExecutionLane:
                 if (account, window) in self.seen or not positions_file(self.paths, account, window).exists():
                     continue
                 self.seen.add((account, window))
-                if not claim_file(self.paths.execution_claim(account, window), "trigger", now):
-                    continue  # the sensor's (or an earlier lane's)
-                key = partition_key(window)
-                log.info("launched %s's execution of window %s as run %s", account, key, self.submit(account, key))
-                launched.append((account, key))
-        return launched
+                if claim_file(self.paths.execution_claim(account, window), "trigger", now):
+                    ready.append((account, partition_key(window)))  # else the sensor's (or an earlier lane's)
+        if not ready:
+            return []
+        with ThreadPoolExecutor(max_workers=len(ready)) as pool:
+            launched = list(pool.map(self._launch, ready))
+        return [pair for pair, ok in zip(ready, launched, strict=True) if ok]
+
+    def _launch(self, pair: tuple[str, str]) -> bool:
+        account, key = pair
+        try:
+            run_id = self.submit(account, key)
+        except Exception as exc:
+            log.warning(
+                "could not launch %s's execution of window %s (the sensor will take it over): %s", account, key, exc
+            )
+            return False
+        log.info("launched %s's execution of window %s as run %s", account, key, run_id)
+        return True
 
 
 def graphql_execution_submit(submit: Submit) -> Callable[[str, str], str]:
