@@ -53,8 +53,28 @@ def executions_since(instance: dg.DagsterInstance, since_s: float) -> list[dict[
         if materialization is None:  # a materialisation record always has one; the type allows any event
             continue
         meta = {k: v.value for k, v in materialization.metadata.items()}
-        rows.append({"account": record.partition_key, **meta})
+        rows.append({"account": record.partition_key, **meta, **run_phases(instance, record.run_id, meta)})
     return rows
+
+
+def run_phases(instance: dg.DagsterInstance, run_id: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """Where an execution run's time went before its first acknowledged order: target file written -> run created
+    (the lane's or the sensor's submission) -> run started (the run launcher) -> first order acknowledged (inside
+    the run: step start, reconcile, contract settings, rules, planning, the first request)."""
+    run = instance.get_run_record_by_id(run_id)
+    target = meta.get("target_file")
+    first_ack_ms = meta.get("first_ack_ms")
+    if run is None or run.start_time is None or not isinstance(target, str) or not os.path.exists(target):
+        return {}
+    created = run.create_timestamp.timestamp()
+    phases = {
+        "file_to_created_s": created - os.path.getmtime(target),
+        "created_to_started_s": run.start_time - created,
+        "launched_by": run.dagster_run.tags.get("user", "execution_sensor"),
+    }
+    if isinstance(first_ack_ms, int):
+        phases["started_to_ack_s"] = first_ack_ms / 1000 - run.start_time
+    return phases
 
 
 def print_executions(rows: list[dict[str, Any]]) -> None:
@@ -73,6 +93,13 @@ def print_executions(rows: list[dict[str, Any]]) -> None:
     print(f"window end -> schedule complete:  {summary([r['complete_after_window_end_s'] for r in traded])}")
     slips = [r["slippage_bps"] for r in traded]
     print(f"slippage vs decision price (bps): {summary(slips).replace(' s', '')}")
+    for launcher in sorted({r["launched_by"] for r in rows if "launched_by" in r}):
+        runs = [r for r in rows if r.get("launched_by") == launcher]
+        print(f"runs launched by {launcher}: {len(runs)}")
+        print(f"  target file -> run created:     {summary([r['file_to_created_s'] for r in runs])}")
+        print(f"  run created -> run started:     {summary([r['created_to_started_s'] for r in runs])}")
+        acked = [r["started_to_ack_s"] for r in runs if "started_to_ack_s" in r]
+        print(f"  run started -> first order ack: {summary(acked)}")
 
 
 def summary(values: list[float]) -> str:

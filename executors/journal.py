@@ -208,9 +208,14 @@ class Journal:
                 )  # fmt: skip
             return int(db.total_changes - before)
 
-    def last_fill_ms(self, symbol: str) -> int | None:
-        row = self._db.execute("SELECT MAX(time) FROM fills WHERE symbol=?", (symbol,)).fetchone()
-        return None if row[0] is None else int(row[0])
+    def filled_qty(self, since_ms: int) -> dict[tuple[str, int], Decimal]:
+        """(symbol, order id) -> quantity of its journaled fills since `since_ms` (exchange time)."""
+        out: dict[tuple[str, int], Decimal] = {}
+        for symbol, order_id, qty in self._db.execute(
+            "SELECT symbol, order_id, qty FROM fills WHERE time >= ?", (since_ms,)
+        ):
+            out[(symbol, order_id)] = out.get((symbol, order_id), Decimal(0)) + Decimal(qty)
+        return out
 
     def fills_of_run(self, run_id: str) -> list[dict[str, Any]]:
         cur = self._db.execute(

@@ -4,7 +4,7 @@
    looked up by client id.
 2. Open orders: ours (our client id prefix) are cancelled, since the new plan supersedes them; others (manual, other
    systems) are left alone and reported.
-3. Fills since the journal's last stored fill are fetched from userTrades for every symbol we have traded since.
+3. Fills the journal lacks (an order executed more than its journaled fills) are fetched from userTrades, per symbol.
 4. Positions are read from positionRisk.
 """
 
@@ -22,6 +22,9 @@ from lsq.exchange.views import OpenOrder, net_positions, parse_fills, parse_orde
 
 log = logging.getLogger(__name__)
 USER_TRADES_SPAN_MS = 7 * 24 * 3_600_000 - 60_000
+# An order's fills carry the exchange's time, its journal row our clock's: look this far before its creation.
+CLOCK_SLACK_MS = 60_000
+ZERO = Decimal(0)
 
 
 @dataclass
@@ -62,17 +65,20 @@ def reconcile(client: Any, journal: Journal, router: OrderRouter, now_ms: int, *
 
 
 def sync_fills(client: Any, journal: Journal, now_ms: int, symbols: set[str] | None = None) -> int:
-    """Store the fills of our orders the journal lacks: per symbol, since its last stored fill."""
+    """Store the fills of our orders the journal lacks: per symbol whose orders executed more than their journaled
+    fills, since the oldest such order. One request per symbol that needs it, not per symbol traded in the span:
+    this runs before every rebalance's first order."""
+    span_start = now_ms - USER_TRADES_SPAN_MS
+    journaled = journal.filled_qty(span_start - CLOCK_SLACK_MS)
     since: dict[str, int] = {}
-    for row in journal.children(since_ms=now_ms - USER_TRADES_SPAN_MS):
+    for row in journal.children(since_ms=span_start):
         if row.order_id is None or row.executed_qty == 0 or (symbols is not None and row.symbol not in symbols):
             continue
-        last = journal.last_fill_ms(row.symbol)
-        if last is None or row.updated_ms > last:
-            since[row.symbol] = min(since.get(row.symbol, row.created_ms), row.created_ms if last is None else last + 1)
+        if journaled.get((row.symbol, row.order_id), ZERO) < row.executed_qty:
+            since[row.symbol] = min(since.get(row.symbol, now_ms), row.created_ms - CLOCK_SLACK_MS)
     added = 0
     for symbol, start in sorted(since.items()):
-        start = max(start, now_ms - USER_TRADES_SPAN_MS)
+        start = max(start, span_start)
         while True:
             fills = parse_fills(client.futures_account_trades(symbol=symbol, startTime=start, limit=1000))
             added += journal.add_fills(fills)

@@ -14,6 +14,7 @@ data/
   factor_view/                                     the calculators' rolling panel (lsq.stores.factor_panel)
   positions/{account_id}_target_positions_{YYYYmmdd_HHMMSS}.json
   execution/{account_id}/                          the executor's journal (SQLite), halt switch, equity peak
+  execution/{account_id}/claims/YYYY-MM-DD/HHMM.claim  who launched the account's run of a window
   monitoring/{account_id}/...                      account snapshots, income, fills, orders (monitoring.store)
   simulator/                                       the simulator's account state
 """
@@ -98,6 +99,11 @@ class DataPaths:
 
     def execution(self, account_id: str) -> Path:
         return self.root / "execution" / account_id
+
+    def execution_claim(self, account_id: str, window_ms: int) -> Path:
+        """Who launched the account's execution run of the window (lsq_pipeline.defs.execution.lane)."""
+        day_and_time = self.marker_file(window_ms).relative_to(self.markers).with_suffix(".claim")
+        return self.execution(account_id) / "claims" / day_and_time
 
     @property
     def monitoring(self) -> Path:

@@ -1,6 +1,7 @@
 """`lsq backfill`: trades and every pipeline asset for a time range, recorded on the Dagster instance."""
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -138,17 +139,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-trades", action="store_true", help="use the trades already stored; import nothing")
     p.set_defaults(func=run)
-    t = subparsers.add_parser("trigger", help="launch each fresh sealed window's run the moment its marker appears")
+    t = subparsers.add_parser(
+        "trigger",
+        help="launch each fresh sealed window's run the moment its marker appears, and each account's "
+        "execution run the moment its target file does",
+    )
     t.add_argument("--dagster-url", default="http://127.0.0.1:3000", help="the Dagster webserver (default %(default)s)")
     t.set_defaults(func=run_trigger)
 
 
 def run_trigger(args: argparse.Namespace) -> int:
+    from lsq_pipeline.defs.execution.lane import ExecutionLane, graphql_execution_submit
     from lsq_pipeline.defs.market.claims import window_done
     from lsq_pipeline.defs.market.trigger import MarkerTrigger, graphql_submit, watch
+    from lsq_pipeline.submit import graphql_submitter
 
-    paths = DataPaths(load_config(args.config).data_dir)
+    settings = load_config(args.config)
+    paths = DataPaths(settings.data_dir)
+    accounts = [a.account_id for a in settings.usable_accounts()[0]]
+    max_age_ms = int(settings.execution.executor.max_target_age_seconds * 1000)
     with _instance() as instance:
-        trigger = MarkerTrigger(paths, graphql_submit(args.dagster_url), lambda key: window_done(instance, key))
-        watch(trigger)
+        windows = MarkerTrigger(paths, graphql_submit(args.dagster_url), lambda key: window_done(instance, key))
+        executions = ExecutionLane(
+            paths, accounts, graphql_execution_submit(graphql_submitter(args.dagster_url)), max_age_ms
+        )
+        logging.getLogger("lsq.trigger").info(
+            "watching %s for sealed windows and %s for the targets of %s", paths.markers, paths.positions, accounts
+        )
+        watch([windows, executions])
     return 0

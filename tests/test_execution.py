@@ -6,8 +6,10 @@ and the kill switch."""
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from execution_helpers import (
 
 from executors import planner as p
 from executors.journal import Journal, journal_path
+from executors.reconcile import sync_fills
 from executors.router import client_order_id, parse_rate_limits, throttle_delay
 from executors.run import MARGIN_SHRINKS, MAX_SWEEPS, run_account
 from executors.safety import LiveNotConfirmed, read_halt, set_halt
@@ -579,3 +582,40 @@ def test_a_symbol_whose_contract_setting_fails_is_skipped_and_the_others_trade(s
     # back to cross for the other tests: flat first, then the next run's settings apply
     flatten(settings, acct)
     account_client(settings, acct).futures_change_margin_type(symbol="BTCUSDT", marginType="CROSSED")
+
+
+class TradesCounted:
+    """A real client whose userTrades requests are counted (every other call passes through untouched)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.symbols: list[str] = []
+
+    def futures_account_trades(self, **params: Any) -> Any:
+        self.symbols.append(params["symbol"])
+        return self._client.futures_account_trades(**params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_reconciliation_fetches_fills_only_for_orders_the_journal_lacks(sim_server: Any, tmp_path: Path) -> None:
+    """Before every rebalance's first order: one userTrades request per symbol with missing fills, not per symbol
+    traded in the last week."""
+    settings = local(sim_server.settings, tmp_path)
+    acct = sim_server.accounts[0].account_id
+    flatten(settings, acct)
+    target = write_target(settings, acct, {"BTCUSDT": 3000, "ETHUSDT": -2500, "LTCUSDT": 1500})
+    assert run_account(settings, acct, target, FakeClock(), algorithm="market").status == "completed"
+    client = TradesCounted(account_client(settings, acct))
+    with Journal(journal_path(DataPaths(tmp_path), acct)) as journal:
+        filled = [c for c in journal.children() if c.executed_qty > 0]
+        assert {c.symbol for c in filled} == {"BTCUSDT", "ETHUSDT", "LTCUSDT"}
+        assert sync_fills(client, journal, FakeClock().now_ms()) == 0
+        assert client.symbols == []  # the run journaled every fill of its orders
+        lost = next(c for c in filled if c.symbol == "ETHUSDT")
+        with closing(sqlite3.connect(journal_path(DataPaths(tmp_path), acct))) as db, db:
+            db.execute("DELETE FROM fills WHERE order_id=?", (lost.order_id,))  # as if killed before the sync
+        assert sync_fills(client, journal, FakeClock().now_ms()) >= 1
+        assert client.symbols == ["ETHUSDT"]
+        assert journal.filled_qty(0)[("ETHUSDT", lost.order_id)] == lost.executed_qty

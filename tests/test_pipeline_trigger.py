@@ -6,25 +6,32 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from builders import market, pinned_settings, universe_frame
 from dagster._core.test_utils import create_run_for_test
+from test_execution_lane import land
+from test_execution_lane import tick as tick_execution
 from test_pipeline_assets import synthetic_trades
 from test_pipeline_sensors import tick, write_marker
 
 from lsq.clock import FakeClock
 from lsq.paths import DataPaths
+from lsq.run import wait_for_http
 from lsq.stores.universes import write_universe
 from lsq.timelabels import HOUR_MS, WINDOW_MS, format_day, now_ms, parse_partition_key, partition_key, window_start
 from lsq.tradestore import TradeStore
 from lsq_pipeline.cli import dagster_env
 from lsq_pipeline.definitions import build_definitions
+from lsq_pipeline.defs.execution.lane import ExecutionLane, graphql_execution_submit
 from lsq_pipeline.defs.market.claims import TRIGGER_GRACE_MS, read_claim, try_claim, window_done
 from lsq_pipeline.defs.market.trigger import MarkerTrigger, graphql_submit
 from lsq_pipeline.resources import LsqResource
+from lsq_pipeline.submit import graphql_submitter
 from lsq_pipeline.tags import RANGE_END_TAG, RANGE_START_TAG
 
 T1 = parse_partition_key("2026-11-21-08:00")
@@ -196,11 +203,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.slow
-def test_graphql_submit_queues_the_window_job_on_a_real_webserver(tmp_path: Path) -> None:
-    """The trigger's launch path against `dagster-webserver` serving the project's workspace."""
-    home = tmp_path / "dagster_home"
-    env = {**os.environ, **dagster_env(home), "LSQ_DATA_DIR": str(tmp_path / "data")}
+@dataclass
+class Webserver:
+    url: str
+    home: Path
+    data: DataPaths
+
+
+@pytest.fixture(scope="module")
+def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
+    """`dagster-webserver` serving the project's workspace on its own instance (no daemon: runs stay queued)."""
+    tmp = tmp_path_factory.mktemp("webserver")
+    home = tmp / "dagster_home"
+    env = {**os.environ, **dagster_env(home), "LSQ_DATA_DIR": str(tmp / "data")}
     port = _free_port()
     webserver = Path(sys.executable).with_name("dagster-webserver")
     root = Path(__file__).resolve().parents[1]
@@ -213,21 +228,35 @@ def test_graphql_submit_queues_the_window_job_on_a_real_webserver(tmp_path: Path
         start_new_session=True,
     )
     try:
-        key = partition_key(window_start(now_ms()) - WINDOW_MS)
-        submit = graphql_submit(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                run_id = submit(key)
-                break
-            except Exception:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.5)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while not wait_for_http(f"{url}/server_info", 1, lambda: proc.poll() is None):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("dagster-webserver did not answer")
+        yield Webserver(url, home, DataPaths(tmp / "data"))
     finally:
         proc.terminate()
         proc.wait(30)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+
+
+def submit_when_loaded(submit: Callable[[], str]) -> str:
+    """The webserver answers before its code location is loaded: retry the first submission until it is."""
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            return submit()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_graphql_submit_queues_the_window_job_on_a_real_webserver(webserver: Webserver) -> None:
+    """The trigger's launch path against `dagster-webserver` serving the project's workspace."""
+    key = partition_key(window_start(now_ms()) - WINDOW_MS)
+    run_id = submit_when_loaded(lambda: graphql_submit(webserver.url)(key))
+    with dg.DagsterInstance.from_config(str(webserver.home)) as instance:
         run = instance.get_run_by_id(run_id)
     assert run is not None and run.job_name == "window_job"
     assert run.status == dg.DagsterRunStatus.QUEUED  # no daemon here to dequeue it
@@ -236,3 +265,40 @@ def test_graphql_submit_queues_the_window_job_on_a_real_webserver(tmp_path: Path
     # the runs list's "Launched by" column reads the `user` tag: not "Manually launched"
     assert run.tags["user"] == "lsq trigger"
     assert run.asset_selection is None or dg.AssetKey("target_positions") in run.asset_selection
+
+
+@pytest.mark.slow
+def test_the_execution_lane_submits_one_run_per_account_and_window_that_the_sensor_then_skips(
+    webserver: Webserver,
+) -> None:
+    """Target files of a fresh window for both accounts: one queued `execution_job` run each, with the sensor's
+    partition, tags and run key, however often the lane polls; the sensor, seeing the window's materialisation,
+    requests nothing more."""
+    accounts = ["sim_alpha", "sim_beta"]
+    paths = webserver.data
+    window = window_start(now_ms()) - WINDOW_MS
+    key = partition_key(window)
+    submit = graphql_execution_submit(graphql_submitter(webserver.url))
+    lane = ExecutionLane(paths, accounts, submit, 600_000)
+    with dg.DagsterInstance.from_config(str(webserver.home)) as instance:
+        instance.add_dynamic_partitions("accounts", accounts)  # the sensor's first tick does this in `lsq run`
+        land(paths, "sim_alpha", window)
+        launched = submit_when_loaded(lambda: lane.step(now_ms()) or lane.step(now_ms()))
+        land(paths, "sim_beta", window)
+        launched += lane.step(now_ms()) + lane.step(now_ms())
+        assert launched == [("sim_alpha", key), ("sim_beta", key)]
+        runs = instance.get_runs(filters=dg.RunsFilter(job_name="execution_job"))
+        assert sorted((r.tags["dagster/partition"], r.tags["lsq/target_window"]) for r in runs) == [
+            (a, key) for a in accounts
+        ]
+        for run in runs:
+            account = run.tags["dagster/partition"]
+            assert run.status == dg.DagsterRunStatus.QUEUED
+            assert run.tags["lsq/account"] == account and run.tags["user"] == "lsq trigger"
+            assert run.tags["dagster/run_key"] == f"{account}:{key}"
+            assert run.tags["dagster/sensor_name"] == "execution_sensor"
+            assert run.tags["dagster/max_retries"] == "0"  # the job's own tags are kept
+        instance.report_runless_asset_event(dg.AssetMaterialization("target_positions", partition=key))
+        lsq = LsqResource(data_dir=str(paths.root))
+        result = tick_execution(instance, lsq, window + WINDOW_MS + 30_000, "0")
+        assert result.run_requests == []

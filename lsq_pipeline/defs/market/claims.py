@@ -5,13 +5,15 @@ window's claim file (beside its marker; created by hard-linking a complete tempo
 never half-written) launches the run. The sensor launches what it claims with run_key = partition key, so a sensor
 tick that fails after claiming is simply repeated. A trigger claim whose run never appeared in the instance (the
 trigger died between claiming and submitting, or the webserver refused) is taken over by the sensor after
-TRIGGER_GRACE_MS.
+TRIGGER_GRACE_MS. The execution lane's claims (one per account and window) follow the same rules (sensor_decision).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import dagster as dg
@@ -21,6 +23,7 @@ from lsq_pipeline.defs.market.assets import BARS_5M
 from lsq_pipeline.tags import PARTITION_TAG
 
 Claimant = Literal["trigger", "sensor"]
+Decision = Literal["request", "leave", "wait"]
 TRIGGER_GRACE_MS = 30_000
 # Every window run carries this tag, limited to one at a time in dagster.yaml, so windows are processed in order
 # and a window's bars never read the previous close before the windows before it are stored.
@@ -34,9 +37,19 @@ class Claim:
 
 
 def read_claim(paths: DataPaths, window_ms: int) -> Claim | None:
-    """The window's claim, or None. A claim that cannot be parsed counts as the sensor's (it is launched by run key)."""
+    """The window's claim, or None."""
+    return read_claim_file(paths.marker_claim(window_ms))
+
+
+def try_claim(paths: DataPaths, window_ms: int, by: Claimant, now_ms: int) -> bool:
+    """Claim the window for `by`; False when someone already holds it."""
+    return claim_file(paths.marker_claim(window_ms), by, now_ms)
+
+
+def read_claim_file(path: Path) -> Claim | None:
+    """The claim in `path`, or None. A claim that cannot be parsed counts as the sensor's (it launches by run key)."""
     try:
-        raw = json.loads(paths.marker_claim(window_ms).read_text())
+        raw = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -46,9 +59,25 @@ def read_claim(paths: DataPaths, window_ms: int) -> Claim | None:
     return Claim(by if by in ("trigger", "sensor") else "sensor", int(at) if isinstance(at, int) else 0)
 
 
-def try_claim(paths: DataPaths, window_ms: int, by: Claimant, now_ms: int) -> bool:
-    """Claim the window for `by`; False when someone already holds it."""
-    return create_exclusive(paths.marker_claim(window_ms), json.dumps({"by": by, "at_ms": now_ms}).encode())
+def claim_file(path: Path, by: Claimant, now_ms: int) -> bool:
+    """Create the claim `path` for `by`; False when someone already holds it. The execution lane's claims
+    (lsq_pipeline.defs.execution.lane) are the same files, one per account and window."""
+    return create_exclusive(path, json.dumps({"by": by, "at_ms": now_ms}).encode())
+
+
+def sensor_decision(path: Path, now_ms: int, has_run: Callable[[], bool]) -> Decision:
+    """What the sensor does with a claimable item (claim file `path`): it claims it if nobody has, and "request"s
+    what it holds; a trigger's claim is "left" to the trigger once `has_run()`, "wait"s while younger than
+    TRIGGER_GRACE_MS without a run, then is taken over ("request")."""
+    claim = read_claim_file(path)
+    if claim is None and claim_file(path, "sensor", now_ms):
+        return "request"
+    claim = claim or read_claim_file(path)
+    if claim is None or claim.by == "sensor":
+        return "request"
+    if has_run():
+        return "leave"
+    return "wait" if now_ms - claim.at_ms < TRIGGER_GRACE_MS else "request"
 
 
 def window_run_exists(instance: dg.DagsterInstance, key: str) -> bool:

@@ -19,6 +19,7 @@ file per window (lsq_pipeline.defs.market.claims) guarantees that exactly one of
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -28,14 +29,7 @@ from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.paths import DataPaths
 from lsq.stores.panels import day_file, stored_days
 from lsq.timelabels import WINDOW_MS, day_start, format_day, parse_day, parse_partition_key, partition_key
-from lsq_pipeline.defs.market.claims import (
-    SERIAL_TAG,
-    TRIGGER_GRACE_MS,
-    Claim,
-    read_claim,
-    try_claim,
-    window_run_exists,
-)
+from lsq_pipeline.defs.market.claims import SERIAL_TAG, sensor_decision, window_run_exists
 from lsq_pipeline.defs.market.jobs import WINDOW_JOB
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.tags import range_tags
@@ -210,15 +204,10 @@ def windows_to_launch(
     to_request: list[int] = []
     handled: list[int] = []
     for w in windows:
-        claim = read_claim(paths, w)
-        if claim is None and try_claim(paths, w, "sensor", now):
-            claim = Claim("sensor", now)
-        claim = claim or read_claim(paths, w)
-        if claim is None or claim.by == "sensor":
-            to_request.append(w)
-        elif not has_run(partition_key(w)):
-            if now - claim.at_ms < TRIGGER_GRACE_MS:
-                break
+        decision = sensor_decision(paths.marker_claim(w), now, partial(has_run, partition_key(w)))
+        if decision == "wait":
+            break
+        if decision == "request":
             to_request.append(w)
         handled.append(w)
     return to_request, handled

@@ -1,9 +1,10 @@
-"""`lsq trigger`: launches a fresh window's run the moment its marker appears (the live fast lane).
+"""`lsq trigger`: launches a fresh window's run the moment its marker appears (the live fast lane), and, composed
+with it in `watch`, each account's execution run the moment its target file appears (lsq_pipeline.defs.execution.lane).
 
 Dagster 1.13's sensor daemon evaluates sensors at most every 5 s (MIN_INTERVAL_LOOP_TIME in dagster/_daemon/sensor.py,
 not configurable), so with the sensor alone a marker waits 0-5 s before its run is even requested. The trigger polls
-for the next marker every 50 ms and submits the window job through the webserver's GraphQL API (dagster-graphql's
-client), with the sensor's tags, so the run is queued, limited and shown exactly like a sensor run.
+for the next marker every 50 ms and submits the window job through the webserver's GraphQL API
+(lsq_pipeline.submit), with the sensor's tags, so the run is queued, limited and shown exactly like a sensor run.
 
 It takes only the live path: the window that just closed, while its signal is fresh, and only once the previous
 window's run exists (the sensor's or its own) or its bars are stored (the last window of a backfill), so runs stay
@@ -15,9 +16,9 @@ see lsq_pipeline.defs.market.claims.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlparse
+from typing import Protocol
 
 from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.paths import DataPaths
@@ -25,15 +26,12 @@ from lsq.timelabels import WINDOW_MS, partition_key, window_start
 from lsq_pipeline.defs.market.claims import SERIAL_TAG, read_claim, try_claim
 from lsq_pipeline.defs.market.jobs import WINDOW_JOB
 from lsq_pipeline.defs.market.sensors import MAX_SIGNAL_AGE_MS
+from lsq_pipeline.submit import graphql_submitter
 from lsq_pipeline.tags import PARTITION_TAG
 
 log = logging.getLogger("lsq.trigger")
 
-LOCATION = "lsq_pipeline"  # workspace.yaml's location_name
 TRIGGER_TAG = {"lsq/trigger": "marker"}
-# The runs list's "Launched by" column shows a run's `user` tag (else a schedule, sensor or automation tag, else
-# "Manually launched"): trigger runs say who launched them, beside their partition tag.
-LAUNCHED_BY_TAG = {"user": "lsq trigger"}
 POLL_SECONDS = 0.05
 
 
@@ -73,30 +71,22 @@ class MarkerTrigger:
 
 def graphql_submit(url: str, timeout_s: int = 10) -> Callable[[str], str]:
     """Submit the window job for a partition through the Dagster webserver at `url`."""
-    from dagster_graphql import DagsterGraphQLClient
-
-    parsed = urlparse(url)
-    client: DagsterGraphQLClient | None = None
-
-    def submit(key: str) -> str:
-        nonlocal client
-        if client is None:
-            client = DagsterGraphQLClient(parsed.hostname or "127.0.0.1", port_number=parsed.port, timeout=timeout_s)
-        return client.submit_job_execution(
-            WINDOW_JOB,
-            repository_location_name=LOCATION,
-            tags={PARTITION_TAG: key, **SERIAL_TAG, **TRIGGER_TAG, **LAUNCHED_BY_TAG},
-        )
-
-    return submit
+    submit = graphql_submitter(url, timeout_s)
+    return lambda key: submit(WINDOW_JOB, {PARTITION_TAG: key, **SERIAL_TAG, **TRIGGER_TAG})
 
 
-def watch(trigger: MarkerTrigger, clock: Clock = SYSTEM_CLOCK) -> None:
-    """Poll forever (until interrupted)."""
-    log.info("watching %s for sealed windows", trigger.paths.markers)
+class Lane(Protocol):
+    """One fast lane of `lsq trigger`: `step(now)` launches what has become ready."""
+
+    def step(self, now: int) -> object: ...
+
+
+def watch(lanes: Sequence[Lane], clock: Clock = SYSTEM_CLOCK) -> None:
+    """Poll every lane forever (until interrupted); one lane failing holds up no other."""
     while True:
-        try:
-            trigger.step(clock.now_ms())
-        except Exception as exc:  # the claim stays: the sensor takes the window over after its grace period
-            log.warning("could not launch a window run (the sensor will take it over): %s", exc)
+        for lane in lanes:
+            try:
+                lane.step(clock.now_ms())
+            except Exception as exc:  # the claim stays: the sensor takes the run over after its grace period
+                log.warning("could not launch a run (the sensor will take it over): %s", exc)
         clock.sleep(POLL_SECONDS)
