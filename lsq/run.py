@@ -75,10 +75,15 @@ class Supervisor:
         self.save()
 
     def start(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None, oneshot: bool = False
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        oneshot: bool = False,
+        cwd: Path = PROJECT_ROOT,
     ) -> subprocess.Popen[bytes]:
         """Start a child; a `oneshot` child finishes on its own, and its end (even a failure) stops nothing else."""
-        proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, start_new_session=True)
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
         self.children.append((name, proc))
         if oneshot:
             self.oneshots.add(name)
@@ -186,7 +191,10 @@ def run(args: argparse.Namespace, prepare_dagster: PrepareDagster) -> int:
             dagster_env = prepare_dagster(env)
             sup.start("recent backfill", _lsq("backfill", "--recent"), dagster_env, oneshot=True)
             dagster = [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1"]
-            sup.start("dagster dev", [*dagster, "-p", str(args.dagster_port), "-w", "workspace.yaml"], dagster_env)
+            dagster += ["-p", str(args.dagster_port), "-w", str(PROJECT_ROOT / "workspace.yaml")]
+            # In DAGSTER_HOME: from the project root dagster dev warns that the project's dagster.yaml "will not be
+            # used" (it is, as DAGSTER_HOME's copy); nothing it runs depends on the working directory.
+            sup.start("dagster dev", dagster, dagster_env, cwd=Path(dagster_env["DAGSTER_HOME"]))
             sup.start("trigger", _lsq("trigger", "--dagster-url", f"http://127.0.0.1:{args.dagster_port}"), dagster_env)
             print(f"lsq run: Dagster UI on http://127.0.0.1:{args.dagster_port}", flush=True)
             print(f"lsq run: {_execution_line(settings)}", flush=True)
