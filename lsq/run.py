@@ -29,6 +29,8 @@ from lsq.runstate import pid_alive, read_state, supervisor_running, write_state
 from lsq.timelabels import now_ms
 
 STOP_GRACE_SECONDS = 15.0
+# `dagster dev` warns at every start that it is superseded by `dg dev` (dagster-dg-cli, not a dependency).
+DEV_SUPERSEDED = "ignore:Function `dev_command` is superseded"
 # env -> the variables `dagster dev` and the Dagster commands need (DAGSTER_HOME), its storage created.
 PrepareDagster = Callable[[dict[str, str]], dict[str, str]]
 
@@ -190,11 +192,15 @@ def run(args: argparse.Namespace, prepare_dagster: PrepareDagster) -> int:
         if not args.no_dagster:
             dagster_env = prepare_dagster(env)
             sup.start("recent backfill", _lsq("backfill", "--recent"), dagster_env, oneshot=True)
-            dagster = [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1"]
-            dagster += ["-p", str(args.dagster_port), "-w", str(PROJECT_ROOT / "workspace.yaml")]
-            # In DAGSTER_HOME: from the project root dagster dev warns that the project's dagster.yaml "will not be
-            # used" (it is, as DAGSTER_HOME's copy); nothing it runs depends on the working directory.
-            sup.start("dagster dev", dagster, dagster_env, cwd=Path(dagster_env["DAGSTER_HOME"]))
+            # Warnings and errors only from the webserver and the daemon (at INFO the daemon logs every sensor
+            # tick); runs log at dagster.yaml's python_logs level. In DAGSTER_HOME: from the project root dagster
+            # dev warns that the project's dagster.yaml "will not be used" (it is, as DAGSTER_HOME's copy); nothing
+            # it runs depends on the working directory.
+            dagster_cli = str(Path(sys.executable).with_name("dagster"))
+            dagster = [dagster_cli, "dev", "-h", "127.0.0.1", "-p", str(args.dagster_port)]
+            dagster += ["--log-level", "warning", "-w", str(PROJECT_ROOT / "workspace.yaml")]
+            quiet = {**dagster_env, "PYTHONWARNINGS": DEV_SUPERSEDED}
+            sup.start("dagster dev", dagster, quiet, cwd=Path(dagster_env["DAGSTER_HOME"]))
             sup.start("trigger", _lsq("trigger", "--dagster-url", f"http://127.0.0.1:{args.dagster_port}"), dagster_env)
             print(f"lsq run: Dagster UI on http://127.0.0.1:{args.dagster_port}", flush=True)
             print(f"lsq run: {_execution_line(settings)}", flush=True)
