@@ -12,7 +12,6 @@ import importlib
 import logging
 import sys
 
-from lsq import run
 from lsq.config import ConfigError
 
 # Packages whose `cli.register(subparsers)` adds subcommands, in the order they appear in --help (`lsq run` last).
@@ -30,6 +29,7 @@ COMMAND_MODULES = (
 # Commands served by one light module: `lsq status` must answer in well under a second, so it does not import every
 # stage (Dagster, polars, python-binance) just to build the full parser.
 LIGHT_COMMANDS = {"status": "collectors.cli"}
+LIGHT_MODULES = tuple(LIGHT_COMMANDS.values())
 
 
 def prepare_dagster(env: dict[str, str]) -> dict[str, str]:
@@ -63,7 +63,10 @@ def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.Argumen
                 raise
             continue
         module.register(sub)
-    run.register(sub, prepare_dagster)
+    if modules != LIGHT_MODULES:
+        from lsq import run  # urllib.request and the supervisor: not what `lsq status` needs
+
+        run.register(sub, prepare_dagster)
     return parser
 
 

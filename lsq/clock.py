@@ -8,7 +8,6 @@ clock may step (NTP) while intervals must not.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from typing import Protocol
@@ -46,6 +45,10 @@ class SystemClock:
             time.sleep(seconds)
 
     async def asleep(self, seconds: float) -> None:
+        # asyncio is imported where it runs (it is loaded already): lsq.config uses this module, and `lsq status`
+        # answers without asyncio's ~20 ms import.
+        import asyncio
+
         await asyncio.sleep(max(0.0, seconds))
 
 
@@ -90,5 +93,7 @@ class FakeClock:
         self.advance(max(0.0, seconds))
 
     async def asleep(self, seconds: float) -> None:
+        import asyncio
+
         self.sleep(seconds)
         await asyncio.sleep(0)

@@ -29,6 +29,8 @@ from lsq.runstate import pid_alive, read_state, supervisor_running, write_state
 from lsq.timelabels import now_ms
 
 STOP_GRACE_SECONDS = 15.0
+# `dagster dev` warns at every start that it is superseded by `dg dev` (dagster-dg-cli, not a dependency).
+DEV_SUPERSEDED = "ignore:Function `dev_command` is superseded"
 # env -> the variables `dagster dev` and the Dagster commands need (DAGSTER_HOME), its storage created.
 PrepareDagster = Callable[[dict[str, str]], dict[str, str]]
 
@@ -75,10 +77,15 @@ class Supervisor:
         self.save()
 
     def start(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None, oneshot: bool = False
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        oneshot: bool = False,
+        cwd: Path = PROJECT_ROOT,
     ) -> subprocess.Popen[bytes]:
         """Start a child; a `oneshot` child finishes on its own, and its end (even a failure) stops nothing else."""
-        proc = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, start_new_session=True)
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
         self.children.append((name, proc))
         if oneshot:
             self.oneshots.add(name)
@@ -185,8 +192,15 @@ def run(args: argparse.Namespace, prepare_dagster: PrepareDagster) -> int:
         if not args.no_dagster:
             dagster_env = prepare_dagster(env)
             sup.start("recent backfill", _lsq("backfill", "--recent"), dagster_env, oneshot=True)
-            dagster = [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1"]
-            sup.start("dagster dev", [*dagster, "-p", str(args.dagster_port), "-w", "workspace.yaml"], dagster_env)
+            # Warnings and errors only from the webserver and the daemon (at INFO the daemon logs every sensor
+            # tick); runs log at dagster.yaml's python_logs level. In DAGSTER_HOME: from the project root dagster
+            # dev warns that the project's dagster.yaml "will not be used" (it is, as DAGSTER_HOME's copy); nothing
+            # it runs depends on the working directory.
+            dagster_cli = str(Path(sys.executable).with_name("dagster"))
+            dagster = [dagster_cli, "dev", "-h", "127.0.0.1", "-p", str(args.dagster_port)]
+            dagster += ["--log-level", "warning", "-w", str(PROJECT_ROOT / "workspace.yaml")]
+            quiet = {**dagster_env, "PYTHONWARNINGS": DEV_SUPERSEDED}
+            sup.start("dagster dev", dagster, quiet, cwd=Path(dagster_env["DAGSTER_HOME"]))
             sup.start("trigger", _lsq("trigger", "--dagster-url", f"http://127.0.0.1:{args.dagster_port}"), dagster_env)
             print(f"lsq run: Dagster UI on http://127.0.0.1:{args.dagster_port}", flush=True)
             print(f"lsq run: {_execution_line(settings)}", flush=True)

@@ -41,9 +41,6 @@ from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.tags import BACKFILL_TAG, range_tags
 
 PLANNED_SUBSET_ENV = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
-# Dagster's console logger prints every event at DEBUG: one line per window of a range run (2,012 at a fresh start).
-# The runs' full event logs stay in the instance (the UI); the terminal gets INFO and above.
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 @dataclass
@@ -108,7 +105,6 @@ def _run(
     resources: dict[str, object],
 ) -> bool:
     result = job.execute_in_process(
-        run_config=QUIET_RUN_CONFIG,
         instance=instance,
         asset_selection=list(keys),
         tags=tags,

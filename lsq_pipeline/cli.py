@@ -18,23 +18,28 @@ if TYPE_CHECKING:  # Dagster and the assets load only when the command runs, not
     from lsq_pipeline.backfill import BackfillReport
 
 DEFAULT_DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
+# Dagster's automation reads each updated partition's materialisation time up to this many partitions per asset,
+# else warns ("N updated partitions, exceeding the maximum of 100") and uses the tick's time for all of them: after
+# every backfill, for bars_5m and the rollups. The times come from one query per asset, so allow a year of windows.
+AUTOMATION_PARTITIONS = {"DAGSTER_MAX_PARTITIONS_FOR_DA_TIMESTAMP_FETCH": str(366 * 288)}
 
 
 def dagster_env(home: Path | None = None) -> dict[str, str]:
-    """DAGSTER_HOME for `dagster dev` and our commands: `home`, else $DAGSTER_HOME, else .dagster_home in the project.
+    """DAGSTER_HOME (absolute) for `dagster dev` and our commands: `home`, else $DAGSTER_HOME, else .dagster_home in
+    the project; with the instance-wide settings Dagster takes from the environment (AUTOMATION_PARTITIONS).
 
     The project's home is kept in step with the project's dagster.yaml; a home the operator chose keeps its own
     dagster.yaml (ours is only copied there when it has none).
     """
     chosen = home or (Path(os.environ["DAGSTER_HOME"]) if os.environ.get("DAGSTER_HOME") else None)
-    target_home = chosen or DEFAULT_DAGSTER_HOME
+    target_home = (chosen or DEFAULT_DAGSTER_HOME).resolve()
     target_home.mkdir(parents=True, exist_ok=True)
     source = PROJECT_ROOT / "dagster.yaml"
     target = target_home / "dagster.yaml"
     stale = not target.exists() or (chosen is None and target.read_bytes() != source.read_bytes())
     if source.exists() and stale:
         target.write_bytes(source.read_bytes())
-    return {"DAGSTER_HOME": str(target_home)}
+    return {"DAGSTER_HOME": str(target_home), **AUTOMATION_PARTITIONS}
 
 
 def prepare_instance(env: dict[str, str]) -> None:
