@@ -30,27 +30,30 @@ MODULE = "warm_location"
 DEADLINE_S = 120.0
 
 
-@pytest.fixture(scope="module")
-def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterInstance]:
-    """One instance and code server for the module (a code server takes seconds to start); each test its runs."""
-    home = tmp_path_factory.mktemp("dagster_home")
+@contextlib.contextmanager
+def instance_at(home: Path, storage: dict[str, object] | None = None) -> Iterator[dg.DagsterInstance]:
+    """An instance in `home` with the warm launcher (which starts no worker of its own: the tests start theirs)."""
     launcher = {"module": "lsq_pipeline.launcher", "class": "WarmRunLauncher", "config": {"start_worker": False}}
-    (home / "dagster.yaml").write_text(yaml.safe_dump({"telemetry": {"enabled": False}, "run_launcher": launcher}))
+    config: dict[str, object] = {"telemetry": {"enabled": False}, "run_launcher": launcher}
+    if storage is not None:
+        config["storage"] = storage
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     with pytest.MonkeyPatch.context() as env:
         env.setenv("WARM_RELEASE_FILE", str(home / "release"))
         with dg.DagsterInstance.from_config(str(home)) as instance:
             yield instance
 
 
-@pytest.fixture(scope="module")
-def workspace(instance: dg.DagsterInstance) -> Iterator[WorkspaceRequestContext]:
+@contextlib.contextmanager
+def workspace_of(instance: dg.DagsterInstance) -> Iterator[WorkspaceRequestContext]:
+    """The test code location served by a real code server (a gRPC process), as `dagster dev` serves ours."""
     target = ModuleTarget(module_name=MODULE, attribute=None, working_directory=str(TESTS), location_name="warm")
     with WorkspaceProcessContext(instance, target) as context:
         yield context.create_request_context()
 
 
-@pytest.fixture
-def worker(instance: dg.DagsterInstance) -> Iterator[Path]:
+@contextlib.contextmanager
+def worker_for(instance: dg.DagsterInstance) -> Iterator[Path]:
     """A warm worker for the instance's home, stopped at the end (it would exit with this process anyway)."""
     path = socket_path(instance.root_directory)
     start_worker(path, MODULE, str(TESTS))
@@ -58,8 +61,29 @@ def worker(instance: dg.DagsterInstance) -> Iterator[Path]:
     while not path.exists():
         assert time.monotonic() < deadline, f"no warm worker came up: {Path(f'{path}.log').read_text()}"
         time.sleep(0.1)
-    yield path
-    stop_worker(path)
+    try:
+        yield path
+    finally:
+        stop_worker(path)
+
+
+@pytest.fixture(scope="module")
+def instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.DagsterInstance]:
+    """One instance and code server for the module (a code server takes seconds to start); each test its runs."""
+    with instance_at(tmp_path_factory.mktemp("dagster_home")) as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def workspace(instance: dg.DagsterInstance) -> Iterator[WorkspaceRequestContext]:
+    with workspace_of(instance) as workspace:
+        yield workspace
+
+
+@pytest.fixture
+def worker(instance: dg.DagsterInstance) -> Iterator[Path]:
+    with worker_for(instance) as path:
+        yield path
 
 
 def stop_worker(path: Path) -> None:
@@ -109,6 +133,23 @@ def engine_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
 def test_a_forked_run_is_a_real_run(
     instance: dg.DagsterInstance, workspace: WorkspaceRequestContext, worker: Path
 ) -> None:
+    assert_forked_run(instance, workspace)
+
+
+@pytest.mark.slow  # starts a PostgreSQL server (tests/postgres_server.py)
+def test_a_forked_run_on_postgres(tmp_path: Path) -> None:
+    from postgres_server import postgres_server
+
+    with (
+        postgres_server() as server,
+        instance_at(tmp_path, server.storage_config(server.create_database("warm"))) as instance,
+        workspace_of(instance) as workspace,
+        worker_for(instance),
+    ):
+        assert_forked_run(instance, workspace)
+
+
+def assert_forked_run(instance: dg.DagsterInstance, workspace: WorkspaceRequestContext) -> None:
     run_id = launch(instance, workspace, "warm_job")
     run = finished(instance, run_id)
     assert run.status == dg.DagsterRunStatus.SUCCESS
