@@ -132,7 +132,8 @@ def test_product_code_never_imports_the_simulator() -> None:
 
 # A custom run launcher can only be written against Dagster's internals (its docs' "Internals: Run launchers" page
 # documents RunLauncher and ConfigurableClass there); the warm worker runs `dagster api execute_run`'s own body and
-# arguments rather than a copy of them. Exactly these, in exactly these two modules, pinned dagster==1.13.27.
+# arguments rather than a copy of them. Exactly these, in exactly these two modules, pinned dagster==1.13.27 (the
+# worker also preloads the modules a run imports, by name: warm_worker.RUN_MODULES).
 RUN_LAUNCHER_INTERNALS = {
     "lsq_pipeline/launcher.py": {
         "dagster._config.config_schema",
@@ -150,7 +151,12 @@ RUN_LAUNCHER_INTERNALS = {
         "dagster._serdes.config_class",
         "dagster._serdes.config_class.ConfigurableClassData",
     },
-    "lsq_pipeline/warm_worker.py": {"dagster._cli.api", "dagster._cli.api.execute_run_command"},
+    "lsq_pipeline/warm_worker.py": {
+        "dagster._cli.api",
+        "dagster._cli.api.execute_run_command",
+        "dagster._core.instance.ref",
+        "dagster._core.instance.ref.InstanceRef",
+    },
 }
 
 

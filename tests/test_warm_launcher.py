@@ -40,6 +40,7 @@ def instance_at(home: Path, storage: dict[str, object] | None = None) -> Iterato
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     with pytest.MonkeyPatch.context() as env:
         env.setenv("WARM_RELEASE_FILE", str(home / "release"))
+        env.setenv("DAGSTER_HOME", str(home))  # the worker preloads the instance's storage classes from it
         with dg.DagsterInstance.from_config(str(home)) as instance:
             yield instance
 
