@@ -186,7 +186,8 @@ def run(args: argparse.Namespace, prepare_dagster: PrepareDagster) -> int:
             dagster_env = prepare_dagster(env)
             sup.start("recent backfill", _lsq("backfill", "--recent"), dagster_env, oneshot=True)
             dagster = [str(Path(sys.executable).with_name("dagster")), "dev", "-h", "127.0.0.1"]
-            sup.start("warm run worker", _lsq("warm-worker"), dagster_env)  # runs start forked from it, imported
+            # Runs start forked from it; if it ever ends, runs start the default way and nothing else stops.
+            sup.start("warm run worker", _lsq("warm-worker"), dagster_env, oneshot=True)
             sup.start("dagster dev", [*dagster, "-p", str(args.dagster_port), "-w", "workspace.yaml"], dagster_env)
             sup.start("trigger", _lsq("trigger", "--dagster-url", f"http://127.0.0.1:{args.dagster_port}"), dagster_env)
             print(f"lsq run: Dagster UI on http://127.0.0.1:{args.dagster_port}", flush=True)

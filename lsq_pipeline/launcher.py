@@ -3,9 +3,10 @@
 Configured in dagster.yaml (`run_launcher: {module: lsq_pipeline.launcher, class: WarmRunLauncher}`). For each
 run the queue hands it, the launcher asks the warm run worker (lsq_pipeline.warm_worker) of this Dagster home to
 fork it; the child runs Dagster's own run body, so the run has its usual lifecycle, events, logs and UI. Whenever
-the worker cannot take a run (none running, it is stale after a code change, it serves another code location, it
-does not answer), the run is launched exactly as DefaultRunLauncher launches it, through the code server, with an
-engine event saying why, and a fresh worker is started for the next run: no run is ever lost to the worker.
+the worker cannot take a run (none running, it is stale after a code change and restarting, it serves another code
+location, it does not answer), the run is launched exactly as DefaultRunLauncher launches it, through the code
+server, with an engine event saying why (and, when none was running, a worker is started for the next run): no run
+is ever lost to the worker.
 
 Forked runs carry their process id in the `lsq/warm_pid` tag: run monitoring asks `check_run_worker_health` (a
 child that died without finishing its run is reported FAILED, and the daemon marks the run failed), and the UI's
@@ -32,6 +33,8 @@ from dagster._serdes.config_class import ConfigurableClassData
 
 from lsq.runstate import pid_alive
 from lsq_pipeline.warm_worker import PID_TAG, request, socket_path
+
+NO_WORKER = "no warm run worker is running"
 
 
 class WarmRunLauncher(DefaultRunLauncher):
@@ -70,7 +73,7 @@ class WarmRunLauncher(DefaultRunLauncher):
         self._instance.report_engine_event(f"Launching through the code server: {reason}.", run, cls=self.__class__)
         super().launch_run(context)
         pointer = self._pointer(run)
-        if self._start_worker and pointer is not None:
+        if self._start_worker and pointer is not None and reason == NO_WORKER:  # a refusing worker restarts itself
             start_worker(self.socket, *pointer)
 
     @staticmethod
@@ -91,8 +94,8 @@ class WarmRunLauncher(DefaultRunLauncher):
         message = {"module": pointer[0], "working_directory": pointer[1], "execute_run_args": serialize_value(args)}
         try:
             reply = request(self.socket, message)
-        except FileNotFoundError:
-            return "no warm run worker is running"
+        except (FileNotFoundError, ConnectionRefusedError):
+            return NO_WORKER
         except (OSError, ValueError) as exc:
             return f"the warm run worker did not take the run ({exc})"
         if not reply.get("ok"):

@@ -11,8 +11,8 @@ Fork safety: the worker itself never executes anything: it opens no instance, da
 before forking, and refuses to serve if importing the code location started a thread.
 Freshness: the worker notes every project source file it imported and the configuration file, with their sizes and
 modification times. A request that finds one changed (an edit, which `dagster dev` reloads into its code server)
-is refused as stale and the worker exits, so it never runs old code: the launcher (lsq_pipeline.launcher) launches
-that run through the code server instead and starts a fresh worker.
+is refused as stale and the worker starts itself again (exec, same pid) with the new code, so it never runs old
+code: the launcher (lsq_pipeline.launcher) launches that run through the code server instead.
 
     python -m lsq_pipeline.warm_worker --socket PATH --module lsq_pipeline.definitions --working-directory DIR
 """
@@ -155,12 +155,13 @@ def _execute(execute_run_args: str) -> None:
     body(execute_run_args, None)
 
 
-def _child(conn: socket.socket, listener: socket.socket, message: dict[str, Any]) -> None:
+def _child(conn: socket.socket, listener: socket.socket, lock_fd: int, message: dict[str, Any]) -> None:
     """The forked run process: never returns into the worker's loop."""
     code = 1
     try:
         listener.close()
         conn.close()
+        os.close(lock_fd)  # the worker's lock is the worker's: a long run must not keep a restarted worker out
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         _execute(message["execute_run_args"])
@@ -195,21 +196,22 @@ def _lock(fd: int, wait_s: float) -> bool:
 
 
 @contextlib.contextmanager
-def _only_worker(path: Path) -> Iterator[bool]:
+def _only_worker(path: Path) -> Iterator[int | None]:
     """Hold the socket's lock file for the worker's lifetime: a second worker for the same home exits at once."""
     with open(f"{path}.lock", "w") as lock:
         if not _lock(lock.fileno(), LOCK_WAIT_S):
-            yield False
+            yield None
             return
         try:
-            yield True
+            yield lock.fileno()
         finally:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
 
-def serve(path: Path, worker: Worker, parent_pid: int) -> str:
-    """Accept runs until the worker is stale, its parent is gone, or SIGTERM/SIGINT; why it stopped."""
+def serve(path: Path, worker: Worker, parent_pid: int, lock_fd: int) -> tuple[str, bool]:
+    """Accept runs until the worker is stale, its parent is gone, or SIGTERM/SIGINT: why it stopped, and whether it
+    should start again (stale: with the new code)."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -221,7 +223,7 @@ def serve(path: Path, worker: Worker, parent_pid: int) -> str:
         while True:
             _reap()
             if os.getppid() != parent_pid:
-                return "the process that started it is gone"
+                return "the process that started it is gone", False
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
@@ -232,14 +234,14 @@ def serve(path: Path, worker: Worker, parent_pid: int) -> str:
                     message = json.loads(stream.readline() or b"{}")
                 if message.get("stop"):
                     conn.sendall(b'{"ok": true}\n')
-                    return "asked to stop"
+                    return "asked to stop", False
                 reason = worker.refusal(message)
                 if reason is not None:
                     conn.sendall(json.dumps({"ok": False, "reason": reason}).encode() + b"\n")
-                    return reason
+                    return reason, True
                 pid = os.fork()
                 if pid == 0:
-                    _child(conn, listener, message)
+                    _child(conn, listener, lock_fd, message)
                 conn.sendall(json.dumps({"ok": True, "pid": pid}).encode() + b"\n")
     finally:
         listener.close()
@@ -267,8 +269,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     path = args.socket or socket_path(os.environ.get("DAGSTER_HOME") or ".")
-    with _only_worker(path) as alone:
-        if not alone:
+    with _only_worker(path) as lock_fd:
+        if lock_fd is None:
             print(f"warm run worker: another worker serves {path}", flush=True)
             return 0
         worker = Worker(args.module, args.working_directory.resolve())
@@ -276,7 +278,10 @@ def run(args: argparse.Namespace) -> int:
             names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
             print(f"warm run worker: importing {args.module} started threads ({names}): not fork-safe", flush=True)
             return 1
-        print(f"warm run worker: stopped: {serve(path, worker, args.parent)}", flush=True)
+        reason, again = serve(path, worker, args.parent, lock_fd)
+    print(f"warm run worker: stopped: {reason}", flush=True)
+    if again:  # the same process (pid, process group, parent) with fresh code: a supervisor sees no exit
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
     return 0
 
 
