@@ -169,7 +169,7 @@ def _child(conn: socket.socket, listener: socket.socket, lock_fd: int, message: 
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException as exc:  # the run's own failure is in its event log; this is the worker's
-        print(f"warm run worker: run {message.get('run_id')} failed to execute: {exc!r}", file=sys.stderr, flush=True)
+        print(f"warm run worker: a forked run failed to execute: {exc!r}", file=sys.stderr, flush=True)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
