@@ -1,12 +1,17 @@
 """Run-start latency of real window runs under a real `dagster dev`: submit -> started and started -> finished.
 
     .venv/bin/python benchmarks/run_start_latency.py [--runs 12] [--storage sqlite|postgres] [--symbols 5]
+        [--launcher warm|default]
 
 A temporary home: the simulator (`lsq sim serve`), `lsq backfill` of the last few closed windows (trades, universe,
 bars), then `dagster dev` on the project's workspace and dagster.yaml (plus a `storage: postgres` section on a
 throw-away server from tests/postgres_server.py with `--storage postgres`). Each run is submitted exactly as
 `lsq trigger` submits it (GraphQL, the window job, the live path's tags) and awaited before the next one; the times
-are the run records' own (created, started, ended). Not part of `make bench` (it starts a whole Dagster).
+are the run records' own (created, started, ended). `--launcher warm` (the project's dagster.yaml) starts the warm
+run worker beside `dagster dev`, as `lsq run` does; `--launcher default` drops the run_launcher section (Dagster's
+DefaultRunLauncher: a `dagster api execute_run` process per run). Each run's start is broken down from its events:
+queued (submitted -> RUN_STARTING: the coordinator's dequeue), process (-> "Started process for run": a new
+process and its imports, or a fork), init (-> RUN_START). Not part of `make bench` (it starts a whole Dagster).
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=12)
     parser.add_argument("--storage", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--symbols", type=int, default=5)
+    parser.add_argument("--launcher", choices=("warm", "default"), default="warm")
     parser.add_argument("--sim-port", type=int, default=8797)
     parser.add_argument("--dagster-port", type=int, default=3097)
     args = parser.parse_args()
@@ -107,6 +113,8 @@ def main() -> None:
             instance_yaml = yaml.safe_load((ROOT / "dagster.yaml").read_text())
             if pg is not None:
                 instance_yaml["storage"] = pg
+            if args.launcher == "default":
+                del instance_yaml["run_launcher"]
             (home / "dagster.yaml").write_text(yaml.safe_dump(instance_yaml))
             sim_cmd = [str(bin_dir / "lsq"), "sim", "serve", "--port", str(args.sim_port)]
             stack.enter_context(started([*sim_cmd, "--symbols", str(args.symbols)], env, work / "sim.log"))
@@ -120,6 +128,8 @@ def main() -> None:
                 to_datetime(end).strftime(fmt),
             ]
             subprocess.run([str(bin_dir / "lsq"), *backfill], env=env, cwd=ROOT, check=True, capture_output=True)
+            if args.launcher == "warm":
+                stack.enter_context(started([str(bin_dir / "lsq"), "warm-worker"], env, work / "worker.log"))
             dagster = [str(bin_dir / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(args.dagster_port)]
             stack.enter_context(started([*dagster, "-w", "workspace.yaml"], env, work / "dagster.log"))
             url = f"http://127.0.0.1:{args.dagster_port}"
@@ -129,13 +139,30 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def phases(instance: dg.DagsterInstance, run_id: str, submitted: float) -> tuple[float, float, float]:
+    """(queued, process, init) seconds of a run's start, from its events' timestamps."""
+    starting = process = began = submitted
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.RUN_STARTING:
+            starting = entry.timestamp
+        elif event.event_type == dg.DagsterEventType.ENGINE_EVENT and "Started process for run" in entry.message:
+            process = entry.timestamp
+        elif event.event_type == dg.DagsterEventType.RUN_START:
+            began = entry.timestamp
+    return starting - submitted, process - starting, began - process
+
+
 def measure(url: str, home: Path, keys: list[str], args: argparse.Namespace) -> None:
     submit = graphql_submit(url, timeout_s=60)
     to_start: list[float] = []
     to_end: list[float] = []
     total: list[float] = []
-    print(f"storage {args.storage}: {args.runs} window runs, one after another")
-    print("run  partition         submit->started s  started->finished s  status")
+    parts: list[tuple[float, float, float]] = []
+    print(f"storage {args.storage}, launcher {args.launcher}: {args.runs} window runs, one after another")
+    print("run  partition         submit->started s  (queued  process  init)  started->finished s  status")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         for i in range(args.runs):
             key = keys[i % len(keys)]
@@ -150,8 +177,15 @@ def measure(url: str, home: Path, keys: list[str], args: argparse.Namespace) -> 
             to_start.append(began - submitted)
             to_end.append(ended - began)
             total.append(ended - submitted)
+            parts.append(phases(instance, run_id, submitted))
+            queued, process, init = parts[-1]
             status = record.dagster_run.status.value
-            print(f"{i + 1:>3}  {key}  {to_start[-1]:>17.2f}  {to_end[-1]:>19.2f}  {status}")
+            print(
+                f"{i + 1:>3}  {key}  {to_start[-1]:>17.2f}  ({queued:>6.2f}  {process:>7.2f}  {init:>4.2f})"
+                f"  {to_end[-1]:>19.2f}  {status}"
+            )
+    medians = [statistics.median(p[j] for p in parts) for j in range(3)]
+    print("start phases: median queued {:.2f} s, process {:.2f} s, init {:.2f} s".format(*medians))
     print(f"submit -> started: median {statistics.median(to_start):.2f} s, p95 {percentile(to_start, 0.95):.2f} s")
     print(f"started -> finished: median {statistics.median(to_end):.2f} s, p95 {percentile(to_end, 0.95):.2f} s")
     print(f"submit -> finished: median {statistics.median(total):.2f} s, p95 {percentile(total, 0.95):.2f} s")

@@ -192,6 +192,7 @@ def run(args: argparse.Namespace, prepare_dagster: PrepareDagster) -> int:
         if not args.no_dagster:
             dagster_env = prepare_dagster(env)
             sup.start("recent backfill", _lsq("backfill", "--recent"), dagster_env, oneshot=True)
+            sup.start("warm run worker", _lsq("warm-worker"), dagster_env, oneshot=True)
             # Warnings and errors only from the webserver and the daemon (at INFO the daemon logs every sensor
             # tick); runs log at dagster.yaml's python_logs level. In DAGSTER_HOME: from the project root dagster
             # dev warns that the project's dagster.yaml "will not be used" (it is, as DAGSTER_HOME's copy); nothing

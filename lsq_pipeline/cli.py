@@ -11,6 +11,7 @@ from collectors.history import parse_utc
 from lsq.config import PROJECT_ROOT, load_config
 from lsq.paths import DataPaths
 from lsq.timelabels import now_ms
+from lsq_pipeline import warm_worker
 
 if TYPE_CHECKING:  # Dagster and the assets load only when the command runs, not for every `lsq --help`
     import dagster as dg
@@ -151,6 +152,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--dagster-url", default="http://127.0.0.1:3000", help="the Dagster webserver (default %(default)s)")
     t.set_defaults(func=run_trigger)
+    w = subparsers.add_parser("warm-worker", help="fork window runs from a process that has imported the code location")
+    warm_worker.add_arguments(w)
+    w.set_defaults(func=warm_worker.run)
 
 
 def run_trigger(args: argparse.Namespace) -> int:

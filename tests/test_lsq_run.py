@@ -87,7 +87,7 @@ def test_lsq_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -
         assert _answers(f"http://{base}/fapi/v1/ping")
         family = _descendants(proc.pid)
         commands = " ".join(Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ") for p in family if _alive(p))
-        for part in ("sim serve", "collect", "dagster dev", "trigger", "monitor"):
+        for part in ("sim serve", "collect", "warm-worker", "dagster dev", "trigger", "monitor"):
             assert part in commands, f"{part!r} is not running under lsq run: {commands}"
         assert (tmp_path / "dagster_home" / "dagster.yaml").exists()  # the chosen DAGSTER_HOME, not the project's
     finally:
