@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from lsq.config import PROJECT_ROOT, Settings, load_config
-from lsq.paths import DataPaths
+from lsq.paths import DataPaths, atomic_write_text
 from lsq.runstate import pid_alive, read_state, supervisor_running, write_state
 from lsq.timelabels import now_ms
 
@@ -141,6 +141,23 @@ def wait_for_http(url: str, timeout: float, alive: Callable[[], bool]) -> bool:
     return False
 
 
+def home_workspace(home: Path) -> Path:
+    """The project's workspace.yaml with each code location's working directory made absolute, written into the
+    Dagster home that `dagster dev` runs in. Dagster takes a python_module's working directory relative to the
+    process's own, so a relative one would name the home, and runs would not match the warm run worker's code
+    location (lsq_pipeline.warm_worker), which imports from the project and refuses any other."""
+    import yaml
+
+    workspace = yaml.safe_load((PROJECT_ROOT / "workspace.yaml").read_text())
+    for entry in workspace["load_from"]:
+        module = entry.get("python_module")
+        if isinstance(module, dict):
+            module["working_directory"] = str((PROJECT_ROOT / module.get("working_directory", ".")).resolve())
+    target = home / "workspace.yaml"
+    atomic_write_text(target, yaml.safe_dump(workspace, sort_keys=False))
+    return target
+
+
 def _lsq(*args: str) -> list[str]:
     return [sys.executable, "-m", "lsq.cli", *args]
 
@@ -199,7 +216,7 @@ def run(args: argparse.Namespace, prepare_dagster: PrepareDagster) -> int:
             # it runs depends on the working directory.
             dagster_cli = str(Path(sys.executable).with_name("dagster"))
             dagster = [dagster_cli, "dev", "-h", "127.0.0.1", "-p", str(args.dagster_port)]
-            dagster += ["--log-level", "warning", "-w", str(PROJECT_ROOT / "workspace.yaml")]
+            dagster += ["--log-level", "warning", "-w", str(home_workspace(Path(dagster_env["DAGSTER_HOME"])))]
             quiet = {**dagster_env, "PYTHONWARNINGS": DEV_SUPERSEDED}
             sup.start("dagster dev", dagster, quiet, cwd=Path(dagster_env["DAGSTER_HOME"]))
             sup.start("trigger", _lsq("trigger", "--dagster-url", f"http://127.0.0.1:{args.dagster_port}"), dagster_env)

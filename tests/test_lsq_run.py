@@ -181,3 +181,17 @@ def test_lsq_stop_from_another_terminal_stops_everything_and_status_shows_each_p
     assert all(p.get("exit_code") is not None for p in state["parts"]), state
     again = subprocess.run([LSQ, "stop"], env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "no `lsq run` is running" in again.stdout
+
+
+def test_dagster_dev_gets_a_workspace_whose_runs_match_the_warm_worker(tmp_path: Path) -> None:
+    """`dagster dev` runs in DAGSTER_HOME, and Dagster takes a module's working directory relative to the process:
+    the home's workspace names the project absolutely, the directory the warm worker imports from (a run of any
+    other code location is refused by the worker and starts the slow way)."""
+    from lsq.config import PROJECT_ROOT
+    from lsq.run import home_workspace
+
+    written = home_workspace(tmp_path)
+    assert written.parent == tmp_path
+    modules = [entry["python_module"] for entry in yaml.safe_load(written.read_text())["load_from"]]
+    assert [m["module_name"] for m in modules] == ["lsq_pipeline.definitions"]
+    assert [Path(m["working_directory"]) for m in modules] == [PROJECT_ROOT.resolve()]

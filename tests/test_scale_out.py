@@ -27,7 +27,7 @@ from lsq.stores.universes import write_universe
 from lsq.timelabels import WINDOW_MS, parse_partition_key, partition_key
 from lsq.tradestore import TradeStore
 from lsq_pipeline.cli import AUTOMATION_PARTITIONS
-from lsq_pipeline.defs.market.trigger import LOCATION
+from lsq_pipeline.submit import LOCATION
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
