@@ -92,6 +92,8 @@ def run_one(args: argparse.Namespace) -> int:
         f"({source}), loaded in {load_seconds:.3f} s"
     )
     run = run_calculators(chosen, view, settings.strategy.alpha)[0]
+    if run.history is not None and run.history.short:
+        print(f"note: {run.history.note()}", file=sys.stderr)
     if not run.ok:
         print(f"{run.name} {run.status} after {run.seconds:.3f} s: {run.error}", file=sys.stderr)
         if run.traceback:

@@ -96,6 +96,10 @@ class HistoryCoverage:
     def __str__(self) -> str:
         return f"{self.days_available:g} of {self.days_asked} days of history"
 
+    def note(self) -> str:
+        """What a short history means and the one command that fills it (`lsq backfill --history`)."""
+        return f"calculators saw {self} (strategy.history_days): run `lsq backfill --history` to fill the history"
+
 
 def history_coverage(view: AlphaDataView) -> HistoryCoverage:
     """Days from the first bar in the view to the window's end (whole days are exact: 5-minute bars tile them)."""
@@ -519,16 +523,10 @@ def run_calculators(
     """Run every calculator once on `view` with the configured concurrency; never raises for a calculator's fault.
 
     With `paths`, timeout streaks persist in data/factors/health.json and a calculator in its cool-down is not run
-    (status "skipped"); `clock` decides when a cool-down ends. Every run carries the history coverage of the view;
-    a short history is logged as a warning.
+    (status "skipped"); `clock` decides when a cool-down ends. Every run carries the history coverage of the view,
+    which the caller reports once (HistoryCoverage.note).
     """
     coverage = history_coverage(view)
-    if coverage.short:
-        log.warning(
-            "calculators of %s see %s (strategy.history_days): run `lsq backfill` to fill the history",
-            view.label,
-            coverage,
-        )
     health = CalculatorHealth.load(health_file(paths)) if paths is not None else CalculatorHealth()
     now_ms = clock.now_ms()
     skipped = {c.name: reason for c in calculators if (reason := health.skip_reason(c.name, now_ms))}

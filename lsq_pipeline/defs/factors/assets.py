@@ -15,7 +15,7 @@ discovers the enabled calculators and declares the lineage of the configured `st
   failure is reported (metadata `accounts`, check `accounts_sized`: WARN), the step fails only when no account
   could be sized (ERROR).
 Every factor and alpha materialisation carries the history the calculators saw (`history`); a short history (after a
-fresh start) is logged as a warning naming the command that fills it (HISTORY_COMMAND).
+fresh start) is logged once, by the factors step, naming the command that fills it (HistoryCoverage.note).
 """
 
 import sys
@@ -53,7 +53,6 @@ from lsq_pipeline.resources import LsqResource
 
 GROUP = "factors"
 TOP_WEIGHTS = 10
-HISTORY_COMMAND = "lsq backfill --history"
 
 
 def factor_key(name: str) -> dg.AssetKey:
@@ -102,9 +101,7 @@ def _history_metadata(history: HistoryCoverage | None) -> dict[str, dg.MetadataV
 
 
 def history_note(history: HistoryCoverage) -> str:
-    return (
-        f"calculators saw {history} (strategy.history_days): run `{HISTORY_COMMAND}` to fill the history they ask for"
-    )
+    return history.note()
 
 
 def _run_metadata(run: CalculatorRun, load_seconds: float, folder: str) -> dict[str, dg.MetadataValue]:
@@ -250,8 +247,6 @@ def _alpha_asset(
         written = [str(p) for p in persist_alpha(lsq.paths, result)]
         if result.note:
             context.log.warning(result.note)
-        if result.history is not None and result.history.short:
-            context.log.warning(history_note(result.history))
         for problem in problems:
             context.log.warning(f"calculator not loaded: {problem}")
         metadata = _alpha_metadata(result, written)
