@@ -47,7 +47,7 @@ PAGE = 10_000  # Dagster's most event records per query
 
 
 def dagster_counts(home: Path, accounts: list[str]) -> dict[str, Any]:
-    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ["DAGSTER_HOME"] = str(home.resolve())  # Dagster refuses a relative home
     import dagster as dg
 
     instance = dg.DagsterInstance.get()
