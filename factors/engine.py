@@ -266,15 +266,17 @@ class _Outcome:
     traceback: str | None = None
 
 
-def _execute(index: int, calculator: AlphaCalculatorBase, view: AlphaDataView) -> _Outcome:
-    """Run one calculator, catching everything: a calculator must never take the run down."""
-    started = time.perf_counter()
+def _execute(
+    index: int, calculator: AlphaCalculatorBase, view: AlphaDataView, now: Callable[[], float] = time.perf_counter
+) -> _Outcome:
+    """Run one calculator, catching everything: a calculator must never take the run down. `now` times it."""
+    started = now()
     try:
         own = view.copy() if calculator.mutates_inputs else view
         output = calculator.run(own)
     except (Exception, SystemExit) as exc:
-        return _Outcome(index, time.perf_counter() - started, None, f"{type(exc).__name__}: {exc}", _tb(exc))
-    return _Outcome(index, time.perf_counter() - started, output)
+        return _Outcome(index, now() - started, None, f"{type(exc).__name__}: {exc}", _tb(exc))
+    return _Outcome(index, now() - started, output)
 
 
 def _tb(exc: BaseException) -> str:
@@ -306,8 +308,12 @@ def _timed_out(calculator: AlphaCalculatorBase, seconds: float, timeout: float, 
 # Concurrency modes
 
 
-def _run_none(calcs: Sequence[AlphaCalculatorBase], view: AlphaDataView, timeout: float) -> list[CalculatorRun]:
-    return [_to_run(c, _execute(i, c, view), view.universe, timeout) for i, c in enumerate(calcs)]
+def _run_none(
+    calcs: Sequence[AlphaCalculatorBase], view: AlphaDataView, timeout: float, clock: Clock
+) -> list[CalculatorRun]:
+    """In the calling thread, timed by the injected clock (the other modes wait on real time: threads and processes
+    cannot share a fake one)."""
+    return [_to_run(c, _execute(i, c, view, clock.monotonic), view.universe, timeout) for i, c in enumerate(calcs)]
 
 
 def _run_threads(
@@ -523,15 +529,15 @@ def run_calculators(
     """Run every calculator once on `view` with the configured concurrency; never raises for a calculator's fault.
 
     With `paths`, timeout streaks persist in data/factors/health.json and a calculator in its cool-down is not run
-    (status "skipped"); `clock` decides when a cool-down ends. Every run carries the history coverage of the view,
-    which the caller reports once (HistoryCoverage.note).
+    (status "skipped"); `clock` decides when a cool-down ends and times the calculators of mode "none". Every run
+    carries the history coverage of the view, which the caller reports once (HistoryCoverage.note).
     """
     coverage = history_coverage(view)
     health = CalculatorHealth.load(health_file(paths)) if paths is not None else CalculatorHealth()
     now_ms = clock.now_ms()
     skipped = {c.name: reason for c in calculators if (reason := health.skip_reason(c.name, now_ms))}
     active = [c for c in calculators if c.name not in skipped]
-    by_name = {r.name: r for r in _run_modes(active, view, settings)}
+    by_name = {r.name: r for r in _run_modes(active, view, settings, clock)}
     for name, reason in skipped.items():
         log.warning("calculator %s %s", name, reason)
         by_name[name] = CalculatorRun(name, "skipped", 0.0, error=reason)
@@ -546,13 +552,13 @@ def run_calculators(
 
 
 def _run_modes(
-    calculators: Sequence[AlphaCalculatorBase], view: AlphaDataView, settings: AlphaSettings
+    calculators: Sequence[AlphaCalculatorBase], view: AlphaDataView, settings: AlphaSettings, clock: Clock
 ) -> list[CalculatorRun]:
     if not calculators:
         return []
     workers = settings.max_workers or len(calculators)
     if settings.concurrency == "none":
-        return _run_none(calculators, view, settings.timeout_seconds)
+        return _run_none(calculators, view, settings.timeout_seconds, clock)
     if settings.concurrency == "thread":
         return _run_threads(calculators, view, settings.timeout_seconds, workers)
     if settings.concurrency == "process":

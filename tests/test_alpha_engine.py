@@ -223,13 +223,15 @@ def test_failing_and_hanging_calculators_are_isolated(view: AlphaDataView, mode:
 
 
 def test_slow_calculator_is_a_timeout_even_without_concurrency(view: AlphaDataView) -> None:
+    clock = FakeClock()
+
     class Slow(Fixed):
         def run(self, view: AlphaDataView) -> dict[str, float]:
-            time.sleep(1.5)
+            clock.advance(1.5)  # takes 1.5 s by the injected clock, which times mode "none"
             return {"s001-usdt": 1.0}
 
-    # a budget the quick one meets on a loaded machine, the slow one never
-    result = run_alpha([Slow("slow", {}), Fixed("quick", {"s002-usdt": 1.0})], view, settings("none", timeout=0.5))
+    calculators = [Slow("slow", {}), Fixed("quick", {"s002-usdt": 1.0})]
+    result = run_alpha(calculators, view, settings("none", timeout=0.5), clock=clock)
     assert {r.name: r.status for r in result.runs} == {"slow": "timeout", "quick": "ok"}
     assert result.alpha_dict() == {"s002-usdt": 1.0}
 
@@ -387,17 +389,18 @@ def test_outcome_reports_the_history_the_calculators_got(panels, tmp_path: Path)
 
 
 class Sluggish(AlphaCalculatorBase):
-    """Always past a 0.25 s timeout (it sleeps 1 s), counting how often it was asked to run; the quick calculators
-    beside it meet that budget on a loaded machine."""
+    """Always past a 0.25 s timeout (it takes 1 s by the injected clock that times mode "none"), counting how often
+    it was asked to run."""
 
     name = "sluggish"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         self.calls = 0
+        self.clock = clock
 
     def run(self, view: AlphaDataView) -> dict[str, float]:
         self.calls += 1
-        time.sleep(1.0)
+        self.clock.advance(1.0)
         return {"s001-usdt": 1.0}
 
 
@@ -409,8 +412,8 @@ def test_a_hanging_calculator_is_skipped_for_a_cool_down_after_three_timeouts(
         alpha=AlphaSettings(concurrency="none", timeout_seconds=0.25, timeout_streak=3, cooldown_windows=12),
         calculators=CalculatorSettings(),
     )
-    slow, good = Sluggish(), Fixed("good", {"s002-usdt": 1.0})
     clock = FakeClock(WINDOW + WINDOW_MS)
+    slow, good = Sluggish(clock), Fixed("good", {"s002-usdt": 1.0})
 
     def window() -> dict[str, CalculatorRun]:
         # each window is a fresh run, as in Dagster: only data/factors/health.json carries the streak

@@ -15,6 +15,7 @@ import yaml
 
 from lsq.paths import DataPaths
 from lsq.runstate import read_state
+from tests.waiting import wait_for
 
 LSQ = str(Path(sys.executable).with_name("lsq"))
 
@@ -54,6 +55,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _collector_running(status_file: Path) -> bool:
+    return status_file.exists() and bool(json.loads(status_file.read_text()).get("running"))
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -81,9 +86,7 @@ def test_lsq_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -
             assert time.monotonic() < deadline, "the Dagster UI never answered"
             time.sleep(1)
         status_file = DataPaths(data).collector_status
-        while not (status_file.exists() and json.loads(status_file.read_text()).get("running")):
-            assert time.monotonic() < deadline, "the collector never reported itself running"
-            time.sleep(0.5)
+        wait_for("the collector to report itself running", lambda: _collector_running(status_file), 300)
         assert _answers(f"http://{base}/fapi/v1/ping")
         family = _descendants(proc.pid)
         commands = " ".join(Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ") for p in family if _alive(p))
@@ -102,10 +105,8 @@ def test_lsq_run_starts_everything_and_ctrl_c_stops_everything(tmp_path: Path) -
     assert "Checking for new runs for sensor" not in output  # the daemon's INFO line per sensor tick
     # it says what execution_sensor will trade: this configuration lists no account
     assert "lsq run: no account with credentials: target positions are computed, nothing is traded" in output
-    deadline = time.monotonic() + 60  # the last children may still be exiting when `lsq run` returns
-    while (left := sorted(p for p in family if _alive(p))) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not left, f"processes left behind after Ctrl-C: {left}"
+    # the last children may still be exiting when `lsq run` returns
+    wait_for("every process to exit after Ctrl-C", lambda: not any(_alive(p) for p in family), 60)
     assert not _answers(f"http://127.0.0.1:{dagster_port}/server_info")
 
 
@@ -153,9 +154,7 @@ def test_lsq_stop_from_another_terminal_stops_everything_and_status_shows_each_p
             shown = {p["name"]: p["state"] for p in json.loads(response.read())["parts"]}
         assert shown == {"simulator": "running", "collector": "running", "monitor": "running"}
         status_file = paths.collector_status
-        while not (status_file.exists() and json.loads(status_file.read_text()).get("running")):
-            assert time.monotonic() < deadline, "the collector never reported itself running"
-            time.sleep(0.5)
+        wait_for("the collector to report itself running", lambda: _collector_running(status_file), 300)
         status = subprocess.run([LSQ, "status"], env=env, capture_output=True, text=True, timeout=60)
         lines = status.stdout.splitlines()
         for name in ("lsq run", "simulator", "collector", "monitor"):
@@ -172,10 +171,8 @@ def test_lsq_stop_from_another_terminal_stops_everything_and_status_shows_each_p
             proc.communicate()
     assert proc.returncode == 0, output
     assert "lsq run: stopped" in output
-    deadline = time.monotonic() + 60  # the last children may still be exiting when `lsq run` returns
-    while (left := sorted(p for p in family if _alive(p))) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not left, f"processes left behind after lsq stop: {left}"
+    # the last children may still be exiting when `lsq run` returns
+    wait_for("every process to exit after lsq stop", lambda: not any(_alive(p) for p in family), 60)
     state = read_state(paths)
     assert state is not None and not state["running"]
     assert all(p.get("exit_code") is not None for p in state["parts"]), state

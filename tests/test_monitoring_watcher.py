@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import urllib.error
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -27,6 +26,7 @@ from monitoring.store import AccountStore, as_frame
 from monitoring.watcher import Watcher, WatcherOptions
 from simulator.ratelimit import RateLimits
 from tests.conftest import SimServer, start_sim_server
+from tests.waiting import wait_for
 
 D = Decimal
 # A snapshot every 5 s (events bring one sooner) keeps two accounts well inside the 2400 weight a minute.
@@ -77,16 +77,6 @@ class Running:
         self.loop.call_soon_threadsafe(self.stop_event.set)
         self.thread.join(60)
         assert not self.thread.is_alive(), "the watcher did not stop"
-
-
-def wait_for(what: str, condition: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def exchange_income(client: Any) -> pl.DataFrame:

@@ -10,6 +10,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from simulator.trading.filters import integer_filters
+
 MAX_ENTRIES = 200_000  # a day of one answer a second for two accounts
 
 
@@ -26,16 +28,7 @@ class EquityLog:
 
     def query(self, filters: Mapping[str, str]) -> list[dict[str, Any]]:
         """Entries of `account` (all when absent) with `since` <= time < `until`; ValueError naming a bad filter."""
-        unknown = sorted(set(filters) - {"account", "since", "until"})
-        if unknown:
-            raise ValueError(f"unknown filter(s) {unknown}; known: account, since, until")
-        bounds: dict[str, int] = {}
-        for name in ("since", "until"):
-            if name in filters:
-                try:
-                    bounds[name] = int(filters[name])
-                except ValueError:
-                    raise ValueError(f"{name} must be an integer (ms), got {filters[name]!r}") from None
+        bounds = integer_filters(filters, known={"account"}, integers={"since": "ms", "until": "ms"})
         since, until = bounds.get("since"), bounds.get("until")
         with self._lock:
             entries = list(self._entries)

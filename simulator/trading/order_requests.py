@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from simulator.trading.filters import integer_filters
+
 MAX_ENTRIES = 100_000
 
 
@@ -90,17 +92,7 @@ class OrderRequestLog:
         """Entries matching `account`, `clientOrderId`, `symbol`, `result`, with `seq` > `after` and `time` >= `since`.
 
         Raises ValueError naming a filter that is unknown or not an integer where one is needed."""
-        known = {*_FILTERS, "after", "since"}
-        unknown = sorted(set(filters) - known)
-        if unknown:
-            raise ValueError(f"unknown filter(s) {unknown}; known: {sorted(known)}")
-        numbers: dict[str, int] = {}
-        for name in ("after", "since"):
-            if name in filters:
-                try:
-                    numbers[name] = int(filters[name])
-                except ValueError:
-                    raise ValueError(f"{name} must be an integer, got {filters[name]!r}") from None
+        numbers = integer_filters(filters, known=_FILTERS, integers={"after": "a sequence number", "since": "ms"})
         with self._lock:
             entries = list(self._entries)
         chosen = [
