@@ -46,6 +46,7 @@ from lsq.timelabels import (
     partition_key,
     window_start,
 )
+from lsq_pipeline.cli import instance_yaml
 
 
 def synthetic_panel(schema: dict[str, pl.DataType], symbols: int, start: int, end: int) -> pl.DataFrame:
@@ -163,7 +164,7 @@ def bench_latency(windows: int) -> None:
         keys = [k for k in job.asset_layer.executable_asset_keys if k != dg.AssetKey("target_positions")]
         home = root / "dagster_home"
         home.mkdir()
-        shutil.copyfile(Path(__file__).resolve().parent.parent / "dagster.yaml", home / "dagster.yaml")
+        (home / "dagster.yaml").write_text(instance_yaml(home))
         with dg.DagsterInstance.from_config(str(home)) as instance:
             dg.materialize([universe], instance=instance, partition_key=format_day(first), resources={"lsq": lsq})
             from collectors import history

@@ -36,6 +36,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # postgres_server, shared with the tests
 
 from lsq.timelabels import HOUR_MS, WINDOW_MS, format_day, now_ms, partition_key, to_datetime, window_start
+from lsq_pipeline.cli import instance_yaml as project_instance_yaml
 from lsq_pipeline.defs.market.trigger import graphql_submit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +111,7 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     try:
         with storage(args.storage) as pg, contextlib.ExitStack() as stack:
-            instance_yaml = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+            instance_yaml = yaml.safe_load(project_instance_yaml(home))
             if pg is not None:
                 instance_yaml["storage"] = pg
             if args.launcher == "default":

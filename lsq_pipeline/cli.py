@@ -1,6 +1,7 @@
 """`lsq backfill`: trades and every pipeline asset for a time range, recorded on the Dagster instance."""
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -25,21 +26,31 @@ DEFAULT_DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
 AUTOMATION_PARTITIONS = {"DAGSTER_MAX_PARTITIONS_FOR_DA_TIMESTAMP_FETCH": str(366 * 288)}
 
 
+# The storage section of the project's dagster.yaml locates the sqlite files by the environment, which a process
+# opening a home by its path (DagsterInstance.from_config, `lsq run` preparing it) may not have set.
+HOME_FROM_ENV = "base_dir:\n        env: DAGSTER_HOME"
+
+
+def instance_yaml(home: Path) -> str:
+    """The project's dagster.yaml as the instance in `home` uses it: the storage's directory written in."""
+    text = (PROJECT_ROOT / "dagster.yaml").read_text()
+    return text.replace(HOME_FROM_ENV, f"base_dir: {json.dumps(str(home.resolve()))}")
+
+
 def dagster_env(home: Path | None = None) -> dict[str, str]:
     """DAGSTER_HOME (absolute) for `dagster dev` and our commands: `home`, else $DAGSTER_HOME, else .dagster_home in
     the project; with the instance-wide settings Dagster takes from the environment (AUTOMATION_PARTITIONS).
 
     The project's home is kept in step with the project's dagster.yaml; a home the operator chose keeps its own
-    dagster.yaml (ours is only copied there when it has none).
+    dagster.yaml (ours is only written there when it has none). Either way as `instance_yaml` renders it.
     """
     chosen = home or (Path(os.environ["DAGSTER_HOME"]) if os.environ.get("DAGSTER_HOME") else None)
     target_home = (chosen or DEFAULT_DAGSTER_HOME).resolve()
     target_home.mkdir(parents=True, exist_ok=True)
-    source = PROJECT_ROOT / "dagster.yaml"
     target = target_home / "dagster.yaml"
-    stale = not target.exists() or (chosen is None and target.read_bytes() != source.read_bytes())
-    if source.exists() and stale:
-        target.write_bytes(source.read_bytes())
+    rendered = instance_yaml(target_home)
+    if not target.exists() or (chosen is None and target.read_text() != rendered):
+        target.write_text(rendered)
     return {"DAGSTER_HOME": str(target_home), **AUTOMATION_PARTITIONS}
 
 
@@ -62,8 +73,8 @@ def _instance() -> "dg.DagsterInstance":
 
 
 def _backfill_instance() -> "dg.DagsterInstance":
-    """The persistent instance as `_instance`, writing range runs' events in batches (lsq_pipeline.event_log)."""
-    from lsq_pipeline.event_log import backfill_instance
+    """The persistent instance as `_instance`, writing range runs' events in batches (lsq_pipeline.storage)."""
+    from lsq_pipeline.storage import backfill_instance
 
     if not os.environ.get("DAGSTER_HOME"):
         os.environ.update(dagster_env())

@@ -33,8 +33,10 @@ def _start(day: str) -> datetime:
 
 
 def five_minute(start: str) -> dg.TimeWindowPartitionsDefinition:
+    """The window in progress is a partition too (end_offset=1): `lsq trigger` launches its run before it closes, and
+    the run waits for the seal (lsq_pipeline.defs.market.seal); no other run may read an open window."""
     return dg.TimeWindowPartitionsDefinition(
-        start=_start(start), cron_schedule="*/5 * * * *", fmt=PARTITION_FMT, timezone="UTC"
+        start=_start(start), cron_schedule="*/5 * * * *", fmt=PARTITION_FMT, timezone="UTC", end_offset=1
     )
 
 

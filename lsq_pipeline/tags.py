@@ -6,6 +6,9 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 # Ours: every run of `lsq backfill` carries it (the rollup automation leaves periods it backfilled to it).
 BACKFILL_TAG = "lsq/backfill"
+# Ours: a window run `lsq trigger` launched before its window closed; its window assets wait for the seal
+# (lsq_pipeline.defs.market.seal).
+AWAIT_SEAL_TAG = {"lsq/await_seal": "true"}
 
 
 def range_tags(first_key: str, last_key: str) -> dict[str, str]:

@@ -3,6 +3,7 @@
 import dagster as dg
 import polars as pl
 
+from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.config import Settings, load_config
 from lsq.stores.universes import UNIVERSE_SCHEMA
 from lsq_pipeline.defs.market.assets import MarketAssets, market_assets
@@ -35,9 +36,9 @@ def pinned_settings(partitions_start: str = "2026-11-01") -> Settings:
     return base.model_copy(update={"data": base.data.model_copy(update={"partitions_start": partitions_start})})
 
 
-def market(settings: Settings | None = None) -> MarketAssets:
-    """The market domain's assets over the partitions of `settings` (default: pinned_settings())."""
-    return market_assets(partitions_for(settings or pinned_settings()))
+def market(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) -> MarketAssets:
+    """The market domain's assets over the partitions of `settings` (default: pinned_settings()), on `clock`."""
+    return market_assets(partitions_for(settings or pinned_settings()), clock)
 
 
 def bar_check_defs(settings: Settings | None = None) -> list[dg.AssetChecksDefinition]:

@@ -21,7 +21,7 @@ from lsq.symbols import to_exchange
 from lsq.timelabels import WINDOW_MS, format_day, now_ms, partition_key, window_start
 from lsq.tradestore import TradeStore
 from lsq_pipeline.defs.factors.assets import build_factor_assets, factor_key
-from lsq_pipeline.defs.market.assets import BARS_5M, FUNDING_RATES, PREMIUM_INDEX_5M, TRAN_STATS_5M
+from lsq_pipeline.defs.market.keys import BARS_5M, FUNDING_RATES, PREMIUM_INDEX_5M, TRAN_STATS_5M
 from lsq_pipeline.defs.universe.assets import UNIVERSE
 from lsq_pipeline.partitions import partitions_for
 from lsq_pipeline.resources import LsqResource

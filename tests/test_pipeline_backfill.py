@@ -32,7 +32,7 @@ from lsq_pipeline.backfill import (
     run_backfill,
     whole_periods,
 )
-from lsq_pipeline.cli import dagster_env
+from lsq_pipeline.cli import dagster_env, instance_yaml
 
 
 def local_settings(settings: Settings, data_dir: Path) -> Settings:
@@ -160,7 +160,7 @@ def test_cli_backfills_onto_the_persistent_instance(
     # a short readable log: no stage bar off a terminal, no DEBUG line per event or window
     assert "stage" not in err
     assert " - DEBUG - " not in err
-    assert (home / "dagster.yaml").read_text() == (Path(__file__).parent.parent / "dagster.yaml").read_text()
+    assert (home / "dagster.yaml").read_text() == instance_yaml(home)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert len(instance.get_materialized_partitions(dg.AssetKey("bars_5m"))) == 2
     assert load_panel("bars", start, end, paths=DataPaths(tmp_path / "data")).height > 0

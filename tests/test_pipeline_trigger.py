@@ -166,11 +166,14 @@ def test_trigger_leaves_claimed_and_stale_windows_and_stops_behind_a_failed_laun
 
     late = MarkerTrigger(paths, sensor_first, sensor_first.has_run)
     sensor_first.runs.add(partition_key(w0 + 3 * WINDOW_MS))
-    assert late.step(w0 + 5 * WINDOW_MS + 100) is None  # waiting for the marker of w0 + 4 windows
-    write_marker(paths, w0 + 4 * WINDOW_MS)  # ... which comes when its signal is stale (ended > 10 minutes ago)
-    assert late.step(w0 + 7 * WINDOW_MS + 500) is None
-    assert read_claim(paths, w0 + 4 * WINDOW_MS) is None  # left to the sensor: bars only, no orders
-    assert sensor_first.keys == []
+    # w0 + 4 windows closed but not sealed: launched (its run waits for the seal) behind the sealed window before it
+    assert late.step(w0 + 5 * WINDOW_MS + 100) == partition_key(w0 + 4 * WINDOW_MS)
+    assert late.step(w0 + 6 * WINDOW_MS + 100) is None  # nothing launched behind a window not yet sealed ...
+    write_marker(paths, w0 + 4 * WINDOW_MS)  # ... until its seal, which comes when the next one's signal is stale
+    write_marker(paths, w0 + 5 * WINDOW_MS)
+    assert late.step(w0 + 8 * WINDOW_MS + 500) is None
+    assert read_claim(paths, w0 + 5 * WINDOW_MS) is None  # left to the sensor: bars only, no orders
+    assert sensor_first.keys == [partition_key(w0 + 4 * WINDOW_MS)]
 
 
 def test_the_first_window_after_a_backfill_takes_the_fast_lane(tmp_path: Path) -> None:

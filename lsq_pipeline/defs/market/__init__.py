@@ -14,7 +14,7 @@ from lsq_pipeline.partitions import partitions_for
 
 def defs(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> dg.Definitions:
     partitions = partitions_for(settings)
-    market = market_assets(partitions)
+    market = market_assets(partitions, clock)
     window_keys = [key for asset in market.window_assets for key in asset.keys]
     return dg.Definitions(
         assets=market.all,

@@ -18,11 +18,14 @@ from lsq.aggregation.bars import NO_TRADE
 from lsq.aggregation.rollups import ROLLUP_PERIODS, rollup_bars, rollup_tran_stats
 from lsq.aggregation.schemas import validate_bars, validate_tran_stats
 from lsq.aggregation.windows import compute_window_stats, day_chunks
+from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.stores.panels import load_panel, write_panel
 from lsq.stores.universes import universe_symbols
 from lsq.timelabels import WINDOW_MS, from_datetime
 from lsq.universes import universe_v1
 from lsq_pipeline.defs.market.exchange_data import fetch_funding, fetch_premium_index
+from lsq_pipeline.defs.market.keys import AGG_TRADES, BARS_5M, TRAN_STATS_5M
+from lsq_pipeline.defs.market.seal import await_seal
 from lsq_pipeline.defs.universe.assets import UNIVERSE
 from lsq_pipeline.partitions import Partitions
 from lsq_pipeline.resources import LsqResource
@@ -30,11 +33,6 @@ from lsq_pipeline.resources import LsqResource
 if TYPE_CHECKING:
     from binance import Client
 
-AGG_TRADES = dg.AssetKey("agg_trades")
-BARS_5M = dg.AssetKey("bars_5m")
-TRAN_STATS_5M = dg.AssetKey("tran_stats_5m")
-PREMIUM_INDEX_5M = dg.AssetKey("premium_index_5m")
-FUNDING_RATES = dg.AssetKey("funding_rates")
 # The group of the market assets computed for every sealed window (lsq_pipeline.defs.market.jobs.window_job).
 WINDOW_GROUP = "bars_5m"
 
@@ -135,7 +133,8 @@ class MarketAssets:
         return [self.agg_trades, self.window_stats_5m, self.premium_index_5m, *self.rollups, self.funding_rates]
 
 
-def market_assets(partitions: Partitions) -> MarketAssets:
+def market_assets(partitions: Partitions, clock: Clock = SYSTEM_CLOCK) -> MarketAssets:
+    """The market assets over `partitions`; `clock` says when a window has closed (lsq_pipeline.defs.market.seal)."""
     agg_trades = dg.AssetSpec(
         AGG_TRADES,
         partitions_def=partitions.five_minute,
@@ -169,6 +168,7 @@ def market_assets(partitions: Partitions) -> MarketAssets:
     def window_stats_5m(context: dg.AssetExecutionContext, lsq: LsqResource) -> Iterator[dg.MaterializeResult]:
         """Both panels from one read of the trades: each trade is read once per window."""
         start_ms, end_ms = time_range(context)
+        await_seal(lsq.paths, start_ms, end_ms, context.run.tags, clock, context.log)
         thresholds = lsq.settings.data.tran_stats.thresholds_usd
         written: dict[str, list[pl.DataFrame]] = {"bars": [], "tran_stats": []}
         prev = None
@@ -205,6 +205,7 @@ def market_assets(partitions: Partitions) -> MarketAssets:
     )
     def premium_index_5m(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
         start_ms, end_ms = time_range(context)
+        await_seal(lsq.paths, start_ms, end_ms, context.run.tags, clock, context.log)
         frame = _per_day(lsq, fetch_premium_index, start_ms, end_ms)
         write_panel(lsq.paths, "premium_index", frame, start_ms, end_ms)
         return dg.MaterializeResult(metadata=_panel_metadata(frame, start_ms, end_ms))

@@ -29,8 +29,9 @@ from lsq.stores.panels import load_panel
 from lsq.stores.universes import traded_version, universe_symbols
 from lsq.timelabels import WINDOW_MS, WINDOWS_PER_DAY, parse_partition_key, partition_key
 from lsq.tradestore import TradeStore
-from lsq_pipeline.defs.market.assets import BARS_5M, time_range
+from lsq_pipeline.defs.market.assets import time_range
 from lsq_pipeline.defs.market.exchange_data import kline_pages
+from lsq_pipeline.defs.market.keys import BARS_5M
 from lsq_pipeline.resources import LsqResource
 
 PARITY_SAMPLE = 5

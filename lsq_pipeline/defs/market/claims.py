@@ -19,7 +19,7 @@ from typing import Literal
 import dagster as dg
 
 from lsq.paths import DataPaths, create_exclusive
-from lsq_pipeline.defs.market.assets import BARS_5M
+from lsq_pipeline.defs.market.keys import BARS_5M
 from lsq_pipeline.tags import PARTITION_TAG
 
 Claimant = Literal["trigger", "sensor"]
@@ -44,6 +44,11 @@ def read_claim(paths: DataPaths, window_ms: int) -> Claim | None:
 def try_claim(paths: DataPaths, window_ms: int, by: Claimant, now_ms: int) -> bool:
     """Claim the window for `by`; False when someone already holds it."""
     return claim_file(paths.marker_claim(window_ms), by, now_ms)
+
+
+def release_claim(paths: DataPaths, window_ms: int) -> None:
+    """Give the window's claim up (a launched run whose window was never sealed), so the sensor may take it."""
+    paths.marker_claim(window_ms).unlink(missing_ok=True)
 
 
 def read_claim_file(path: Path) -> Claim | None:

@@ -31,14 +31,12 @@ from lsq.stores.panels import day_file, stored_days
 from lsq.timelabels import WINDOW_MS, day_start, format_day, parse_day, parse_partition_key, partition_key
 from lsq_pipeline.defs.market.claims import SERIAL_TAG, sensor_decision, window_run_exists
 from lsq_pipeline.defs.market.jobs import WINDOW_JOB
+from lsq_pipeline.defs.market.seal import MAX_SIGNAL_AGE_MS
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.tags import range_tags
 
 MAX_CATCHUP_WINDOWS = 2 * 288  # a longer outage is a job for `lsq backfill`
 SENSOR_INTERVAL_SECONDS = 2
-# A window that ended longer ago than this gets its bars but no factors or target positions: orders from a stale
-# signal would be wrong.
-MAX_SIGNAL_AGE_MS = 2 * WINDOW_MS
 
 
 @dataclass(frozen=True)

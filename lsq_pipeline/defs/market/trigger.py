@@ -1,16 +1,22 @@
-"""`lsq trigger`: launches a fresh window's run the moment its marker appears (the live fast lane), and, composed
-with it in `watch`, each account's execution run the moment its target file appears (lsq_pipeline.defs.execution.lane).
+"""`lsq trigger`: launches each live window's run PRELAUNCH_MS before the window closes (the live fast lane), and,
+composed with it in `watch`, each account's execution run the moment its target file appears
+(lsq_pipeline.defs.execution.lane).
+
+Submitting a run, the queue's dequeue (at most every second) and its start cost 2-4 s under load, before the run's
+first step. Done ahead of the window's end, none of that follows the seal: the run's window assets wait for the
+collector's marker (lsq_pipeline.defs.market.seal), and the bars follow it by their own compute time.
 
 Dagster 1.13's sensor daemon evaluates sensors at most every 5 s (MIN_INTERVAL_LOOP_TIME in dagster/_daemon/sensor.py,
 not configurable), so with the sensor alone a marker waits 0-5 s before its run is even requested. The trigger polls
-for the next marker every 50 ms and submits the window job through the webserver's GraphQL API
+every 50 ms and submits the window job through the webserver's GraphQL API
 (lsq_pipeline.submit), with the sensor's tags, so the run is queued, limited and shown exactly like a sensor run.
 
-It takes only the live path: the window that just closed, while its signal is fresh, and only once the previous
-window's run exists (the sensor's or its own) or its bars are stored (the last window of a backfill), so runs stay
-in window order and the first window after a start takes the fast lane too. Catch-up after an outage, and
-everything while no trigger runs (a plain `dagster dev`), stays with the sensor. The two never launch the same window:
-see lsq_pipeline.defs.market.claims.
+It takes only the live path: the window about to close (or just closed), while its signal is fresh, and only once the
+previous window's run exists (the sensor's or its own) or its bars are stored (the last window of a backfill), so
+runs stay in window order and the first window after a start takes the fast lane too. Ahead of its seal, a window is
+launched only when the previous one is sealed: while the collector is down or behind, no runs pile up waiting.
+Catch-up after an outage, and everything while no trigger runs (a plain `dagster dev`), stays with the sensor. The
+two never launch the same window: see lsq_pipeline.defs.market.claims.
 """
 
 from __future__ import annotations
@@ -25,14 +31,15 @@ from lsq.paths import DataPaths
 from lsq.timelabels import WINDOW_MS, partition_key, window_start
 from lsq_pipeline.defs.market.claims import SERIAL_TAG, read_claim, try_claim
 from lsq_pipeline.defs.market.jobs import WINDOW_JOB
-from lsq_pipeline.defs.market.sensors import MAX_SIGNAL_AGE_MS
+from lsq_pipeline.defs.market.seal import MAX_SIGNAL_AGE_MS
 from lsq_pipeline.submit import graphql_submitter
-from lsq_pipeline.tags import PARTITION_TAG
+from lsq_pipeline.tags import AWAIT_SEAL_TAG, PARTITION_TAG
 
 log = logging.getLogger("lsq.trigger")
 
 TRIGGER_TAG = {"lsq/trigger": "marker"}
 POLL_SECONDS = 0.05
+PRELAUNCH_MS = 20_000
 
 
 @dataclass
@@ -48,11 +55,14 @@ class MarkerTrigger:
 
     def step(self, now: int) -> str | None:
         """One poll at local time `now`; the partition key launched, if any."""
-        closed = window_start(now) - WINDOW_MS
+        newest = window_start(now + PRELAUNCH_MS) - WINDOW_MS  # the open window from PRELAUNCH_MS before its end
         if self.expected is None or now - (self.expected + WINDOW_MS) > MAX_SIGNAL_AGE_MS:
-            self.expected = closed  # started, or the expected window went stale: what lies before is the sensor's
+            self.expected = newest  # started, or the expected window went stale: what lies before is the sensor's
         window = self.expected
-        if not self.paths.marker_file(window).exists():
+        if window > newest:
+            return None
+        sealed = self.paths.marker_file(window).exists()
+        if not sealed and not self.paths.marker_file(window - WINDOW_MS).exists():
             return None
         if read_claim(self.paths, window) is not None:
             self.expected = window + WINDOW_MS  # already the sensor's
@@ -72,7 +82,7 @@ class MarkerTrigger:
 def graphql_submit(url: str, timeout_s: int = 10) -> Callable[[str], str]:
     """Submit the window job for a partition through the Dagster webserver at `url`."""
     submit = graphql_submitter(url, timeout_s)
-    return lambda key: submit(WINDOW_JOB, {PARTITION_TAG: key, **SERIAL_TAG, **TRIGGER_TAG})
+    return lambda key: submit(WINDOW_JOB, {PARTITION_TAG: key, **SERIAL_TAG, **TRIGGER_TAG, **AWAIT_SEAL_TAG})
 
 
 class Lane(Protocol):
