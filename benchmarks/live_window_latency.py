@@ -116,6 +116,7 @@ def summary(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=float, default=1.0, help="windows sealed in the last N hours")
+    parser.add_argument("--each", action="store_true", help="also print every window's figures")
     args = parser.parse_args()
     os.environ.update(dagster_env())
     paths = DataPaths(load_config().data_dir)
@@ -147,6 +148,9 @@ def main() -> None:
             positions_s = stored_at(instance, "target_positions", key)
             if positions_s is not None and positions_s - marker_s < LIVE_SLACK_S:
                 positions.append(positions_s - end_s)
+            if args.each:
+                after = [f"{t - end_s:6.2f}" if t is not None else "     -" for t in (bars_s, positions_s)]
+                print(f"{key}  sealed {marker_s - end_s:5.2f} s  bars {after[0]} s  target positions {after[1]} s")
     print(f"window end -> sealed marker:      {summary(sealed)}")
     print(f"window end -> bars_5m stored:     {summary(bars)}")
     print(f"window end -> target_positions:   {summary(positions)}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -35,8 +36,10 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # postgres_server, shared with the tests
 
+from lsq.paths import DataPaths, atomic_write_text
 from lsq.timelabels import HOUR_MS, WINDOW_MS, format_day, now_ms, partition_key, to_datetime, window_start
 from lsq_pipeline.cli import instance_yaml as project_instance_yaml
+from lsq_pipeline.defs.market.claims import try_claim
 from lsq_pipeline.defs.market.trigger import graphql_submit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,9 +138,20 @@ def main() -> None:
             stack.enter_context(started([*dagster, "-w", "workspace.yaml"], env, work / "dagster.log"))
             url = f"http://127.0.0.1:{args.dagster_port}"
             wait_http(f"{url}/server_info", DEADLINE_S)
-            measure(url, home, [partition_key(start + i * WINDOW_MS) for i in range(WINDOWS)], args)
+            windows = [start + i * WINDOW_MS for i in range(WINDOWS)]
+            seal_and_claim(DataPaths(work / "data"), windows)
+            measure(url, home, [partition_key(w) for w in windows], args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def seal_and_claim(paths: DataPaths, windows: list[int]) -> None:
+    """What the collector and `lsq trigger` leave before the trigger submits a window: its marker and the trigger's
+    claim (the run's window assets check both: lsq_pipeline.defs.market.seal)."""
+    for window in windows:
+        marker = {"window_start": window, "window_end": window + WINDOW_MS, "rows": 0, "symbols": []}
+        atomic_write_text(paths.marker_file(window), json.dumps(marker))
+        try_claim(paths, window, "trigger", now_ms())
 
 
 def phases(instance: dg.DagsterInstance, run_id: str, submitted: float) -> tuple[float, float, float]:

@@ -124,6 +124,7 @@ def test_trigger_launches_each_fresh_window_once_its_previous_window_has_a_run(t
     trigger = MarkerTrigger(paths, submit, submit.has_run)
     w0 = T1
     now = w0 + WINDOW_MS + 300
+    write_marker(paths, w0 - WINDOW_MS)  # sealed by the collector, so the sensor's to launch
     assert trigger.step(now) is None  # no marker yet
     write_marker(paths, w0)
     assert trigger.step(now) is None  # the window before has no run: the sensor starts the chain
@@ -187,6 +188,7 @@ def test_the_first_window_after_a_backfill_takes_the_fast_lane(tmp_path: Path) -
     submit = Recorder()
     with dg.instance_for_test() as instance:
         trigger = MarkerTrigger(paths, submit, lambda key: window_done(instance, key))
+        write_marker(paths, last)  # the collector sealed it too, while the backfill was filling the hours before
         write_marker(paths, T1)
         assert trigger.step(T1 + WINDOW_MS + 200) is None  # nothing stored before T1 yet: the sensor's
         backfill = dg.materialize(

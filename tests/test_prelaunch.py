@@ -46,6 +46,19 @@ def test_the_trigger_launches_the_open_window_ahead_of_its_end_once_the_previous
     assert submit.keys == [partition_key(T0), partition_key(nxt)]
 
 
+def test_the_first_window_the_collector_seals_is_launched_at_its_seal(tmp_path: Path) -> None:
+    """The collector started during T0: the window before was never sealed (the backfill stores it), so there is no
+    run of it to follow and nothing to launch ahead of T0's end; T0 is launched the moment its marker appears."""
+    paths = DataPaths(tmp_path)
+    submit = Recorder()
+    trigger = MarkerTrigger(paths, submit, submit.has_run)
+    assert trigger.step(END - PRELAUNCH_MS + 50) is None
+    assert trigger.step(END + 100) is None
+    write_marker(paths, T0)
+    assert trigger.step(END + 300) == partition_key(T0)
+    assert submit.keys == [partition_key(T0)]
+
+
 class SealingClock(FakeClock):
     """Time passes while the run waits; the collector seals the window `delay_ms` after its end."""
 

@@ -62,14 +62,17 @@ class MarkerTrigger:
         if window > newest:
             return None
         sealed = self.paths.marker_file(window).exists()
-        if not sealed and not self.paths.marker_file(window - WINDOW_MS).exists():
+        previous_sealed = self.paths.marker_file(window - WINDOW_MS).exists()
+        if not sealed and not previous_sealed:
             return None
         if read_claim(self.paths, window) is not None:
             self.expected = window + WINDOW_MS  # already the sensor's
             return None
         # Only behind the previous window's run (which may be the sensor's, claimed but not yet submitted) or its
-        # stored bars: the serial queue then runs them in order, and this window's bars see the previous closes.
-        if not self.has_run(partition_key(window - WINDOW_MS)):
+        # stored bars: the serial queue then runs them in order, and this window's bars see the previous closes. A
+        # previous window the collector never sealed (it started during this one) is the backfill's, not the
+        # queue's: nothing to wait for.
+        if previous_sealed and not self.has_run(partition_key(window - WINDOW_MS)):
             return None
         self.expected = window + WINDOW_MS
         if not try_claim(self.paths, window, "trigger", now):
