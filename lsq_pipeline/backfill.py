@@ -33,7 +33,8 @@ from lsq.timelabels import (
     to_datetime,
     window_start,
 )
-from lsq_pipeline.defs.market.assets import BARS_5M, FUNDING_RATES, PREMIUM_INDEX_5M, ROLLUP_LOOKBACK, TRAN_STATS_5M
+from lsq_pipeline.defs.market.assets import ROLLUP_LOOKBACK
+from lsq_pipeline.defs.market.keys import BARS_5M, FUNDING_RATES, PREMIUM_INDEX_5M, TRAN_STATS_5M
 from lsq_pipeline.defs.market.sensors import contiguous_runs, last_stored_window
 from lsq_pipeline.defs.universe.assets import UNIVERSE
 from lsq_pipeline.partitions import partitions_for

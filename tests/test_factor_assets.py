@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-from builders import market, pinned_settings, universe_def
+from builders import market, pinned_settings, universe_def, without_bar_checks
 
 from factors.discovery import discover
 from factors.engine import alpha_file, factor_dir
@@ -21,7 +21,7 @@ from lsq.symbols import to_exchange
 from lsq.timelabels import WINDOW_MS, format_day, now_ms, partition_key, window_start
 from lsq.tradestore import TradeStore
 from lsq_pipeline.defs.factors.assets import build_factor_assets, factor_key
-from lsq_pipeline.defs.market.assets import BARS_5M, FUNDING_RATES, PREMIUM_INDEX_5M, TRAN_STATS_5M
+from lsq_pipeline.defs.market.keys import BARS_5M, FUNDING_RATES, PREMIUM_INDEX_5M, TRAN_STATS_5M
 from lsq_pipeline.defs.universe.assets import UNIVERSE
 from lsq_pipeline.partitions import partitions_for
 from lsq_pipeline.resources import LsqResource
@@ -125,6 +125,7 @@ def test_window_run_writes_factors_alpha_and_positions_matching_metadata(
             instance=instance,
             partition_key=partition_key(window),
             resources={"lsq": lsq},
+            selection=without_bar_checks(),  # synthetic trades: not the exchange's klines
             raise_on_error=False,
         )
         assert run.success, [e.message for e in run.all_events if e.is_failure]

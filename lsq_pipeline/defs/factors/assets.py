@@ -47,7 +47,7 @@ from lsq.config import Settings
 from lsq.stores.panels import load_panel
 from lsq.stores.universes import traded_version, universe_symbols
 from lsq.timelabels import DAY_MS, WINDOW_MS, WINDOWS_PER_DAY, parse_partition_key
-from lsq_pipeline.defs.market.assets import BARS_5M, FUNDING_RATES, PREMIUM_INDEX_5M, TRAN_STATS_5M
+from lsq_pipeline.defs.market.keys import BARS_5M, FUNDING_RATES, PREMIUM_INDEX_5M, TRAN_STATS_5M
 from lsq_pipeline.defs.universe.assets import UNIVERSE
 from lsq_pipeline.resources import LsqResource
 

@@ -20,23 +20,23 @@ from lsq.aggregation.schemas import validate_bars, validate_tran_stats
 from lsq.aggregation.windows import compute_window_stats, day_chunks
 from lsq.stores.panels import load_panel, write_panel
 from lsq.stores.universes import universe_symbols
-from lsq.timelabels import WINDOW_MS, from_datetime
+from lsq.timelabels import WINDOW_MS
 from lsq.universes import universe_v1
+from lsq_pipeline.defs.market.checks import bar_check_results, bar_check_specs
 from lsq_pipeline.defs.market.exchange_data import fetch_funding, fetch_premium_index
+from lsq_pipeline.defs.market.keys import (
+    AGG_TRADES,
+    BARS_5M,
+    TRAN_STATS_5M,
+    WINDOW_GROUP,
+    time_range,
+)
 from lsq_pipeline.defs.universe.assets import UNIVERSE
 from lsq_pipeline.partitions import Partitions
 from lsq_pipeline.resources import LsqResource
 
 if TYPE_CHECKING:
     from binance import Client
-
-AGG_TRADES = dg.AssetKey("agg_trades")
-BARS_5M = dg.AssetKey("bars_5m")
-TRAN_STATS_5M = dg.AssetKey("tran_stats_5m")
-PREMIUM_INDEX_5M = dg.AssetKey("premium_index_5m")
-FUNDING_RATES = dg.AssetKey("funding_rates")
-# The group of the market assets computed for every sealed window (lsq_pipeline.defs.market.jobs.window_job).
-WINDOW_GROUP = "bars_5m"
 
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 # Eager, but looking back two days instead of only the latest period: hours and days that passed during an outage
@@ -48,12 +48,6 @@ ROLLUP_AUTOMATION = dg.AutomationCondition.eager().replace(
     "in_latest_time_window", dg.AutomationCondition.in_latest_time_window(ROLLUP_LOOKBACK)
 )
 SAME_DAY_UNIVERSE = dg.AssetDep(UNIVERSE, partition_mapping=dg.TimeWindowPartitionMapping())
-
-
-def time_range(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[int, int]:
-    """[start, end) ms of the run's partition or partition range."""
-    window = context.partition_time_window
-    return from_datetime(window.start), from_datetime(window.end)
 
 
 def exchange_symbols(lsq: LsqResource, day_ms: int) -> list[str]:
@@ -165,9 +159,23 @@ def market_assets(partitions: Partitions) -> MarketAssets:
         group_name=WINDOW_GROUP,
         partitions_def=partitions.five_minute,
         backfill_policy=SINGLE_RUN,
+        check_specs=bar_check_specs(partitions.five_minute),
+        # the checks alone re-check stored bars (Materialize > checks only in the UI); a panel alone is written alone
+        can_subset=True,
     )
-    def window_stats_5m(context: dg.AssetExecutionContext, lsq: LsqResource) -> Iterator[dg.MaterializeResult]:
-        """Both panels from one read of the trades: each trade is read once per window."""
+    def window_stats_5m(
+        context: dg.AssetExecutionContext, lsq: LsqResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        """Both panels from one read of the trades (each trade is read once per window), recorded before the checks
+        of the stored bars run (lsq_pipeline.defs.market.checks)."""
+        selected = {key.path[0].removesuffix("_5m") for key in context.selected_asset_keys}
+        if selected:
+            yield from _window_stats(context, lsq, selected)
+        yield from bar_check_results(context, lsq)
+
+    def _window_stats(
+        context: dg.AssetExecutionContext, lsq: LsqResource, kinds: set[str]
+    ) -> Iterator[dg.MaterializeResult]:
         start_ms, end_ms = time_range(context)
         thresholds = lsq.settings.data.tran_stats.thresholds_usd
         written: dict[str, list[pl.DataFrame]] = {"bars": [], "tran_stats": []}
@@ -175,25 +183,26 @@ def market_assets(partitions: Partitions) -> MarketAssets:
         # a bar per day on a terminal (`lsq backfill`); none in a run's captured logs
         for lo, hi in tqdm(day_chunks(start_ms, end_ms), unit="day", desc="bars_5m", file=sys.stderr, disable=None):
             bars, stats = compute_window_stats(lsq.paths, lo, hi, thresholds, prev_close=prev)
-            bars, stats = validate_bars(bars), validate_tran_stats(stats)
-            write_panel(lsq.paths, "bars", bars, lo, hi)
-            write_panel(lsq.paths, "tran_stats", stats, lo, hi)
-            closes = _last_closes(bars)
+            frames = {"bars": validate_bars(bars), "tran_stats": validate_tran_stats(stats)}
+            for kind in kinds:
+                write_panel(lsq.paths, kind, frames[kind], lo, hi)
+            closes = _last_closes(frames["bars"])
             prev = closes if prev is None else pl.concat([prev, closes]).unique("symbol", keep="last")
-            written["bars"].append(bars.select("symbol", "span_status"))
-            written["tran_stats"].append(stats.select("symbol"))
-        bars_meta = pl.concat(written["bars"])
-        context.log.info(f"bars_5m: {bars_meta.height} rows for [{start_ms}, {end_ms})")
-        yield dg.MaterializeResult(
-            asset_key=BARS_5M,
-            metadata={
-                **_panel_metadata(bars_meta, start_ms, end_ms),
-                "no_trade_bars": bars_meta.filter(pl.col("span_status") == NO_TRADE).height,
-            },
-        )
-        yield dg.MaterializeResult(
-            asset_key=TRAN_STATS_5M, metadata=_panel_metadata(pl.concat(written["tran_stats"]), start_ms, end_ms)
-        )
+            written["bars"].append(frames["bars"].select("symbol", "span_status"))
+            written["tran_stats"].append(frames["tran_stats"].select("symbol"))
+        if "bars" in kinds:
+            bars_meta = pl.concat(written["bars"])
+            context.log.info(f"bars_5m: {bars_meta.height} rows for [{start_ms}, {end_ms})")
+            yield dg.MaterializeResult(
+                asset_key=BARS_5M,
+                metadata={
+                    **_panel_metadata(bars_meta, start_ms, end_ms),
+                    "no_trade_bars": bars_meta.filter(pl.col("span_status") == NO_TRADE).height,
+                },
+            )
+        if "tran_stats" in kinds:
+            stats_meta = pl.concat(written["tran_stats"])
+            yield dg.MaterializeResult(asset_key=TRAN_STATS_5M, metadata=_panel_metadata(stats_meta, start_ms, end_ms))
 
     @dg.asset(
         partitions_def=partitions.five_minute,
