@@ -325,3 +325,18 @@ def test_parity_check_degrades_to_a_warning_when_the_exchange_is_unreachable(
         assert "could not verify" in outcome.description and "ConnectionError" in outcome.description
         # recorded for the newest window (with WARN severity), not "Skipped"
         assert check_statuses(instance, "bars_match_exchange_klines", result.run_id)[newest] == "FAILED"
+
+
+def test_a_check_that_cannot_run_is_a_failed_result_not_a_failed_step(
+    paths: DataPaths, instance: dg.DagsterInstance
+) -> None:
+    """Re-checking a window whose bars were never stored: each check fails saying why; the step itself succeeds (only
+    the blocking parity check may stop a window)."""
+    local, result = run_local_checks(paths, instance, T0, T0, raise_on_error=False)
+    assert result.success
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {k.name for k in local}
+    assert evaluations.pop("trades_contiguous").passed  # reads the trades, which are stored
+    for evaluation in evaluations.values():
+        assert evaluation.passed is False and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        assert "could not run: ValueError: no stored 5-minute bars" in (evaluation.description or "")
