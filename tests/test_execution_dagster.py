@@ -250,7 +250,7 @@ def test_a_window_target_fans_out_to_execution_runs_that_trade(sim_server: Any, 
             [universe_def()], instance=instance, partition_key=format_day(window), resources={"lsq": lsq}
         )
         sized = dg.materialize(
-            [market().window_stats_5m, market().premium_index_5m, *stage],
+            [market().window_stats_5m, *stage],
             instance=instance,
             partition_key=partition_key(window),
             resources={"lsq": lsq},

@@ -121,7 +121,7 @@ def test_window_run_writes_factors_alpha_and_positions_matching_metadata(
         )
         assert day.success
         run = dg.materialize(
-            [MARKET.window_stats_5m, MARKET.premium_index_5m, *assets],
+            [MARKET.window_stats_5m, *assets],
             instance=instance,
             partition_key=partition_key(window),
             resources={"lsq": lsq},

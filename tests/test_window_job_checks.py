@@ -63,7 +63,7 @@ def test_parity_failure_stores_the_bars_and_stops_the_window(settings: Settings,
         failed = job.execute_in_process(instance=instance, partition_key=partition_key(bad), raise_on_error=False)
         assert not failed.success
         stored = materialized(instance, failed.run_id)
-        assert stored["bars_5m"] == stored["tran_stats_5m"] == {partition_key(bad)}
+        assert stored["bars_5m"] == stored["tran_stats_5m"] == stored["premium_index_5m"] == {partition_key(bad)}
         assert not {"alpha", "target_positions"} & set(stored), stored
         assert not any(key.startswith("factor_") for key in stored), stored
 
@@ -81,8 +81,13 @@ def test_parity_failure_stores_the_bars_and_stops_the_window(settings: Settings,
         order = [
             e.event_type
             for e in failed.all_events
-            if e.step_key == "bars_and_tran_stats_5m"
+            if e.step_key == "market_5m"
             and e.event_type in (dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_CHECK_EVALUATION)
         ]
-        assert order[:2] == [dg.DagsterEventType.ASSET_MATERIALIZATION] * 2
-        assert set(order[2:]) == {dg.DagsterEventType.ASSET_CHECK_EVALUATION}
+        # (the premium index, fetched meanwhile, comes last)
+        materialisation, evaluation = (
+            dg.DagsterEventType.ASSET_MATERIALIZATION,
+            dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+        )
+        assert order[:2] == [materialisation] * 2 and order[-1] == materialisation
+        assert set(order[2:-1]) == {evaluation}
