@@ -7,7 +7,8 @@ from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.config import Settings, load_config
 from lsq.stores.universes import UNIVERSE_SCHEMA
 from lsq_pipeline.defs.market.assets import MarketAssets, market_assets
-from lsq_pipeline.defs.market.checks import bar_checks
+from lsq_pipeline.defs.market.checks import bar_check_specs
+from lsq_pipeline.defs.market.keys import BARS_5M, TRAN_STATS_5M
 from lsq_pipeline.defs.universe.assets import universe_asset
 from lsq_pipeline.partitions import partitions_for
 
@@ -41,8 +42,21 @@ def market(settings: Settings | None = None, clock: Clock = SYSTEM_CLOCK) -> Mar
     return market_assets(partitions_for(settings or pinned_settings()), clock)
 
 
-def bar_check_defs(settings: Settings | None = None) -> list[dg.AssetChecksDefinition]:
-    return bar_checks(partitions_for(settings or pinned_settings()).five_minute)
+def window_stats_without_checks() -> dg.AssetSelection:
+    """The bars step's panels alone: for runs that need stored bars, not the checks (the parity check asks the
+    exchange)."""
+    return dg.AssetSelection.assets(BARS_5M, TRAN_STATS_5M).without_checks()
+
+
+def without_bar_checks() -> dg.AssetSelection:
+    """Every asset of a run and its checks but the bars': for runs on synthetic trades, which the exchange's klines
+    (the parity check) would not match."""
+    return dg.AssetSelection.all() - dg.AssetSelection.checks(*bar_check_keys())
+
+
+def bar_check_keys(settings: Settings | None = None) -> list[dg.AssetCheckKey]:
+    """The checks of bars_5m (check_specs of the bars step), for runs that select some of them."""
+    return [spec.key for spec in bar_check_specs(partitions_for(settings or pinned_settings()).five_minute)]
 
 
 def universe_def(settings: Settings | None = None) -> dg.AssetsDefinition:

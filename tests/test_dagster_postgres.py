@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from builders import bar_check_defs, market, pinned_settings, universe_frame
+from builders import bar_check_keys, market, pinned_settings, universe_frame, window_stats_without_checks
 from postgres_server import PostgresServer, postgres_server
 from test_pipeline_assets import UNIVERSE, synthetic_trades
 from test_pipeline_sensors import write_marker
@@ -26,7 +26,7 @@ from lsq_pipeline.tags import RANGE_END_TAG, RANGE_START_TAG
 
 T0 = parse_partition_key("2026-11-20-10:00")
 MARKET = market()
-LOCAL_CHECKS = [c for c in bar_check_defs() if next(iter(c.check_keys)).name != "bars_match_exchange_klines"]
+LOCAL_CHECKS = [k for k in bar_check_keys() if k.name != "bars_match_exchange_klines"]
 DATABASES = count()
 pytestmark = pytest.mark.slow  # starts a PostgreSQL server: `make test-fast` leaves it out
 
@@ -57,8 +57,9 @@ def paths(tmp_path: Path) -> DataPaths:
 
 def materialize(paths: DataPaths, instance: dg.DagsterInstance, **kwargs: object) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [MARKET.window_stats_5m, *LOCAL_CHECKS],
+        [MARKET.window_stats_5m],
         instance=instance,
+        selection=window_stats_without_checks() | dg.AssetSelection.checks(*LOCAL_CHECKS),
         resources={"lsq": LsqResource(data_dir=str(paths.root))},
         **kwargs,
     )
@@ -78,8 +79,7 @@ def test_window_run_records_bars_and_checks(paths: DataPaths, pg_instance: dg.Da
     # What the UI and the sensors read back from PostgreSQL: the partition and a passing result for every check.
     for key in ("bars_5m", "tran_stats_5m"):
         assert pg_instance.get_materialized_partitions(dg.AssetKey(key)) == {partition_key(T0)}
-    for check in LOCAL_CHECKS:
-        (check_key,) = check.check_keys
+    for check_key in LOCAL_CHECKS:
         (record,) = pg_instance.event_log_storage.get_asset_check_execution_history(check_key, limit=10)
         assert record.run_id == result.run_id
         assert record.event.dagster_event.event_specific_data.passed, check_key.name
@@ -110,7 +110,7 @@ def test_backfill_then_window_job_on_simulator_data(
     stored = pg_instance.get_records_for_run(result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
     evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in stored.records]
     passed = {e.check_name: e.passed for e in evaluations}
-    bar_checks = {next(iter(c.check_keys)).name for c in bar_check_defs()}
+    bar_checks = {k.name for k in bar_check_keys()}
     assert bar_checks <= set(passed) and all(passed[name] for name in bar_checks), passed
 
 

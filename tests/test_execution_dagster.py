@@ -225,7 +225,7 @@ def test_a_failing_run_fails_the_step_with_one_clear_message(sim_server: Any, tm
 def test_a_window_target_fans_out_to_execution_runs_that_trade(sim_server: Any, tmp_path: Path) -> None:
     """The factor stage sizes a window for every account; the sensor turns that materialisation into one run of
     execution_job per account, and each run trades its account toward its own file on the simulator."""
-    from builders import market, universe_def
+    from builders import market, universe_def, without_bar_checks
     from test_factor_assets import FIVE_MINUTE, write_trades
 
     from factors.discovery import discover
@@ -250,10 +250,11 @@ def test_a_window_target_fans_out_to_execution_runs_that_trade(sim_server: Any, 
             [universe_def()], instance=instance, partition_key=format_day(window), resources={"lsq": lsq}
         )
         sized = dg.materialize(
-            [market().window_stats_5m, market().premium_index_5m, *stage],
+            [market().window_stats_5m, *stage],
             instance=instance,
             partition_key=partition_key(window),
             resources={"lsq": lsq},
+            selection=without_bar_checks(),  # synthetic trades: not the exchange's klines
         )
         assert day.success and sized.success
         result = tick(instance, lsq, clock, "0")

@@ -8,7 +8,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
-from builders import bar_check_defs, market, universe_frame
+from builders import bar_check_keys, market, universe_frame, window_stats_without_checks
 
 from lsq.paths import DataPaths
 from lsq.stores.panels import day_file, load_panel
@@ -74,7 +74,11 @@ def run_windows(paths: DataPaths, instance: dg.DagsterInstance, first: int, last
     """One run over the partition range [first, last] (window starts), as the sensor's catch-up or a backfill does."""
     tags = {RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last)}
     return dg.materialize(
-        [MARKET.window_stats_5m], instance=instance, resources={"lsq": LsqResource(data_dir=str(paths.root))}, tags=tags
+        [MARKET.window_stats_5m],
+        instance=instance,
+        resources={"lsq": LsqResource(data_dir=str(paths.root))},
+        tags=tags,
+        selection=window_stats_without_checks(),
     )
 
 
@@ -103,6 +107,7 @@ def test_one_window_materialises_bars_and_tran_stats(paths: DataPaths, instance:
         instance=instance,
         partition_key="2026-11-20-10:00",
         resources={"lsq": LsqResource(data_dir=str(paths.root))},
+        selection=window_stats_without_checks(),
     )
     events = {e.asset_key.path[0]: e for e in result.get_asset_materialization_events()}
     assert set(events) == {"bars_5m", "tran_stats_5m"}
@@ -141,18 +146,20 @@ def test_range_run_fills_quiet_windows_and_equals_window_by_window(
             instance=instance,
             partition_key=key,
             resources={"lsq": LsqResource(data_dir=str(other.root))},
+            selection=window_stats_without_checks(),
         )
     assert load_panel("bars", T0, T0 + HOUR_MS, paths=other).equals(bars)
 
 
 def run_local_checks(
     paths: DataPaths, instance: dg.DagsterInstance, first: int, last: int, raise_on_error: bool = True
-) -> tuple[list[dg.AssetChecksDefinition], dg.ExecuteInProcessResult]:
-    """The bar checks that need no exchange, as one range run over the windows [first, last]."""
-    local = [c for c in bar_check_defs() if next(iter(c.check_keys)).name != "bars_match_exchange_klines"]
+) -> tuple[list[dg.AssetCheckKey], dg.ExecuteInProcessResult]:
+    """The bar checks that need no exchange, alone (the stored bars re-checked), as one range run over the windows
+    [first, last]."""
+    local = [k for k in bar_check_keys() if k.name != "bars_match_exchange_klines"]
     tags = {RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last)}
     result = dg.materialize(
-        [MARKET.window_stats_5m, *local],
+        [MARKET.window_stats_5m],
         instance=instance,
         resources={"lsq": LsqResource(data_dir=str(paths.root))},
         tags=tags,
@@ -271,7 +278,7 @@ def test_a_range_run_records_a_real_result_for_every_window(paths: DataPaths, in
     local, result = run_local_checks(paths, instance, T0, T0 + 11 * WINDOW_MS, raise_on_error=False)
     keys = [partition_key(T0 + i * WINDOW_MS) for i in range(12)]
     for check in local:
-        name = next(iter(check.check_keys)).name
+        name = check.name
         statuses = check_statuses(instance, name, result.run_id)
         expected = {k: "FAILED" if name == "bars_ohlc_sane" and k == keys[5] else "SUCCEEDED" for k in keys}
         summary = statuses.pop(None)  # the range's own result, which says what it covered
@@ -300,15 +307,16 @@ def test_parity_check_degrades_to_a_warning_when_the_exchange_is_unreachable(
 ) -> None:
     """An exchange outage must not stop the window: 'could not verify' (WARN, with the reason), the run succeeds."""
     unreachable = LsqResource(data_dir=str(paths.root), mode="mock", rest_url=f"http://127.0.0.1:{_closed_port()}")
-    parity = [c for c in bar_check_defs() if next(iter(c.check_keys)).name == "bars_match_exchange_klines"]
+    parity = [k for k in bar_check_keys() if k.name == "bars_match_exchange_klines"]
     window = {"dagster/partition": partition_key(T0)}
     stretch = {RANGE_START_TAG: partition_key(T0), RANGE_END_TAG: partition_key(T0 + 2 * WINDOW_MS)}
     for tags, newest in ((window, partition_key(T0)), (stretch, partition_key(T0 + 2 * WINDOW_MS))):
         result = dg.materialize(
-            [MARKET.window_stats_5m, *parity],
+            [MARKET.window_stats_5m],
             instance=instance,
             resources={"lsq": unreachable},
             tags=tags,
+            selection=window_stats_without_checks() | dg.AssetSelection.checks(*parity),
             raise_on_error=False,
         )
         assert result.success, [e.message for e in result.all_events if e.is_failure]
@@ -317,3 +325,18 @@ def test_parity_check_degrades_to_a_warning_when_the_exchange_is_unreachable(
         assert "could not verify" in outcome.description and "ConnectionError" in outcome.description
         # recorded for the newest window (with WARN severity), not "Skipped"
         assert check_statuses(instance, "bars_match_exchange_klines", result.run_id)[newest] == "FAILED"
+
+
+def test_a_check_that_cannot_run_is_a_failed_result_not_a_failed_step(
+    paths: DataPaths, instance: dg.DagsterInstance
+) -> None:
+    """Re-checking a window whose bars were never stored: each check fails saying why; the step itself succeeds (only
+    the blocking parity check may stop a window)."""
+    local, result = run_local_checks(paths, instance, T0, T0, raise_on_error=False)
+    assert result.success
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(evaluations) == {k.name for k in local}
+    assert evaluations.pop("trades_contiguous").passed  # reads the trades, which are stored
+    for evaluation in evaluations.values():
+        assert evaluation.passed is False and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        assert "could not run: ValueError: no stored 5-minute bars" in (evaluation.description or "")

@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 import pytest
 import yaml
-from builders import bar_check_defs, market, universe_def
+from builders import bar_check_keys, market, universe_def, window_stats_without_checks
 
 from collectors import history
 from lsq.config import Settings
@@ -16,6 +16,7 @@ from lsq.stores.panels import day_file, load_panel
 from lsq.stores.universes import read_universe, universe_days
 from lsq.timelabels import DAY_MS, WINDOW_MS, day_start, format_day, now_ms, parse_day, partition_key
 from lsq_pipeline.defs.market import checks
+from lsq_pipeline.defs.market.keys import PREMIUM_INDEX_5M
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.tags import RANGE_END_TAG, RANGE_START_TAG
 
@@ -94,7 +95,11 @@ def test_premium_index_and_funding(settings: Settings, tmp_path: Path, instance)
     symbols = read_universe(lsq.paths, today)["symbol"].to_list()
     window = day_start(now_ms()) + 0  # the first window of today: closed and complete
     dg.materialize(
-        [MARKET.premium_index_5m], instance=instance, partition_key=partition_key(window), resources={"lsq": lsq}
+        [MARKET.window_stats_5m],
+        instance=instance,
+        partition_key=partition_key(window),
+        resources={"lsq": lsq},
+        selection=[PREMIUM_INDEX_5M],
     )
     stored = load_panel("premium_index", window, window + WINDOW_MS, paths=lsq.paths)
     assert sorted(stored["symbol"]) == sorted(symbols)
@@ -125,15 +130,16 @@ def test_parity_check_against_exchange_klines(settings: Settings, tmp_path: Path
     symbols = read_universe(lsq.paths, today)["symbol"].to_list()
     window = day_start(now_ms())
     asyncio.run(history.backfill(lsq.settings, symbols, window - WINDOW_MS, window + 2 * WINDOW_MS))
-    parity = [c for c in bar_check_defs() if next(iter(c.check_keys)).name == "bars_match_exchange_klines"]
+    parity = [k for k in bar_check_keys() if k.name == "bars_match_exchange_klines"]
     resources = {"lsq": lsq}
 
     def run() -> bool:
         result = dg.materialize(
-            [MARKET.window_stats_5m, *parity],
+            [MARKET.window_stats_5m],
             instance=instance,
             partition_key=partition_key(window + WINDOW_MS),
             resources=resources,
+            selection=window_stats_without_checks() | dg.AssetSelection.checks(*parity),
             raise_on_error=False,
         )
         (evaluation,) = result.get_asset_check_evaluations()
@@ -150,7 +156,7 @@ def test_parity_check_against_exchange_klines(settings: Settings, tmp_path: Path
     ).write_parquet(path)
     key = partition_key(window + WINDOW_MS)
     check_only = dg.materialize(
-        [MARKET.window_stats_5m, *parity],
+        [MARKET.window_stats_5m],
         instance=instance,
         tags={RANGE_START_TAG: key, RANGE_END_TAG: key},
         resources=resources,
@@ -166,7 +172,11 @@ def test_without_a_stored_universe_every_usdt_perpetual_is_fetched(
     lsq = resource_for(settings, tmp_path / "data", tmp_path)
     window = day_start(now_ms())
     dg.materialize(
-        [MARKET.premium_index_5m], instance=instance, partition_key=partition_key(window), resources={"lsq": lsq}
+        [MARKET.window_stats_5m],
+        instance=instance,
+        partition_key=partition_key(window),
+        resources={"lsq": lsq},
+        selection=[PREMIUM_INDEX_5M],
     )
     stored = load_panel("premium_index", window, window + WINDOW_MS, paths=lsq.paths)
     info = rest_client(settings).futures_exchange_info()["symbols"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from builders import market, pinned_settings, universe_frame
+from builders import market, pinned_settings, universe_frame, window_stats_without_checks
 from dagster._core.test_utils import create_run_for_test
 from test_execution_lane import land
 from test_execution_lane import tick as tick_execution
@@ -196,6 +196,7 @@ def test_the_first_window_after_a_backfill_takes_the_fast_lane(tmp_path: Path) -
             instance=instance,
             resources={"lsq": LsqResource(data_dir=str(paths.root))},
             tags={RANGE_START_TAG: partition_key(first), RANGE_END_TAG: partition_key(last), "lsq/backfill": "true"},
+            selection=window_stats_without_checks(),  # no exchange here
         )
         assert backfill.success
         assert trigger.step(T1 + WINDOW_MS + 300) == partition_key(T1)

@@ -17,6 +17,7 @@ from lsq.stores.universes import write_universe
 from lsq.timelabels import WINDOW_MS, format_day, parse_partition_key, partition_key
 from lsq.tradestore import TradeStore
 from lsq_pipeline.defs.market.claims import read_claim, sensor_decision, try_claim
+from lsq_pipeline.defs.market.keys import BARS_5M, TRAN_STATS_5M
 from lsq_pipeline.defs.market.trigger import PRELAUNCH_MS, MarkerTrigger
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.tags import AWAIT_SEAL_TAG
@@ -85,6 +86,7 @@ def run_window(paths: DataPaths, clock: FakeClock, tags: dict[str, str]) -> tupl
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [market(clock=clock).window_stats_5m],
+            selection=dg.AssetSelection.assets(BARS_5M, TRAN_STATS_5M).without_checks(),  # the checks need an exchange
             instance=instance,
             partition_key=partition_key(T0),
             resources={"lsq": LsqResource(data_dir=str(paths.root))},

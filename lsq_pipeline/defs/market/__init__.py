@@ -6,7 +6,6 @@ import dagster as dg
 from lsq.clock import SYSTEM_CLOCK, Clock
 from lsq.config import Settings
 from lsq_pipeline.defs.market.assets import market_assets
-from lsq_pipeline.defs.market.checks import bar_checks
 from lsq_pipeline.defs.market.jobs import funding_job, funding_schedule, window_job
 from lsq_pipeline.defs.market.sensors import marker_sensor_for, rollup_automation
 from lsq_pipeline.partitions import partitions_for
@@ -18,7 +17,6 @@ def defs(settings: Settings, clock: Clock = SYSTEM_CLOCK) -> dg.Definitions:
     window_keys = [key for asset in market.window_assets for key in asset.keys]
     return dg.Definitions(
         assets=market.all,
-        asset_checks=bar_checks(partitions.five_minute),
         jobs=[window_job, funding_job],
         schedules=[funding_schedule],
         sensors=[

@@ -6,6 +6,7 @@
 
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -19,12 +20,21 @@ from lsq.aggregation.rollups import ROLLUP_PERIODS, rollup_bars, rollup_tran_sta
 from lsq.aggregation.schemas import validate_bars, validate_tran_stats
 from lsq.aggregation.windows import compute_window_stats, day_chunks
 from lsq.clock import SYSTEM_CLOCK, Clock
+from lsq.exchange import rest_client
 from lsq.stores.panels import load_panel, write_panel
 from lsq.stores.universes import universe_symbols
-from lsq.timelabels import WINDOW_MS, from_datetime
+from lsq.timelabels import WINDOW_MS
 from lsq.universes import universe_v1
+from lsq_pipeline.defs.market.checks import bar_check_results, bar_check_specs
 from lsq_pipeline.defs.market.exchange_data import fetch_funding, fetch_premium_index
-from lsq_pipeline.defs.market.keys import AGG_TRADES, BARS_5M, TRAN_STATS_5M
+from lsq_pipeline.defs.market.keys import (
+    AGG_TRADES,
+    BARS_5M,
+    PREMIUM_INDEX_5M,
+    TRAN_STATS_5M,
+    WINDOW_GROUP,
+    time_range,
+)
 from lsq_pipeline.defs.market.seal import await_seal
 from lsq_pipeline.defs.universe.assets import UNIVERSE
 from lsq_pipeline.partitions import Partitions
@@ -32,9 +42,6 @@ from lsq_pipeline.resources import LsqResource
 
 if TYPE_CHECKING:
     from binance import Client
-
-# The group of the market assets computed for every sealed window (lsq_pipeline.defs.market.jobs.window_job).
-WINDOW_GROUP = "bars_5m"
 
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 # Eager, but looking back two days instead of only the latest period: hours and days that passed during an outage
@@ -48,26 +55,30 @@ ROLLUP_AUTOMATION = dg.AutomationCondition.eager().replace(
 SAME_DAY_UNIVERSE = dg.AssetDep(UNIVERSE, partition_mapping=dg.TimeWindowPartitionMapping())
 
 
-def time_range(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[int, int]:
-    """[start, end) ms of the run's partition or partition range."""
-    window = context.partition_time_window
-    return from_datetime(window.start), from_datetime(window.end)
-
-
-def exchange_symbols(lsq: LsqResource, day_ms: int) -> list[str]:
+def exchange_symbols(lsq: LsqResource, day_ms: int, client: "Client") -> list[str]:
     """The v1 universe in force on the day, else (none stored yet) every USDT perpetual the exchange lists now."""
-    return universe_symbols(lsq.paths, day_ms) or universe_v1(lsq.rest().futures_exchange_info())["symbol"].to_list()
+    return universe_symbols(lsq.paths, day_ms) or universe_v1(client.futures_exchange_info())["symbol"].to_list()
 
 
 def _per_day(
-    lsq: LsqResource, fetch: "Callable[[Client, list[str], int, int], pl.DataFrame]", start_ms: int, end_ms: int
+    lsq: LsqResource,
+    fetch: "Callable[[Client, list[str], int, int], pl.DataFrame]",
+    start_ms: int,
+    end_ms: int,
+    client: "Client | None" = None,
 ) -> pl.DataFrame:
     """`fetch` day by day, each day with its own universe (a multi-day backfill must not use the first day's)."""
-    client = lsq.rest()
+    client = client or lsq.rest()
     return pl.concat(
-        [fetch(client, exchange_symbols(lsq, lo), lo, hi) for lo, hi in day_chunks(start_ms, end_ms)],
+        [fetch(client, exchange_symbols(lsq, lo, client), lo, hi) for lo, hi in day_chunks(start_ms, end_ms)],
         how="vertical_relaxed",
     )
+
+
+def _premium_index(lsq: LsqResource, client: "Client", start_ms: int, end_ms: int) -> pl.DataFrame:
+    frame = _per_day(lsq, fetch_premium_index, start_ms, end_ms, client)
+    write_panel(lsq.paths, "premium_index", frame, start_ms, end_ms)
+    return frame
 
 
 def _last_closes(bars: pl.DataFrame) -> pl.DataFrame:
@@ -118,19 +129,19 @@ class MarketAssets:
     """The market domain's assets over one set of partitions."""
 
     agg_trades: dg.AssetSpec
+    # bars_5m, tran_stats_5m and premium_index_5m, with the bar checks: one step per window
     window_stats_5m: dg.AssetsDefinition
-    premium_index_5m: dg.AssetsDefinition
     funding_rates: dg.AssetsDefinition
     rollups: list[dg.AssetsDefinition]
 
     @property
     def window_assets(self) -> list[dg.AssetsDefinition]:
         """What the window job runs for every sealed window (besides the factor stage)."""
-        return [self.window_stats_5m, self.premium_index_5m]
+        return [self.window_stats_5m]
 
     @property
     def all(self) -> list[dg.AssetSpec | dg.AssetsDefinition]:
-        return [self.agg_trades, self.window_stats_5m, self.premium_index_5m, *self.rollups, self.funding_rates]
+        return [self.agg_trades, self.window_stats_5m, *self.rollups, self.funding_rates]
 
 
 def market_assets(partitions: Partitions, clock: Clock = SYSTEM_CLOCK) -> MarketAssets:
@@ -159,56 +170,73 @@ def market_assets(partitions: Partitions, clock: Clock = SYSTEM_CLOCK) -> Market
                 description="5-minute taker buy/sell volume, notional and counts by trade-size tier, same rows as "
                 "bars_5m.",
             ),
+            dg.AssetSpec(
+                PREMIUM_INDEX_5M,
+                deps=[SAME_DAY_UNIVERSE],
+                kinds={"parquet"},
+                description="5-minute premium-index klines of the day's universe, from the exchange.",
+            ),
         ],
-        name="bars_and_tran_stats_5m",  # sorts before premium_index_5m: the in-process executor runs it first
+        name="market_5m",
         group_name=WINDOW_GROUP,
         partitions_def=partitions.five_minute,
         backfill_policy=SINGLE_RUN,
+        check_specs=bar_check_specs(partitions.five_minute),
+        # the checks alone re-check stored bars (Materialize > checks only in the UI); a panel alone is written alone
+        can_subset=True,
     )
-    def window_stats_5m(context: dg.AssetExecutionContext, lsq: LsqResource) -> Iterator[dg.MaterializeResult]:
-        """Both panels from one read of the trades: each trade is read once per window."""
+    def window_stats_5m(
+        context: dg.AssetExecutionContext, lsq: LsqResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        """Bars and trade statistics from one read of the trades (each trade is read once per window), recorded
+        before the checks of the stored bars run (lsq_pipeline.defs.market.checks); the premium index is fetched from
+        the exchange meanwhile, on its own client, and recorded last. One step instead of three on the window's path:
+        every step costs its events."""
+        selected = {key.path[0].removesuffix("_5m") for key in context.selected_asset_keys}
         start_ms, end_ms = time_range(context)
         await_seal(lsq.paths, start_ms, end_ms, context.run.tags, clock, context.log)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="premium-index") as pool:
+            client = rest_client(lsq.settings) if "premium_index" in selected else None
+            premium = None if client is None else pool.submit(_premium_index, lsq, client, start_ms, end_ms)
+            if selected - {"premium_index"}:
+                yield from _window_stats(context, lsq, selected - {"premium_index"})
+            yield from bar_check_results(context, lsq)
+            if premium is not None:
+                frame = premium.result()
+                yield dg.MaterializeResult(
+                    asset_key=PREMIUM_INDEX_5M, metadata=_panel_metadata(frame, start_ms, end_ms)
+                )
+
+    def _window_stats(
+        context: dg.AssetExecutionContext, lsq: LsqResource, kinds: set[str]
+    ) -> Iterator[dg.MaterializeResult]:
+        start_ms, end_ms = time_range(context)
         thresholds = lsq.settings.data.tran_stats.thresholds_usd
         written: dict[str, list[pl.DataFrame]] = {"bars": [], "tran_stats": []}
         prev = None
         # a bar per day on a terminal (`lsq backfill`); none in a run's captured logs
         for lo, hi in tqdm(day_chunks(start_ms, end_ms), unit="day", desc="bars_5m", file=sys.stderr, disable=None):
             bars, stats = compute_window_stats(lsq.paths, lo, hi, thresholds, prev_close=prev)
-            bars, stats = validate_bars(bars), validate_tran_stats(stats)
-            write_panel(lsq.paths, "bars", bars, lo, hi)
-            write_panel(lsq.paths, "tran_stats", stats, lo, hi)
-            closes = _last_closes(bars)
+            frames = {"bars": validate_bars(bars), "tran_stats": validate_tran_stats(stats)}
+            for kind in kinds:
+                write_panel(lsq.paths, kind, frames[kind], lo, hi)
+            closes = _last_closes(frames["bars"])
             prev = closes if prev is None else pl.concat([prev, closes]).unique("symbol", keep="last")
-            written["bars"].append(bars.select("symbol", "span_status"))
-            written["tran_stats"].append(stats.select("symbol"))
-        bars_meta = pl.concat(written["bars"])
-        context.log.info(f"bars_5m: {bars_meta.height} rows for [{start_ms}, {end_ms})")
-        yield dg.MaterializeResult(
-            asset_key=BARS_5M,
-            metadata={
-                **_panel_metadata(bars_meta, start_ms, end_ms),
-                "no_trade_bars": bars_meta.filter(pl.col("span_status") == NO_TRADE).height,
-            },
-        )
-        yield dg.MaterializeResult(
-            asset_key=TRAN_STATS_5M, metadata=_panel_metadata(pl.concat(written["tran_stats"]), start_ms, end_ms)
-        )
-
-    @dg.asset(
-        partitions_def=partitions.five_minute,
-        group_name=WINDOW_GROUP,
-        kinds={"parquet"},
-        deps=[SAME_DAY_UNIVERSE],
-        backfill_policy=SINGLE_RUN,
-        description="5-minute premium-index klines of the day's universe, from the exchange.",
-    )
-    def premium_index_5m(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
-        start_ms, end_ms = time_range(context)
-        await_seal(lsq.paths, start_ms, end_ms, context.run.tags, clock, context.log)
-        frame = _per_day(lsq, fetch_premium_index, start_ms, end_ms)
-        write_panel(lsq.paths, "premium_index", frame, start_ms, end_ms)
-        return dg.MaterializeResult(metadata=_panel_metadata(frame, start_ms, end_ms))
+            written["bars"].append(frames["bars"].select("symbol", "span_status"))
+            written["tran_stats"].append(frames["tran_stats"].select("symbol"))
+        if "bars" in kinds:
+            bars_meta = pl.concat(written["bars"])
+            context.log.info(f"bars_5m: {bars_meta.height} rows for [{start_ms}, {end_ms})")
+            yield dg.MaterializeResult(
+                asset_key=BARS_5M,
+                metadata={
+                    **_panel_metadata(bars_meta, start_ms, end_ms),
+                    "no_trade_bars": bars_meta.filter(pl.col("span_status") == NO_TRADE).height,
+                },
+            )
+        if "tran_stats" in kinds:
+            stats_meta = pl.concat(written["tran_stats"])
+            yield dg.MaterializeResult(asset_key=TRAN_STATS_5M, metadata=_panel_metadata(stats_meta, start_ms, end_ms))
 
     @dg.asset(
         partitions_def=partitions.funding_days,
@@ -227,4 +255,4 @@ def market_assets(partitions: Partitions, clock: Clock = SYSTEM_CLOCK) -> Market
     rollups = [
         rollup_asset(kind, period, partitions.rollups[period]) for kind in ROLLUP_FUNCTIONS for period in ROLLUP_PERIODS
     ]
-    return MarketAssets(agg_trades, window_stats_5m, premium_index_5m, funding_rates, rollups)
+    return MarketAssets(agg_trades, window_stats_5m, funding_rates, rollups)

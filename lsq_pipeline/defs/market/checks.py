@@ -4,7 +4,11 @@ Each rule is a small pure function over the stored bars returning the offending 
 exactly which symbols and windows are wrong. Coverage is checked against the traded universe
 (`strategy.universe_version`): that is the universe whose bars feed alphas and orders. The parity check against the
 exchange's own 5-minute klines is blocking: a window whose bars disagree with Binance does not flow into alphas and
-orders. When the exchange cannot be asked (an outage), the parity check retries briefly and then records "could not
+orders. The checks are `check_specs` of the bars step itself (lsq_pipeline.defs.market.assets): the bars are stored
+and their materialisation recorded first, then the checks run (side by side, in threads: they only read) and each
+records its own result, so a window costs one step instead of eight. A check that raises is a failed result (ERROR)
+saying why, not a failed step: only the blocking one stops the window. When the exchange cannot be asked (an
+outage), the parity check retries briefly and then records "could not
 verify" as a warning with the reason: an outage must not cost trading windows; only a real mismatch blocks.
 
 A range run (a backfill, a catch-up) checks the whole range at once, and Dagster records one result without a
@@ -15,7 +19,11 @@ with the range's summary saying what was checked.
 """
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+import traceback
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -29,9 +37,8 @@ from lsq.stores.panels import load_panel
 from lsq.stores.universes import traded_version, universe_symbols
 from lsq.timelabels import WINDOW_MS, WINDOWS_PER_DAY, parse_partition_key, partition_key
 from lsq.tradestore import TradeStore
-from lsq_pipeline.defs.market.assets import time_range
 from lsq_pipeline.defs.market.exchange_data import kline_pages
-from lsq_pipeline.defs.market.keys import BARS_5M
+from lsq_pipeline.defs.market.keys import BARS_5M, time_range
 from lsq_pipeline.resources import LsqResource
 
 PARITY_SAMPLE = 5
@@ -189,45 +196,47 @@ def windows_to_record(keys: Sequence[str], failing: Iterable[str]) -> list[str]:
     return sorted({*sorted(set(failing))[:MAX_WINDOW_RESULTS], keys[-1]})
 
 
-def _report(
-    context: dg.AssetCheckExecutionContext, offenders: pl.DataFrame, what: str, **extra: Any
-) -> dg.AssetCheckResult:
+@dataclass(frozen=True)
+class CheckScope:
+    """What a check looks at: [start, end) and, in a range run, the range's window keys (None for one window)."""
+
+    lsq: LsqResource
+    start_ms: int
+    end_ms: int
+    range_keys: Sequence[str] | None
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """A check's result, the per-window results of a range run (by partition key), and a line for the run's log."""
+
+    result: dg.AssetCheckResult
+    windows: dict[str, dg.AssetCheckResult] = field(default_factory=dict)
+    warning: str | None = None
+
+
+def _report(scope: CheckScope, offenders: pl.DataFrame, what: str, **extra: Any) -> CheckOutcome:
     """The check's result; in a range run also one result per recorded window (offenders by their `open_time`)."""
-    if context.has_partition_key:
-        return _result(offenders, what, **extra)
-    keys = context.partition_keys
+    keys = scope.range_keys
+    if keys is None:
+        return CheckOutcome(_result(offenders, what, **extra))
     starts = offenders["open_time"] - offenders["open_time"] % WINDOW_MS
     failing = {partition_key(int(t)) for t in starts.unique().to_list()}
     recorded = windows_to_record(keys, failing)
-    spec = context.check_specs[0]
-    for key in recorded:
-        t = parse_partition_key(key)
-        window = _result(offenders.filter(starts == t), what, **extra)
-        # Dagster 1.13's log_event records an AssetCheckEvaluation, though its UserEvent type leaves it out.
-        context.op_execution_context.log_event(
-            dg.AssetCheckEvaluation(  # type: ignore[arg-type]  # handled; UserEvent omits it
-                asset_key=spec.asset_key,
-                check_name=spec.name,
-                passed=window.passed,
-                metadata={**window.metadata, "checked_as_range": f"{keys[0]}...{keys[-1]}"},
-                severity=window.severity,
-                description=window.description,
-                blocking=spec.blocking,
-                partition=key,
-            )
-        )
+    windows = {key: _result(offenders.filter(starts == parse_partition_key(key)), what, **extra) for key in recorded}
     summary = _result(offenders, what, **extra)
-    scope = (
+    span = (
         f"range {keys[0]}...{keys[-1]} ({len(keys)} windows) checked as one: "
         f"{len(failing)} windows failing; results recorded for {len(recorded)} windows"
         + ("" if len(recorded) == len(keys) else " (the failing ones and the newest)")
     )
-    return dg.AssetCheckResult(
+    result = dg.AssetCheckResult(
         passed=summary.passed,
         severity=summary.severity,
-        description=f"{scope}. {summary.description}" if summary.description else scope,
+        description=f"{span}. {summary.description}" if summary.description else span,
         metadata={**summary.metadata, "windows": len(keys), "failing_windows": len(failing)},
     )
+    return CheckOutcome(result, windows)
 
 
 def _markdown(frame: pl.DataFrame) -> str:
@@ -242,13 +251,14 @@ def _stored_bars(paths: DataPaths, start_ms: int, end_ms: int) -> pl.DataFrame:
     return bars
 
 
-_BAR_CHECKS: list[tuple[Callable[..., dg.AssetCheckResult], dict[str, Any]]] = []
+BarCheck = Callable[[CheckScope], CheckOutcome]
+_BAR_CHECKS: list[tuple[BarCheck, dict[str, Any]]] = []
 
 
-def _bar_check(**options: Any) -> Callable[[Callable[..., dg.AssetCheckResult]], Callable[..., dg.AssetCheckResult]]:
-    """Register a check of bars_5m; `bar_checks` turns each into an asset check on the code location's partitions."""
+def _bar_check(**options: Any) -> Callable[[BarCheck], BarCheck]:
+    """Register a check of bars_5m, named after the function; `bar_check_specs` declares them on the bars step."""
 
-    def register(fn: Callable[..., dg.AssetCheckResult]) -> Callable[..., dg.AssetCheckResult]:
+    def register(fn: BarCheck) -> BarCheck:
         _BAR_CHECKS.append((fn, options))
         return fn
 
@@ -256,8 +266,8 @@ def _bar_check(**options: Any) -> Callable[[Callable[..., dg.AssetCheckResult]],
 
 
 @_bar_check(description="Each universe symbol exactly once per window (never-traded symbols exempt).")
-def bars_universe_coverage(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-    start_ms, end_ms = time_range(context)
+def bars_universe_coverage(scope: CheckScope) -> CheckOutcome:
+    lsq, start_ms, end_ms = scope.lsq, scope.start_ms, scope.end_ms
     bars = _stored_bars(lsq.paths, start_ms, end_ms)
     store = TradeStore(lsq.paths)
     found = [duplicate_rows(bars).with_columns(pl.lit("duplicate").alias("problem"))]
@@ -269,73 +279,76 @@ def bars_universe_coverage(context: dg.AssetCheckExecutionContext, lsq: LsqResou
         missing = missing_universe_rows(day_bars, universe, lo, hi, never)
         found.append(missing.with_columns(pl.lit("missing").alias("problem")))
     offenders = pl.concat(found)
-    return _report(context, offenders, "duplicate or missing (symbol, window) rows", universe_symbols=len(universe))
+    return _report(scope, offenders, "duplicate or missing (symbol, window) rows", universe_symbols=len(universe))
+
+
+def _bars_of(scope: CheckScope) -> pl.DataFrame:
+    return _stored_bars(scope.lsq.paths, scope.start_ms, scope.end_ms)
 
 
 @_bar_check(description="Prices positive; high ≥ max(open, close); low ≤ min(open, close).")
-def bars_ohlc_sane(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-    return _report(context, insane_ohlc(_stored_bars(lsq.paths, *time_range(context))), "bars with inconsistent OHLC")
+def bars_ohlc_sane(scope: CheckScope) -> CheckOutcome:
+    return _report(scope, insane_ohlc(_bars_of(scope)), "bars with inconsistent OHLC")
 
 
 @_bar_check(description="Volumes, notionals and trade counts are non-negative.")
-def bars_volumes_non_negative(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-    bars = _stored_bars(lsq.paths, *time_range(context))
-    return _report(context, negative_volumes(bars), "bars with negative volumes")
+def bars_volumes_non_negative(scope: CheckScope) -> CheckOutcome:
+    return _report(scope, negative_volumes(_bars_of(scope)), "bars with negative volumes")
 
 
 @_bar_check(description="Taker buy + taker sell = total, for volume, notional and trade count.")
-def bars_buy_sell_sum(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-    bars = _stored_bars(lsq.paths, *time_range(context))
-    return _report(context, side_mismatches(bars), "bars where buy + sell != total")
+def bars_buy_sell_sum(scope: CheckScope) -> CheckOutcome:
+    return _report(scope, side_mismatches(_bars_of(scope)), "bars where buy + sell != total")
 
 
 @_bar_check(description="Windows without trades are flat at the previous close with zero volume.")
-def bars_no_trade_fill(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-    start_ms, end_ms = time_range(context)
-    bars = _stored_bars(lsq.paths, start_ms, end_ms)
+def bars_no_trade_fill(scope: CheckScope) -> CheckOutcome:
+    bars = _bars_of(scope)
     # the previous close as the bars themselves look it up (a day back, then the trade store), not just one window
-    prev = previous_closes(lsq.paths, TradeStore(lsq.paths), bars["symbol"].unique().to_list(), start_ms)
-    return _report(context, bad_no_trade_fills(bars, prev), "no-trade bars not carrying the previous close")
+    paths = scope.lsq.paths
+    prev = previous_closes(paths, TradeStore(paths), bars["symbol"].unique().to_list(), scope.start_ms)
+    return _report(scope, bad_no_trade_fills(bars, prev), "no-trade bars not carrying the previous close")
 
 
 @_bar_check(description="aggTrade ids in the trade store are contiguous over the window, per symbol.")
-def trades_contiguous(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-    start_ms, end_ms = time_range(context)
-    store = TradeStore(lsq.paths)
+def trades_contiguous(scope: CheckScope) -> CheckOutcome:
+    store = TradeStore(scope.lsq.paths)
     gaps = pl.concat(
         [
             pl.DataFrame(schema=GAP_SCHEMA),
             *(
-                id_gaps_by_window(store.scan(s, start_ms, end_ms).select("agg_trade_id", "transact_time").collect(), s)
+                id_gaps_by_window(
+                    store.scan(s, scope.start_ms, scope.end_ms).select("agg_trade_id", "transact_time").collect(), s
+                )
                 for s in store.symbols()
             ),
         ]
     )
-    return _report(context, gaps, "gaps in aggTrade ids")
+    return _report(scope, gaps, "gaps in aggTrade ids")
 
 
 @_bar_check(
     blocking=True,
     description=f"Stored bars equal the exchange's own 5-minute klines for a sample of {PARITY_SAMPLE} symbols.",
 )
-def bars_match_exchange_klines(context: dg.AssetCheckExecutionContext, lsq: LsqResource) -> dg.AssetCheckResult:
-    start_ms, end_ms = time_range(context)
-    bars = _stored_bars(lsq.paths, start_ms, end_ms)
-    sample = sample_symbols(bars["symbol"].unique().to_list(), seed=start_ms)
+def bars_match_exchange_klines(scope: CheckScope) -> CheckOutcome:
+    bars = _bars_of(scope)
+    sample = sample_symbols(bars["symbol"].unique().to_list(), seed=scope.start_ms)
     try:
-        klines = exchange_klines(lsq, sample, start_ms, end_ms)
+        klines = exchange_klines(scope.lsq, sample, scope.start_ms, scope.end_ms)
     except Exception as exc:  # any failure to ask is an outage, not a mismatch
         reason = f"could not verify: the exchange's klines were unavailable ({type(exc).__name__}: {exc})"
-        context.log.warning(f"bars_match_exchange_klines {reason}")
         unverified = dg.AssetCheckResult(
             passed=False,
             severity=dg.AssetCheckSeverity.WARN,
             description=reason,
             metadata={"verified": False, "reason": reason, "sampled": ", ".join(sample)},
         )
-        return _unverified(context, unverified)
+        # in a range run recorded for the newest window too (nothing was compared)
+        newest = {} if scope.range_keys is None else {scope.range_keys[-1]: unverified}
+        return CheckOutcome(unverified, newest, warning=f"bars_match_exchange_klines {reason}")
     mismatches = parity_mismatches(bars.filter(pl.col("symbol").is_in(sample)), klines)
-    return _report(context, mismatches, "bars differing from exchange klines", sampled=", ".join(sample))
+    return _report(scope, mismatches, "bars differing from exchange klines", sampled=", ".join(sample))
 
 
 def exchange_klines(
@@ -362,26 +375,59 @@ def _klines(client: Any, symbols: Sequence[str], start_ms: int, end_ms: int) -> 
     )
 
 
-def _unverified(context: dg.AssetCheckExecutionContext, result: dg.AssetCheckResult) -> dg.AssetCheckResult:
-    """A could-not-verify result; in a range run recorded for the newest window too (nothing was compared)."""
-    if not context.has_partition_key:
-        spec, key = context.check_specs[0], context.partition_keys[-1]
-        # Dagster 1.13's log_event records an AssetCheckEvaluation, though its UserEvent type leaves it out.
-        context.op_execution_context.log_event(
-            dg.AssetCheckEvaluation(  # type: ignore[arg-type]  # handled; UserEvent omits it
-                asset_key=spec.asset_key,
-                check_name=spec.name,
-                passed=False,
-                metadata=result.metadata,
-                severity=result.severity,
-                description=result.description,
-                blocking=spec.blocking,
-                partition=key,
-            )
+def _outcome(check: BarCheck, scope: CheckScope) -> CheckOutcome:
+    """The check's outcome; one that raised is a failed result (ERROR) carrying the error, not a failed step."""
+    try:
+        return check(scope)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        failed = dg.AssetCheckResult(
+            passed=False,
+            description=f"the check could not run: {error}",
+            metadata={"error": error, "traceback": dg.MetadataValue.md(f"```\n{traceback.format_exc()}\n```")},
         )
-    return result
+        return CheckOutcome(failed, warning=f"{check.__name__} could not run: {error}")
 
 
-def bar_checks(five_minute: dg.TimeWindowPartitionsDefinition) -> list[dg.AssetChecksDefinition]:
-    """The checks of bars_5m on `five_minute` (the partitions of the asset they check)."""
-    return [dg.asset_check(asset=BARS_5M, partitions_def=five_minute, **options)(fn) for fn, options in _BAR_CHECKS]
+def bar_check_specs(five_minute: dg.TimeWindowPartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    """The checks of bars_5m, declared on the bars step over `five_minute` (the partitions of the asset they check):
+    on the window's partitions, so a result lands on the window Dagster planned it for."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)  # partitions_def on a check spec
+        return [
+            dg.AssetCheckSpec(fn.__name__, asset=BARS_5M, partitions_def=five_minute, **options)
+            for fn, options in _BAR_CHECKS
+        ]
+
+
+def bar_check_results(context: dg.AssetExecutionContext, lsq: LsqResource) -> Iterator[dg.AssetCheckResult]:
+    """Run the selected bar checks on the stored bars of the run's window (or range) and yield their results, each
+    after its per-window results of a range run (recorded as AssetCheckEvaluations of the windows)."""
+    selected = [
+        (fn, o) for fn, o in _BAR_CHECKS if dg.AssetCheckKey(BARS_5M, fn.__name__) in context.selected_asset_check_keys
+    ]
+    if not selected:
+        return
+    lsq.settings  # noqa: B018  # loaded here, once, not by the threads at the same time
+    keys = None if context.has_partition_key else list(context.partition_keys)
+    scope = CheckScope(lsq, *time_range(context), keys)
+    with ThreadPoolExecutor(max_workers=len(selected), thread_name_prefix="bar-check") as pool:
+        futures = [(fn.__name__, bool(o.get("blocking")), pool.submit(_outcome, fn, scope)) for fn, o in selected]
+        for name, blocking, future in futures:
+            outcome = future.result()
+            if outcome.warning:
+                context.log.warning(outcome.warning)
+            for key, window in outcome.windows.items():
+                context.log_event(
+                    dg.AssetCheckEvaluation(
+                        asset_key=BARS_5M,
+                        check_name=name,
+                        passed=window.passed,
+                        metadata={**window.metadata, "checked_as_range": f"{keys[0]}...{keys[-1]}" if keys else ""},
+                        severity=window.severity,
+                        description=window.description,
+                        blocking=blocking,
+                        partition=key,
+                    )
+                )
+            yield outcome.result._replace(asset_key=BARS_5M, check_name=name)

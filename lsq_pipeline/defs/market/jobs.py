@@ -5,8 +5,7 @@ from datetime import timedelta
 
 import dagster as dg
 
-from lsq_pipeline.defs.market.assets import WINDOW_GROUP
-from lsq_pipeline.defs.market.keys import FUNDING_RATES
+from lsq_pipeline.defs.market.keys import FUNDING_RATES, WINDOW_GROUP
 
 WINDOW_JOB = "window_job"
 # The asset groups of everything computed per sealed window: the market domain's bars, statistics and premium index,

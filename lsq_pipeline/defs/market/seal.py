@@ -1,6 +1,7 @@
 """A window's run may start before the window closes: `lsq trigger` launches it PRELAUNCH_MS ahead
 (lsq_pipeline.defs.market.trigger), so that submitting, queueing and starting it are over when the window ends, and
-its first steps wait here for the collector's marker. From the seal on, the run costs only its own steps.
+its first step (bars, trade statistics, premium index) waits here for the collector's marker. From the seal on, the
+run costs only its own steps.
 
 Only runs tagged AWAIT_SEAL_TAG wait. Every other run of a window asset (the sensor's, a backfill, one launched by
 hand) starts after the seal as before, and is refused while its window is still open: the window in progress is a
