@@ -53,6 +53,7 @@ def test_the_first_window_the_collector_seals_is_launched_at_its_seal(tmp_path: 
     paths = DataPaths(tmp_path)
     submit = Recorder()
     trigger = MarkerTrigger(paths, submit, submit.has_run)
+    assert trigger.step(T0 + 30_000) is None  # started early in T0: the window before has just closed, unsealed
     assert trigger.step(END - PRELAUNCH_MS + 50) is None
     assert trigger.step(END + 100) is None
     write_marker(paths, T0)

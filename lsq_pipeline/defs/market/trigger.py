@@ -58,11 +58,13 @@ class MarkerTrigger:
         newest = window_start(now + PRELAUNCH_MS) - WINDOW_MS  # the open window from PRELAUNCH_MS before its end
         if self.expected is None or now - (self.expected + WINDOW_MS) > MAX_SIGNAL_AGE_MS:
             self.expected = newest  # started, or the expected window went stale: what lies before is the sensor's
+        while self.expected < newest and self._sealed(self.expected + WINDOW_MS) and not self._sealed(self.expected):
+            self.expected += WINDOW_MS  # never sealed (the collector started after it): the backfill's, not ours
         window = self.expected
         if window > newest:
             return None
-        sealed = self.paths.marker_file(window).exists()
-        previous_sealed = self.paths.marker_file(window - WINDOW_MS).exists()
+        sealed = self._sealed(window)
+        previous_sealed = self._sealed(window - WINDOW_MS)
         if not sealed and not previous_sealed:
             return None
         if read_claim(self.paths, window) is not None:
@@ -80,6 +82,9 @@ class MarkerTrigger:
         key = partition_key(window)
         log.info("launched window %s as run %s", key, self.submit(key))
         return key
+
+    def _sealed(self, window: int) -> bool:
+        return self.paths.marker_file(window).exists()
 
 
 def graphql_submit(url: str, timeout_s: int = 10) -> Callable[[str], str]:
