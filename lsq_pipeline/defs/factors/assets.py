@@ -46,7 +46,7 @@ from factors.sizing import SizingError, SizingReport, latest_prices, write_targe
 from lsq.config import Settings
 from lsq.stores.panels import load_panel
 from lsq.stores.universes import traded_version, universe_symbols
-from lsq.timelabels import DAY_MS, WINDOW_MS, WINDOWS_PER_DAY, parse_partition_key
+from lsq.timelabels import DAY_MS, WINDOW_MS, parse_partition_key
 from lsq_pipeline.defs.market.keys import BARS_5M, FUNDING_RATES, PREMIUM_INDEX_5M, TRAN_STATS_5M
 from lsq_pipeline.defs.universe.assets import UNIVERSE
 from lsq_pipeline.resources import LsqResource
@@ -59,18 +59,22 @@ def factor_key(name: str) -> dg.AssetKey:
     return dg.AssetKey(f"factor_{name}")
 
 
-def factor_deps(history_days: int) -> list[dg.AssetDep]:
-    """The trailing windows a calculator reads, as lineage (5-minute panels) plus the window's day (daily assets)."""
+def factor_deps() -> list[dg.AssetDep]:
+    """Lineage of a factor window: the window's 5-minute panels and its day's daily assets.
+
+    The calculators also read the trailing `strategy.history_days` of the panels from storage; that history is not
+    declared partition by partition. Dagster resolves a trailing mapping of 5-minute partitions by stepping through
+    its cron schedule window by window (8,640 steps per input for 30 days: 1-3 s before every factors step, on the
+    window's critical path), and past 100 upstream partitions it ignores them for data versions anyway. What history
+    a run actually saw is every factor's `history` metadata (factors.engine.HistoryCoverage)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.BetaWarning)  # allow_nonexistent_upstream_partitions: history before start
-        trailing = dg.TimeWindowPartitionMapping(
-            start_offset=-(history_days * WINDOWS_PER_DAY - 1), allow_nonexistent_upstream_partitions=True
-        )
+        warnings.simplefilter("ignore", dg.BetaWarning)  # allow_nonexistent_upstream_partitions: before the start
+        same_window = dg.TimeWindowPartitionMapping()
         same_day = dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
     return [
-        dg.AssetDep(BARS_5M, partition_mapping=trailing),
-        dg.AssetDep(TRAN_STATS_5M, partition_mapping=trailing),
-        dg.AssetDep(PREMIUM_INDEX_5M, partition_mapping=trailing),
+        dg.AssetDep(BARS_5M, partition_mapping=same_window),
+        dg.AssetDep(TRAN_STATS_5M, partition_mapping=same_window),
+        dg.AssetDep(PREMIUM_INDEX_5M, partition_mapping=same_window),
         dg.AssetDep(FUNDING_RATES, partition_mapping=same_day),
         dg.AssetDep(UNIVERSE, partition_mapping=same_day),
     ]
@@ -131,7 +135,7 @@ def _factors_asset(
     calculators: Sequence[AlphaCalculatorBase], history_days: int, five_minute: dg.TimeWindowPartitionsDefinition
 ) -> dg.AssetsDefinition:
     by_key = {factor_key(c.name): c for c in calculators}
-    deps = factor_deps(history_days)
+    deps = factor_deps()
 
     @dg.multi_asset(
         name="factors",
