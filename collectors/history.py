@@ -56,7 +56,7 @@ def store_trades(store: TradeStore, symbol: str, trades: pl.DataFrame) -> int:
     # Polars types min()/max() as any Python literal; transact_time is Int64 and the frame is not empty.
     lo, hi = int(trades["transact_time"].min()), int(trades["transact_time"].max())  # type: ignore[arg-type]
     stored = store.scan(symbol, lo, hi + 1).select("agg_trade_id").collect()
-    fresh = trades.join(stored, on="agg_trade_id", how="anti")
+    fresh = trades if stored.is_empty() else trades.join(stored, on="agg_trade_id", how="anti")
     if fresh.is_empty():
         return 0
     # Hours closed over COMPACT_LAG_MS ago go straight into their hour files; the recent ones belong to the
