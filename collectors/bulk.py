@@ -179,7 +179,9 @@ def _parse_valid_chunk(chunk: bytes, period: tuple[int, int] | None) -> pl.DataF
     if any(c in chunk for c in _NOT_IN_VALID_ROWS):
         return None
     try:
-        raw = pl.read_csv(io.BytesIO(chunk), has_header=False, new_columns=COLUMNS, schema=_FAST_SCHEMA, quote_char=None)
+        raw = pl.read_csv(
+            io.BytesIO(chunk), has_header=False, new_columns=COLUMNS, schema=_FAST_SCHEMA, quote_char=None
+        )
     except pl.exceptions.ComputeError:
         return None
     ints = [pl.col(c) >= 10**18 for c in ("agg_trade_id", "first_trade_id", "last_trade_id", "transact_time")]

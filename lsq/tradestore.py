@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,10 @@ def _check_symbol(symbol: str) -> str:
     return upper
 
 
+@lru_cache(maxsize=1 << 16)
 def _parse_hour_tag(tag: str) -> int | None:
+    """`2026-11-28-05h` -> that hour's ms. Cached: every listing of a symbol parses all its hours (a month is 720
+    names per symbol, listed per symbol and day by a backfill), and strptime was most of a 30-day bars run's time."""
     m = _HOUR_RE.match(tag)
     if not m:
         return None

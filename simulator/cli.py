@@ -119,7 +119,10 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"lsq sim serve: {exc}", file=sys.stderr)
         return 2
     if args.history_cache is not None and args.replay:
-        print("lsq sim serve: --history-cache keeps the generated market's files; it cannot be used with --replay", file=sys.stderr)
+        print(
+            "lsq sim serve: --history-cache keeps the generated market's files; it cannot be used with --replay",
+            file=sys.stderr,
+        )
         return 2
     history_cache = (
         None if args.history_cache is None else market_cache_dir(args.history_cache, args.seed, args.firehose)
