@@ -56,12 +56,16 @@ def store_trades(store: TradeStore, symbol: str, trades: pl.DataFrame) -> int:
     # Polars types min()/max() as any Python literal; transact_time is Int64 and the frame is not empty.
     lo, hi = int(trades["transact_time"].min()), int(trades["transact_time"].max())  # type: ignore[arg-type]
     stored = store.scan(symbol, lo, hi + 1).select("agg_trade_id").collect()
-    fresh = trades.join(stored, on="agg_trade_id", how="anti")
+    fresh = trades if stored.is_empty() else trades.join(stored, on="agg_trade_id", how="anti")
     if fresh.is_empty():
         return 0
     # Hours closed over COMPACT_LAG_MS ago go straight into their hour files; the recent ones belong to the
     # collector, which compacts them: they are stored as parts.
-    closed = pl.col("transact_time") - pl.col("transact_time") % HOUR_MS + HOUR_MS <= now_ms() - COMPACT_LAG_MS
+    closed_before = now_ms() - COMPACT_LAG_MS
+    if hi - hi % HOUR_MS + HOUR_MS <= closed_before:  # every hour closed (a bulk day): no split to copy
+        store.merge_into_hours(symbol, fresh)
+        return fresh.height
+    closed = pl.col("transact_time") - pl.col("transact_time") % HOUR_MS + HOUR_MS <= closed_before
     store.merge_into_hours(symbol, fresh.filter(closed))
     store.write_part(symbol, fresh.filter(~closed))
     return fresh.height
@@ -191,7 +195,8 @@ async def _bulk_day(
     trades = await download_daily(source.session, data_url, symbol, day)
     if trades is None:
         return False
-    trades = trades.filter(pl.col("transact_time").is_between(lo, hi, closed="left"))
+    if (lo, hi) != (day, day + DAY_MS):  # a whole day's file holds only the day (parse_bytes checks the period)
+        trades = trades.filter(pl.col("transact_time").is_between(lo, hi, closed="left"))
     writer = _Writer(store, symbol)
     for a, b in id_gaps_of(trades["agg_trade_id"]):  # a file with holes: fetch them by id
         log.warning("%s %s: bulk file lacks ids %d..%d, fetching them by REST", symbol, format_day(day), a, b)

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,10 @@ def _check_symbol(symbol: str) -> str:
     return upper
 
 
+@lru_cache(maxsize=1 << 16)
 def _parse_hour_tag(tag: str) -> int | None:
+    """`2026-11-28-05h` -> that hour's ms. Cached: every listing of a symbol parses all its hours (a month is 720
+    names per symbol, listed per symbol and day by a backfill), and strptime was most of a 30-day bars run's time."""
     m = _HOUR_RE.match(tag)
     if not m:
         return None
@@ -100,7 +104,8 @@ def conform(df: pl.DataFrame) -> pl.DataFrame:
 
 def _to_parquet_bytes(df: pl.DataFrame) -> bytes:
     buf = io.BytesIO()
-    df.write_parquet(buf, compression="zstd", statistics=True)
+    # zstd level 1: ~15% less CPU than the default level 3 for ~2% larger trade files (a month is 108 M rows)
+    df.write_parquet(buf, compression="zstd", compression_level=1, statistics=True)
     return buf.getvalue()
 
 
@@ -171,10 +176,13 @@ class TradeStore:
         if df.is_empty():
             return []
         hour = pl.col("transact_time") - pl.col("transact_time") % HOUR_MS
+        # one check for the whole frame: each hour's rows are a subsequence, in id order when the frame is
+        in_order = _strictly_increasing(df["agg_trade_id"])
         written: list[Path] = []
         with self._compaction_lock(symbol):
-            for (hour_ms,), chunk in df.with_columns(_hour=hour).partition_by("_hour", as_dict=True).items():
-                path = self._compact_hour_locked(symbol, int(hour_ms), chunk.drop("_hour"))
+            hours = df.with_columns(_hour=hour).partition_by("_hour", as_dict=True, include_key=False)
+            for (hour_ms,), chunk in hours.items():
+                path = self._compact_hour_locked(symbol, int(hour_ms), chunk, fresh_in_order=in_order)
                 written.extend([path] if path is not None else [])
         return written
 
@@ -191,8 +199,11 @@ class TradeStore:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _compact_hour_locked(self, symbol: str, hour_ms: int, fresh: pl.DataFrame | None = None) -> Path | None:
-        """Merge the hour's parts, its file and `fresh` (conformed trades of the hour) into the hour file."""
+    def _compact_hour_locked(
+        self, symbol: str, hour_ms: int, fresh: pl.DataFrame | None = None, *, fresh_in_order: bool = False
+    ) -> Path | None:
+        """Merge the hour's parts, its file and `fresh` (conformed trades of the hour; `fresh_in_order` when their
+        ids are known to be strictly increasing) into the hour file."""
         hour_file = self.paths.trade_hour_file(symbol, hour_ms)
         parts_dir = self.paths.trade_parts_dir(symbol, hour_ms)
         parts = _visible_parquet(parts_dir)
@@ -201,14 +212,15 @@ class TradeStore:
             return hour_file if hour_file.exists() else None
         sources = [*parts, hour_file] if hour_file.exists() else parts
         stored = [pl.scan_parquet(sources, schema=TRADE_SCHEMA)] if sources else []
-        if fresh is not None and not stored and _strictly_increasing(fresh["agg_trade_id"]):
+        if fresh is not None and not stored and (fresh_in_order or _strictly_increasing(fresh["agg_trade_id"])):
             merged = fresh  # an hour new to the store, in id order already (a parsed bulk file): nothing to merge
         else:
             frames = [*stored, *([fresh.lazy()] if fresh is not None else [])]
             merged = pl.concat(frames).unique("agg_trade_id", keep="first").sort("agg_trade_id").collect()
-        outside = merged.filter(~pl.col("transact_time").is_between(hour_ms, hour_ms + HOUR_MS, closed="left"))
-        if outside.height:
-            raise TradeStoreError(f"{symbol} hour {hour_ms}: {outside.height} stored trades lie outside the hour")
+            # `fresh` is the hour's by construction; what was stored is checked before it is rewritten
+            outside = merged.filter(~pl.col("transact_time").is_between(hour_ms, hour_ms + HOUR_MS, closed="left"))
+            if outside.height:
+                raise TradeStoreError(f"{symbol} hour {hour_ms}: {outside.height} stored trades lie outside the hour")
         atomic_write_bytes(hour_file, _to_parquet_bytes(merged))
         for part in parts:
             part.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -42,9 +43,8 @@ from simulator.auth import (
 from simulator.clock import Clock
 from simulator.errors import BinanceError
 from simulator.faults import Faults, order_fault_error, rest_fault_error
-from simulator.history_files import resolve_history_path
+from simulator.history_files import HistoryFiles, resolve_history_path
 from simulator.market import MarketLike
-from simulator.market.blocks import LRUCache
 from simulator.market_endpoints import MarketWork, market_endpoints
 from simulator.ratelimit import OrderCounter, QuotaLimiter, RateLimits, WeightLimiter
 from simulator.routing import Endpoint, Request, Security
@@ -397,12 +397,14 @@ def build_app(
     accounts: Sequence[Account] = (),
     stream_settings: StreamSettings | None = None,
     user_hub: UserStreamHub | None = None,
+    history_cache: Path | None = None,
 ) -> web.Application:
     """The whole exchange as one aiohttp Application.
 
     `engine` (the trading engine) adds the signed endpoints and resolves API keys and listen keys; without it the
     server is market-data only and authenticates `accounts`. Pass `user_hub` when the engine was built with its
-    `publish`, so both share it.
+    `publish`, so both share it. `history_cache` keeps every public-data file built in that directory (one
+    market's: `history_files.market_cache_dir`).
     """
     settings = stream_settings or StreamSettings()
     work = MarketWork()
@@ -423,7 +425,7 @@ def build_app(
     app[USER_HUB] = users
     app[FAULTS] = faults
 
-    history_files = LRUCache(HISTORY_FILES_CACHED)
+    history_files = HistoryFiles(HISTORY_FILES_CACHED, history_cache)
 
     async def history(request: web.Request) -> web.Response:
         path, now = request.match_info["path"], clock.now_ms()

@@ -16,6 +16,7 @@ from simulator import memory
 from simulator.app import IDLE_TIMEOUT_S, build_app, listening_message, serve
 from simulator.clock import Clock
 from simulator.faults import Faults
+from simulator.history_files import market_cache_dir
 from simulator.market import MarketLike
 from simulator.ratelimit import RateLimits
 from simulator.streams import StreamSettings
@@ -74,6 +75,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"close connections without a complete request head after S s (default {IDLE_TIMEOUT_S:g})",
     )
     p.add_argument("--clock-skew-ms", type=int, default=0, metavar="S", help="skew the server clock by S ms")
+    p.add_argument(
+        "--history-cache",
+        type=Path,
+        metavar="DIR",
+        help="keep every public-data file built under DIR and serve it from there next time (generated market only)",
+    )
     p.set_defaults(func=run_serve)
 
 
@@ -111,6 +118,15 @@ def run_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:  # bad --symbols count, unreadable or malformed replay files
         print(f"lsq sim serve: {exc}", file=sys.stderr)
         return 2
+    if args.history_cache is not None and args.replay:
+        print(
+            "lsq sim serve: --history-cache keeps the generated market's files; it cannot be used with --replay",
+            file=sys.stderr,
+        )
+        return 2
+    history_cache = (
+        None if args.history_cache is None else market_cache_dir(args.history_cache, args.seed, args.firehose)
+    )
     stream_settings = StreamSettings()
     users = UserStreamHub(clock, faults, stream_settings)
     accounts = settings.execution.accounts_for("mock")
@@ -120,7 +136,15 @@ def run_serve(args: argparse.Namespace) -> int:
 
     def factory() -> web.Application:
         return build_app(
-            market, clock, faults, engine, limits, accounts=accounts, stream_settings=stream_settings, user_hub=users
+            market,
+            clock,
+            faults,
+            engine,
+            limits,
+            accounts=accounts,
+            stream_settings=stream_settings,
+            user_hub=users,
+            history_cache=history_cache,
         )
 
     def ready(port: int) -> None:

@@ -1,7 +1,9 @@
 """Daily bulk files in the layout of Binance's public-data site (data.binance.vision), built from the market.
 
 Only complete past UTC days exist (as on the real site, today's file appears after midnight); a day before the
-symbol's first trade or not yet complete is a 404 (`resolve_history_path` returns None).
+symbol's first trade or not yet complete is a 404 (`resolve_history_path` returns None). A day's file never changes
+(the market is a function of the seed), so `HistoryFiles` can keep every file built on disk: a month of 40 symbols
+costs the simulator minutes of CPU to build (zlib mostly) and a rerun on the same machine then only reads it.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import io
 import re
 import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
 import polars as pl
 
+from lsq.paths import atomic_write_bytes
 from lsq.timelabels import DAY_MS, format_day, parse_day
 from lsq.timelabels import now_ms as wall_clock_ms
 from simulator.market import KLINE_INTERVALS, MarketLike
@@ -112,7 +116,46 @@ def klines_day_zip(market: MarketLike, symbol: str, interval: str, day: str, now
     return _zip(f"{symbol}-{interval}-{day}.csv", klines_csv(market, symbol, interval, start))
 
 
-def _cached(files: LRUCache | None, filename: str, make: Callable[[], bytes]) -> bytes:
+class HistoryFiles:
+    """The latest files in memory (a client fetches a file and then its .CHECKSUM) and, with a directory, every
+    file built on disk, so a day is built once per market, not once per server.
+
+    The directory must belong to one market: `market_cache_dir` names it by seed, rate and the generator's code.
+    """
+
+    def __init__(self, memory_size: int, directory: Path | None = None) -> None:
+        self._memory = LRUCache(memory_size)
+        self._directory = directory
+
+    def get(self, filename: str, make: Callable[[], bytes]) -> bytes:
+        return self._memory.get(filename, lambda: self._on_disk(filename, make))
+
+    def _on_disk(self, filename: str, make: Callable[[], bytes]) -> bytes:
+        if self._directory is None:
+            return make()
+        path = self._directory / filename
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            data = make()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, data)
+            return data
+
+
+_GENERATOR_SOURCES = ("market/base.py", "market/blocks.py", "market/generated.py", "instruments.py", "history_files.py")
+
+
+def market_cache_dir(root: Path, seed: int, rate_multiplier: float) -> Path:
+    """Where `HistoryFiles` keeps the generated market's files under `root`: one directory per seed, trade-rate
+    multiplier and version of the code that generates and formats the trades (a change starts a new directory)."""
+    code = hashlib.sha256()
+    for name in _GENERATOR_SOURCES:
+        code.update((Path(__file__).parent / name).read_bytes())
+    return root / f"seed{seed}-rate{rate_multiplier:g}-{code.hexdigest()[:12]}"
+
+
+def _cached(files: HistoryFiles | None, filename: str, make: Callable[[], bytes]) -> bytes:
     return make() if files is None else files.get(filename, make)
 
 
@@ -122,24 +165,27 @@ def checksum_text(data: bytes, filename: str) -> str:
 
 
 def resolve_history_path(
-    market: MarketLike, path: str, now_ms: int | None = None, files: LRUCache | None = None
+    market: MarketLike, path: str, now_ms: int | None = None, files: HistoryFiles | None = None
 ) -> tuple[bytes, str] | None:
     """Route a public-data path (with or without the leading /) to (body, content type); None means 404.
 
     /data/futures/um/daily/aggTrades/{SYMBOL}/{SYMBOL}-aggTrades-{YYYY-MM-DD}.zip[.CHECKSUM]
     /data/futures/um/daily/klines/{SYMBOL}/{interval}/{SYMBOL}-{interval}-{YYYY-MM-DD}.zip[.CHECKSUM]
 
-    `files` keeps the latest zips: a client fetches a file and then its .CHECKSUM, and a day's file never changes,
-    so the second request does not build the day again (half the simulator's work in a history backfill).
+    `files` keeps the zips built (see HistoryFiles): a client fetches a file and then its .CHECKSUM, and a day's
+    file never changes, so the second request does not build the day again (half the simulator's work in a history
+    backfill).
     """
     try:
         if match := _AGG_PATH.match(path):
             symbol, day = match["symbol"], match["day"]
             filename = f"{symbol}-aggTrades-{day}.zip"
+            _check_day(market, symbol, day, now_ms)  # before the cache: a stored file is served only once it exists
             data = _cached(files, filename, lambda: aggtrades_day_zip(market, symbol, day, now_ms))
         elif match := _KLINE_PATH.match(path):
             symbol, interval, day = match["symbol"], match["interval"], match["day"]
             filename = f"{symbol}-{interval}-{day}.zip"
+            _check_day(market, symbol, day, now_ms)
             data = _cached(files, filename, lambda: klines_day_zip(market, symbol, interval, day, now_ms))
         else:
             return None
@@ -160,10 +206,12 @@ def history_days(market: MarketLike, symbol: str, now_ms: int) -> list[str]:
 __all__ = [
     "AGG_TRADES_HEADER",
     "KLINES_HEADER",
+    "HistoryFiles",
     "HistoryNotFound",
     "aggtrades_day_zip",
     "checksum_text",
     "history_days",
     "klines_day_zip",
+    "market_cache_dir",
     "resolve_history_path",
 ]

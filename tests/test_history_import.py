@@ -93,6 +93,10 @@ def test_symbol_option_for_other_file_names(data_dir: Path, tmp_path: Path) -> N
         ("2003,61234.5,0.1,9005,9005,1723075200009,true,1", "line 4: expected 7 comma-separated fields"),
         ("2003,61234.5,0.1,9005,9005,1723161600000,true", "line 4: transact_time outside the file's period"),
         ("2003,61234.5,0.1,9006,9005,1723075200009,true", "line 4: last_trade_id must be >= first_trade_id"),
+        # Polars would read these as integers: the text checks still refuse them
+        ("+2003,61234.5,0.1,9005,9005,1723075200009,true", "line 4: agg_trade_id must be a non-negative integer"),
+        ("2003,61234.5,0.1, 9005,9005,1723075200009,true", "line 4: first_trade_id must be a non-negative integer"),
+        ("-2003,61234.5,0.1,9005,9005,1723075200009,true", "line 4: agg_trade_id must be a non-negative integer"),
     ],
 )
 def test_malformed_line_names_file_and_line_and_writes_nothing(

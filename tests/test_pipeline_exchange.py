@@ -13,9 +13,11 @@ from collectors import history
 from lsq.config import Settings
 from lsq.exchange import rest_client
 from lsq.stores.panels import day_file, load_panel
-from lsq.stores.universes import read_universe, universe_days
+from lsq.stores.universes import read_universe, universe_days, write_universe
 from lsq.timelabels import DAY_MS, WINDOW_MS, day_start, format_day, now_ms, parse_day, partition_key
 from lsq_pipeline.defs.market import checks
+from lsq_pipeline.defs.market.assets import fetch_by_universe
+from lsq_pipeline.defs.market.exchange_data import fetch_premium_index
 from lsq_pipeline.defs.market.keys import PREMIUM_INDEX_5M
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.tags import RANGE_END_TAG, RANGE_START_TAG
@@ -120,6 +122,38 @@ def test_premium_index_and_funding(settings: Settings, tmp_path: Path, instance)
         )
         assert events["funding_time"].to_list() == [e["fundingTime"] for e in expected]
         assert events.height >= 3  # every symbol settles at least every 8 hours
+
+
+def test_a_range_of_premium_index_uses_each_days_universe(settings: Settings, tmp_path: Path, instance) -> None:
+    """Days with the same universe are fetched together; every day still gets exactly its own universe's rows."""
+    first = day_start(now_ms()) - 3 * DAY_MS
+    days = [format_day(first + k * DAY_MS) for k in range(3)]
+    lsq = resource_for(settings, tmp_path / "data", tmp_path)
+    dg.materialize([universe_asset], instance=instance, partition_key=days[-1], resources={"lsq": lsq})
+    few = read_universe(lsq.paths, days[-1]).head(3)  # three symbols keep the simulator's work small
+    dropped = few["symbol"][0]
+    write_universe(lsq.paths, days[0], "v1", few.filter(pl.col("symbol") != dropped))
+    for day in days[1:]:
+        write_universe(lsq.paths, day, "v1", few)
+    frame = fetch_by_universe(lsq, fetch_premium_index, first, first + 3 * DAY_MS)
+    client = rest_client(settings)
+    for day in days:
+        lo = parse_day(day)
+        stored = frame.filter(pl.col("open_time").is_between(lo, lo + DAY_MS, closed="left"))
+        universe = read_universe(lsq.paths, day)["symbol"].to_list()
+        assert sorted(stored["symbol"].unique()) == sorted(universe) and (day != days[0] or dropped not in universe)
+        assert stored.group_by("symbol").len()["len"].to_list() == [DAY_MS // WINDOW_MS] * len(universe)
+        symbol = universe[-1]
+        rows = [
+            r
+            for start, stop, limit in ((lo, lo + DAY_MS // 2 - 1, 144), (lo + DAY_MS // 2, lo + DAY_MS - 1, 144))
+            for r in client.futures_premium_index_klines(
+                symbol=symbol, interval="5m", startTime=start, endTime=stop, limit=limit
+            )
+        ]
+        mine = stored.filter(pl.col("symbol") == symbol).sort("open_time")
+        assert mine["open_time"].to_list() == [r[0] for r in rows]
+        assert mine["close"].to_list() == [float(r[4]) for r in rows]
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -13,11 +14,13 @@ from lsq.timelabels import DAY_MS, HOUR_MS, parse_day
 from simulator.history_files import (
     AGG_TRADES_HEADER,
     KLINES_HEADER,
+    HistoryFiles,
     HistoryNotFound,
     aggtrades_day_zip,
     checksum_text,
     history_days,
     klines_day_zip,
+    market_cache_dir,
     resolve_history_path,
 )
 from simulator.instruments import select_instruments
@@ -111,3 +114,20 @@ def test_listing_day_file_starts_at_the_first_trade(market: Market) -> None:
     assert history_days(market, "ADAUSDT", NOW) == ["2026-04-02", "2026-04-03", "2026-04-04"]
     with pytest.raises(HistoryNotFound, match="first trade"):
         aggtrades_day_zip(market, "ADAUSDT", "2026-04-01", NOW)
+
+
+def test_history_cache_serves_the_same_bytes_from_disk_to_a_new_server(market: Market, tmp_path: Path) -> None:
+    directory = market_cache_dir(tmp_path, market.seed, market.rate_multiplier)
+    built = resolve_history_path(market, AGG_PATH, NOW, HistoryFiles(2, directory))
+    stored = directory / f"XRPUSDT-aggTrades-{DAY}.zip"
+    assert built is not None and stored.read_bytes() == built[0] == aggtrades_day_zip(market, "XRPUSDT", DAY, NOW)
+    # a later server with another market of the same seed reads the stored file (a replaced file proves it)
+    stored.write_bytes(b"PK stored")
+    again = Market(select_instruments(12, onboard={"ADAUSDT": LISTED_AT}), seed=3, rate_multiplier=0.2)
+    body, _ = resolve_history_path(again, AGG_PATH, NOW, HistoryFiles(2, directory)) or (b"", "")
+    checksum, _ = resolve_history_path(again, AGG_PATH + ".CHECKSUM", NOW, HistoryFiles(2, directory)) or (b"", "")
+    assert body == b"PK stored" and checksum.decode() == checksum_text(b"PK stored", stored.name)
+    # a day not complete yet is a 404 even when a file for it is stored (a server clock behind the one that built it)
+    assert resolve_history_path(again, AGG_PATH, DAY_START + HOUR_MS, HistoryFiles(2, directory)) is None
+    # another seed or rate, or another version of the generator, gets its own directory
+    assert market_cache_dir(tmp_path, 4, 0.2) != directory != market_cache_dir(tmp_path, 3, 1.0)

@@ -60,23 +60,28 @@ def exchange_symbols(lsq: LsqResource, day_ms: int, client: "Client") -> list[st
     return universe_symbols(lsq.paths, day_ms) or universe_v1(client.futures_exchange_info())["symbol"].to_list()
 
 
-def _per_day(
+def fetch_by_universe(
     lsq: LsqResource,
     fetch: "Callable[[Client, list[str], int, int], pl.DataFrame]",
     start_ms: int,
     end_ms: int,
     client: "Client | None" = None,
 ) -> pl.DataFrame:
-    """`fetch` day by day, each day with its own universe (a multi-day backfill must not use the first day's)."""
+    """`fetch` with each day's own universe (a multi-day backfill must not use the first day's), one call per run of
+    consecutive days whose universe is the same: a month is ~6 kline pages per symbol instead of 30 requests."""
     client = client or lsq.rest()
-    return pl.concat(
-        [fetch(client, exchange_symbols(lsq, lo, client), lo, hi) for lo, hi in day_chunks(start_ms, end_ms)],
-        how="vertical_relaxed",
-    )
+    spans: list[tuple[list[str], int, int]] = []
+    for lo, hi in day_chunks(start_ms, end_ms):
+        symbols = sorted(exchange_symbols(lsq, lo, client))
+        if spans and spans[-1][0] == symbols:
+            spans[-1] = (symbols, spans[-1][1], hi)
+        else:
+            spans.append((symbols, lo, hi))
+    return pl.concat([fetch(client, symbols, lo, hi) for symbols, lo, hi in spans], how="vertical_relaxed")
 
 
 def _premium_index(lsq: LsqResource, client: "Client", start_ms: int, end_ms: int) -> pl.DataFrame:
-    frame = _per_day(lsq, fetch_premium_index, start_ms, end_ms, client)
+    frame = fetch_by_universe(lsq, fetch_premium_index, start_ms, end_ms, client)
     write_panel(lsq.paths, "premium_index", frame, start_ms, end_ms)
     return frame
 
@@ -248,7 +253,7 @@ def market_assets(partitions: Partitions, clock: Clock = SYSTEM_CLOCK) -> Market
     )
     def funding_rates(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
         start_ms, end_ms = time_range(context)
-        frame = _per_day(lsq, fetch_funding, start_ms, end_ms)
+        frame = fetch_by_universe(lsq, fetch_funding, start_ms, end_ms)
         write_panel(lsq.paths, "funding", frame, start_ms, end_ms)
         return dg.MaterializeResult(metadata={"rows": frame.height, "symbols": frame["symbol"].n_unique()})
 
