@@ -32,11 +32,11 @@ from conftest import start_sim_server
 
 from lsq.timelabels import DAY_MS, WINDOW_MS, format_day, now_ms, partition_key, window_start
 from lsq_pipeline.backfill import run_backfill
+from lsq_pipeline.cli import instance_yaml
 from lsq_pipeline.definitions import build_definitions
 from lsq_pipeline.defs.market.jobs import WINDOW_JOB
 from lsq_pipeline.resources import LsqResource
 
-ROOT = Path(__file__).resolve().parent.parent
 STEP_END = (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)
 # the two latencies, here from the run's start: bars stored, target positions written
 MILESTONES = ("bars_5m", "target_positions")
@@ -81,7 +81,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lsq-windowsteps-"))
     home = work / "dagster_home"
     home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    (home / "dagster.yaml").write_text(instance_yaml(home))
     sim = start_sim_server(work / "data", symbols=args.symbols)
     try:
         end = window_start(now_ms()) - WINDOW_MS
