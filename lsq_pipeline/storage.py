@@ -15,9 +15,9 @@ the same storage, the same files and rows, with one engine per database file kep
 A single run over a partition range records one materialisation per partition and asset (8,640 a month of 5-minute
 windows). Dagster groups them into batches when DAGSTER_EVENT_BATCH_SIZE is set and hands each batch to
 `store_event_batch`; dagster-postgres writes a batch as one insert, but the sqlite storage stores it event by event,
-two transactions per event. Here a batch of one run's materialisations (or observations) is one transaction per
-shard, with the same rows the default writes and, like dagster-postgres, the asset's latest-event entry updated once
-from the batch's last event. `lsq backfill` sets the variable (`backfill_instance`).
+two transactions per event. Here a batch of one run's materialisations (or observations) is one multi-row insert
+and one transaction per shard, with the same rows the default writes and, like dagster-postgres, the asset's
+latest-event entry updated once from the batch's last event. `lsq backfill` sets the variable (`backfill_instance`).
 """
 
 from __future__ import annotations
@@ -133,7 +133,10 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         with self.run_connection(runs.pop()) as conn:
             conn.execute(self.prepare_insert_event_batch(events))
         with self.index_transaction() as conn:
-            ids = [_inserted_id(conn.execute(self.prepare_insert_event(e))) for e in events]
+            # One multi-row insert; its rows get consecutive ids, as every insert into this shard holds the
+            # database's write lock until the transaction commits.
+            last = conn.execute(self.prepare_insert_event_batch(events)).lastrowid
+            ids = list(range(last - len(events) + 1, last + 1))
             self._store_asset_event_tags(conn, events, ids)
             self._store_asset_event(conn, events[-1], ids[-1])
 
@@ -164,11 +167,6 @@ class PooledSqliteStorage(DagsterSqliteStorage):
     ) -> PooledSqliteStorage:
         os.makedirs(config_value["base_dir"], exist_ok=True)
         return cls(config_value["base_dir"], inst_data=inst_data)
-
-
-def _inserted_id(result: Any) -> int:
-    """The row id of a single-row insert (SQLAlchemy types the key as optional; an insert always has one)."""
-    return int(result.inserted_primary_key[0])
 
 
 def pooled_storage_config(base_dir: str | Path) -> dict[str, Any]:

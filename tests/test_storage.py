@@ -29,6 +29,11 @@ def windows(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata={"windows": len(context.partition_keys)})
 
 
+def tags_of(instance: dg.DagsterInstance, event_id: int) -> dict[str, str]:
+    stored = instance.get_event_tags_for_asset(windows.key, filter_event_id=event_id)
+    return dict(stored[0]) if len(stored) == 1 else {}
+
+
 def record(instance: dg.DagsterInstance) -> dict[str, object]:
     result = dg.materialize(
         [windows],
@@ -47,6 +52,13 @@ def record(instance: dg.DagsterInstance) -> dict[str, object]:
         "metadata": {
             str(r.asset_materialization.metadata["windows"].value) for r in records if r.asset_materialization
         },
+        # each materialisation's indexed tags (its data version) are stored against its own event id
+        "tags_follow_events": all(
+            tags_of(instance, r.storage_id)
+            == {"dagster/data_version": r.asset_materialization.tags["dagster/data_version"]}
+            for r in records
+            if r.asset_materialization and r.asset_materialization.tags
+        ),
     }
 
 
@@ -61,6 +73,7 @@ def test_a_range_run_is_recorded_as_by_the_default_storage(tmp_path: Path, monke
         assert record(batched) == expected
     assert expected["partitions"] == expected["indexed"] == expected["in_run_log"] == sorted(KEYS)
     assert expected["latest"] == KEYS[-1]
+    assert expected["tags_follow_events"] is True
 
 
 def test_a_home_with_its_own_storage_opens_as_configured(tmp_path: Path) -> None:
