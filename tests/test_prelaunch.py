@@ -5,6 +5,7 @@ does not come. Time is a FakeClock that moves only while the run waits."""
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from builders import market, universe_frame
 from test_pipeline_assets import synthetic_trades
 from test_pipeline_sensors import write_marker
@@ -26,25 +27,31 @@ T0 = parse_partition_key("2026-11-21-08:00")
 END = T0 + WINDOW_MS
 
 
-def test_the_trigger_launches_the_open_window_ahead_of_its_end_once_the_previous_is_sealed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("start", ["2026-11-21-08:00", "2026-11-21-23:55"], ids=["morning", "across-midnight"])
+def test_the_trigger_launches_the_open_window_ahead_of_its_end_once_the_previous_is_sealed(
+    tmp_path: Path, start: str
+) -> None:
+    """Across midnight the next window's claim is the first file of a day whose marker folder does not exist yet."""
+    t0 = parse_partition_key(start)
+    end = t0 + WINDOW_MS
     paths = DataPaths(tmp_path)
     submit = Recorder()
-    write_marker(paths, T0 - WINDOW_MS)  # the window before: sealed, and its run launched by the sensor
-    try_claim(paths, T0 - WINDOW_MS, "sensor", T0)
-    submit.runs.add(partition_key(T0 - WINDOW_MS))
+    write_marker(paths, t0 - WINDOW_MS)  # the window before: sealed, and its run launched by the sensor
+    try_claim(paths, t0 - WINDOW_MS, "sensor", t0)
+    submit.runs.add(partition_key(t0 - WINDOW_MS))
     trigger = MarkerTrigger(paths, submit, submit.has_run)
-    assert trigger.step(END - PRELAUNCH_MS - 100) is None  # too early: the last closed window is already launched
-    assert read_claim(paths, T0) is None
-    assert trigger.step(END - PRELAUNCH_MS + 50) == partition_key(T0)  # open, not sealed
-    claim = read_claim(paths, T0)
+    assert trigger.step(end - PRELAUNCH_MS - 100) is None  # too early: the last closed window is already launched
+    assert read_claim(paths, t0) is None
+    assert trigger.step(end - PRELAUNCH_MS + 50) == partition_key(t0)  # open, not sealed
+    claim = read_claim(paths, t0)
     assert claim is not None and claim.by == "trigger"
-    # the next window: the collector has not sealed T0 yet, so nothing is launched to wait behind it
-    nxt = END
+    # the next window: the collector has not sealed t0 yet, so nothing is launched to wait behind it
+    nxt = end
     assert trigger.step(nxt + WINDOW_MS - PRELAUNCH_MS + 50) is None
     assert trigger.step(nxt + WINDOW_MS + 500) is None
-    write_marker(paths, T0)
+    write_marker(paths, t0)
     assert trigger.step(nxt + WINDOW_MS + 800) == partition_key(nxt)  # its own marker is not needed either
-    assert submit.keys == [partition_key(T0), partition_key(nxt)]
+    assert submit.keys == [partition_key(t0), partition_key(nxt)]
 
 
 def test_the_first_window_the_collector_seals_is_launched_at_its_seal(tmp_path: Path) -> None:
