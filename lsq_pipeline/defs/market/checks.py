@@ -411,7 +411,10 @@ def bar_check_results(context: dg.AssetExecutionContext, lsq: LsqResource) -> It
     lsq.settings  # noqa: B018  # loaded here, once, not by the threads at the same time
     keys = None if context.has_partition_key else list(context.partition_keys)
     scope = CheckScope(lsq, *time_range(context), keys)
-    with ThreadPoolExecutor(max_workers=len(selected), thread_name_prefix="bar-check") as pool:
+    # side by side for a live window; one at a time over a range, where each check reads days of bars and trades
+    # (a 30-day backfill's peak memory)
+    workers = len(selected) if keys is None else 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bar-check") as pool:
         futures = [(fn.__name__, bool(o.get("blocking")), pool.submit(_outcome, fn, scope)) for fn, o in selected]
         for name, blocking, future in futures:
             outcome = future.result()
