@@ -81,26 +81,44 @@ def universe_v2(
     )
 
 
-def day_volumes(client: MarketClient, symbols: Iterable[str], day_ms: int) -> list[dict[str, Any]]:
-    """Quote volume of each symbol over the complete UTC day before `day_ms`, from its 1d kline: what was known when
-    that day's universe was due, so a universe built later (a backfill) carries no look-ahead."""
-    rows = []
+KLINES_PER_REQUEST = 99  # daily klines per request: under 100 a request weighs 1
+
+
+def past_day_volumes(
+    client: MarketClient, symbols: Iterable[str], days_ms: list[int]
+) -> dict[int, list[dict[str, Any]]]:
+    """Quote volume of each symbol over the complete UTC day before each of `days_ms`, from its 1d klines: what was
+    known when that day's universe was due, so a universe built later (a backfill) carries no look-ahead. One request
+    per symbol and KLINES_PER_REQUEST days (a month's universes are 40 requests, not 1,200)."""
+    volumes: dict[int, dict[str, str]] = {day: {} for day in days_ms}
+    first, last = min(days_ms) - DAY_MS, max(days_ms) - DAY_MS
+    symbols = list(symbols)
     for symbol in symbols:
-        klines = client.futures_klines(symbol=symbol, interval="1d", startTime=day_ms - DAY_MS, limit=1)
-        volume = klines[0][7] if klines and int(klines[0][0]) == day_ms - DAY_MS else "0"
-        rows.append({"symbol": symbol, "quoteVolume": volume})
-    return rows
+        for start in range(first, last + 1, KLINES_PER_REQUEST * DAY_MS):
+            limit = min(KLINES_PER_REQUEST, (last - start) // DAY_MS + 1)
+            for kline in client.futures_klines(symbol=symbol, interval="1d", startTime=start, limit=limit):
+                day = int(kline[0]) + DAY_MS
+                if day in volumes:
+                    volumes[day][symbol] = kline[7]
+    return {day: [{"symbol": s, "quoteVolume": known.get(s, "0")} for s in symbols] for day, known in volumes.items()}
 
 
-def build_universe(
-    client: MarketClient, paths: DataPaths, rules: UniverseSettings, day: str, now_ms: int
-) -> dict[str, pl.DataFrame]:
-    """Build both versions for `day` and store them: v1 from exchangeInfo; v2 ranked by the live 24h tickers when
-    building ahead (the 23:55 refresh for tomorrow), else by the previous UTC day's volume (point in time)."""
-    day_ms = parse_day(day)
+def build_universes(
+    client: MarketClient, paths: DataPaths, rules: UniverseSettings, days: Iterable[str], now_ms: int
+) -> dict[str, dict[str, pl.DataFrame]]:
+    """Build both versions for each of `days` and store them: v1 from exchangeInfo; v2 ranked by the live 24h tickers
+    for a day still ahead (the 23:55 refresh for tomorrow), else by the previous UTC day's volume (point in time)."""
+    wanted = {day: parse_day(day) for day in days}
     v1 = universe_v1(client.futures_exchange_info())
-    volumes = client.futures_ticker() if day_ms > now_ms else day_volumes(client, v1["symbol"].to_list(), day_ms)
-    v2 = universe_v2(v1, volumes, day_ms, rules)
-    for version, frame in (("v1", v1), ("v2", v2)):
-        write_universe(paths, day, version, frame)
-    return {"v1": v1, "v2": v2}
+    past = [ms for ms in wanted.values() if ms <= now_ms]
+    volumes = past_day_volumes(client, v1["symbol"].to_list(), past) if past else {}
+    if len(past) < len(wanted):
+        tickers = client.futures_ticker()
+        volumes.update({ms: tickers for ms in wanted.values() if ms > now_ms})
+    built = {}
+    for day, day_ms in wanted.items():
+        v2 = universe_v2(v1, volumes[day_ms], day_ms, rules)
+        for version, frame in (("v1", v1), ("v2", v2)):
+            write_universe(paths, day, version, frame)
+        built[day] = {"v1": v1, "v2": v2}
+    return built

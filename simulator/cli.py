@@ -79,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--history-cache",
         type=Path,
         metavar="DIR",
-        help="keep every public-data file built under DIR and serve it from there next time (generated market only)",
+        help="keep every public-data file and daily summary built under DIR and serve them from there next time "
+        "(generated market only)",
     )
     p.set_defaults(func=run_serve)
 
@@ -127,6 +128,8 @@ def run_serve(args: argparse.Namespace) -> int:
     history_cache = (
         None if args.history_cache is None else market_cache_dir(args.history_cache, args.seed, args.firehose)
     )
+    if history_cache is not None:
+        market.keep_day_summaries(history_cache / "day-summaries")
     stream_settings = StreamSettings()
     users = UserStreamHub(clock, faults, stream_settings)
     accounts = settings.execution.accounts_for("mock")

@@ -15,6 +15,7 @@ from lsq.exchange import rest_client
 from lsq.stores.panels import day_file, load_panel
 from lsq.stores.universes import read_universe, universe_days, write_universe
 from lsq.timelabels import DAY_MS, WINDOW_MS, day_start, format_day, now_ms, parse_day, partition_key
+from lsq.universes import KLINES_PER_REQUEST, past_day_volumes
 from lsq_pipeline.defs.market import checks
 from lsq_pipeline.defs.market.assets import fetch_by_universe
 from lsq_pipeline.defs.market.exchange_data import fetch_premium_index
@@ -72,6 +73,24 @@ def test_universe_versions_from_exchange_info(settings: Settings, tmp_path: Path
     assert read_universe(strict.paths, next_day, "v2").height == 0
     assert read_universe(strict.paths, day, "v2").equals(v2)
     assert universe_days(strict.paths, "v2") == [day, next_day]
+
+
+def test_day_volumes_over_months_equal_each_days_own_kline(settings: Settings) -> None:
+    """A range of universes reads 1d klines in pages of KLINES_PER_REQUEST days; every day, on both sides of a page
+    boundary, gets the volume of its own previous day."""
+    client = rest_client(settings)
+    today = day_start(now_ms())
+    days = [today - k * DAY_MS for k in range(KLINES_PER_REQUEST + 21, 0, -1)]
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    volumes = past_day_volumes(client, symbols, days)
+    assert sorted(volumes) == days
+    for day in (days[0], days[KLINES_PER_REQUEST - 1], days[KLINES_PER_REQUEST], days[-1]):
+        own = []
+        for symbol in symbols:
+            (kline,) = client.futures_klines(symbol=symbol, interval="1d", startTime=day - DAY_MS, limit=1)
+            assert int(kline[0]) == day - DAY_MS
+            own.append({"symbol": symbol, "quoteVolume": kline[7]})
+        assert volumes[day] == own
 
 
 def test_a_range_of_universe_days_is_one_run_equal_to_day_by_day(settings: Settings, tmp_path: Path) -> None:

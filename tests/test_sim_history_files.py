@@ -8,6 +8,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lsq.timelabels import DAY_MS, HOUR_MS, parse_day
@@ -25,6 +26,7 @@ from simulator.history_files import (
 )
 from simulator.instruments import select_instruments
 from simulator.market import Market
+from simulator.market.blocks import TRADES
 
 DAY = "2026-04-02"
 DAY_START = parse_day(DAY)
@@ -131,3 +133,25 @@ def test_history_cache_serves_the_same_bytes_from_disk_to_a_new_server(market: M
     assert resolve_history_path(again, AGG_PATH, DAY_START + HOUR_MS, HistoryFiles(2, directory)) is None
     # another seed or rate, or another version of the generator, gets its own directory
     assert market_cache_dir(tmp_path, 4, 0.2) != directory != market_cache_dir(tmp_path, 3, 1.0)
+
+
+def test_kept_day_summaries_give_a_new_server_the_same_daily_klines(market: Market, tmp_path: Path) -> None:
+    """Daily klines over history (a backfill's universes) come from the kept day summaries after a restart, equal to
+    what the trades give; a torn summary file is built again, not served."""
+    kept = tmp_path / "day-summaries"
+    first = Market(select_instruments(12, onboard={"ADAUSDT": LISTED_AT}), seed=3, rate_multiplier=0.2)
+    first.keep_day_summaries(kept)
+    expected = market.klines("XRPUSDT", "1d", DAY_START, None, 2, now_ms=NOW)
+    assert first.klines("XRPUSDT", "1d", DAY_START, None, 2, now_ms=NOW) == expected
+    stored = sorted(p.name for p in kept.iterdir())
+    assert stored == [f"XRPUSDT-{DAY}.npy", "XRPUSDT-2026-04-03.npy"]
+    # a server started again reads the kept rows (a replaced one proves it) and rebuilds a torn one
+    doubled = kept / f"XRPUSDT-{DAY}.npy"
+    row = np.load(doubled)
+    row[:, TRADES] *= 2
+    np.save(doubled, row)
+    (kept / "XRPUSDT-2026-04-03.npy").write_bytes(b"\x93NUMPY torn")
+    again = Market(select_instruments(12, onboard={"ADAUSDT": LISTED_AT}), seed=3, rate_multiplier=0.2)
+    again.keep_day_summaries(kept)
+    served = again.klines("XRPUSDT", "1d", DAY_START, None, 2, now_ms=NOW)
+    assert served[0][8] == 2 * expected[0][8] and served[1] == expected[1]

@@ -3,14 +3,17 @@ funding), whatever the trades come from: `MarketBase` leaves only the trade sour
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from lsq.timelabels import DAY_MS, HOUR_MS, MINUTE_MS
+from lsq.paths import atomic_write_bytes
+from lsq.timelabels import DAY_MS, HOUR_MS, MINUTE_MS, format_day
 from simulator.instruments import Instrument, format_units_array
 from simulator.market.blocks import (
     CLOSE,
@@ -100,6 +103,8 @@ class MarketLike(Protocol):
     ) -> list[list[Any]]: ...
 
     def prefetch_day(self, day_ms: int, symbols: Iterable[str] | None = None) -> None: ...
+
+    def keep_day_summaries(self, directory: Path) -> None: ...
 
     def mark_price(self, symbol: str, now_ms: int) -> Decimal: ...
 
@@ -202,8 +207,16 @@ class MarketBase:
         # are cheap to redo). The fixed sizes before could hold 88 MB of minute rows alone.
         self._minute_cache = LRUCache(3 * n + 16)  # 172 KB each
         self._day_summary: dict[tuple[str, int], np.ndarray] = {}
+        self._summary_dir: Path | None = None
         self._premium_cache = LRUCache(4 * n + 64)  # 12 KB each
         self._ticker_cache = LRUCache(2 * n + 16)  # per symbol and second: only the current second is asked again
+
+    def keep_day_summaries(self, directory: Path) -> None:
+        """Keep every whole-day summary row in `directory` too (one market's: `history_files.market_cache_dir`), as
+        the public-data files are kept: a server started again answers daily klines over history (a backfill's
+        universes) without generating every day's trades anew."""
+        directory.mkdir(parents=True, exist_ok=True)
+        self._summary_dir = directory
 
     # -- symbols ----------------------------------------------------------------------------------------------
     @property
@@ -328,11 +341,29 @@ class MarketBase:
         leaves the minute cache to the recent days that tickers and intraday klines use."""
         row = self._day_summary.get((symbol, day_ms))
         if row is None:
+            row = self._stored_day_summary(symbol, day_ms)
+        if row is None:
             source = self._day_block(symbol, day_ms)
             block = source.rows(0, len(source))
             row = summarize_groups(block, np.array([0])) if len(block) else np.zeros((0, N_FIELDS), dtype=np.int64)
-            self._day_summary[(symbol, day_ms)] = row
+            if self._summary_dir is not None:
+                buffer = io.BytesIO()
+                np.save(buffer, row, allow_pickle=False)
+                atomic_write_bytes(self._summary_path(symbol, day_ms), buffer.getvalue())
+        self._day_summary[(symbol, day_ms)] = row
         return row
+
+    def _summary_path(self, symbol: str, day_ms: int) -> Path:
+        assert self._summary_dir is not None
+        return self._summary_dir / f"{symbol}-{format_day(day_ms)}.npy"
+
+    def _stored_day_summary(self, symbol: str, day_ms: int) -> np.ndarray | None:
+        if self._summary_dir is None:
+            return None
+        try:
+            return np.load(self._summary_path(symbol, day_ms), allow_pickle=False)
+        except (FileNotFoundError, ValueError, EOFError):  # not kept yet, or a torn file: build it again
+            return None
 
     def _close_before(self, symbol: str, ms: int) -> int | None:
         try:

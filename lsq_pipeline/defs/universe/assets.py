@@ -5,7 +5,7 @@ from datetime import UTC, timedelta
 import dagster as dg
 
 from lsq.clock import SYSTEM_CLOCK, Clock
-from lsq.universes import build_universe
+from lsq.universes import build_universes
 from lsq_pipeline.resources import LsqResource
 
 UNIVERSE = dg.AssetKey("universe")
@@ -23,10 +23,11 @@ def universe_asset(universe_days: dg.DailyPartitionsDefinition, clock: Clock = S
         description="Trading universe of a UTC day: v1 all USDT perpetuals, v2 top N by volume with listing age.",
     )
     def universe(context: dg.AssetExecutionContext, lsq: LsqResource) -> dg.MaterializeResult:
-        """One day, or every day of a backfill's range in one run (metadata then describes the last day)."""
+        """One day, or every day of a backfill's range in one run with one kline request per symbol (metadata then
+        describes the last day)."""
         days = context.partition_keys
         client, rules, now = lsq.rest(), lsq.settings.data.universe, clock.now_ms()
-        built = {day: build_universe(client, lsq.paths, rules, day, now) for day in days}
+        built = build_universes(client, lsq.paths, rules, days, now)
         last = built[days[-1]]
         return dg.MaterializeResult(
             metadata={
