@@ -4,6 +4,7 @@ a backfill's batches, and stays correct across the warm worker's forks and besid
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -24,9 +25,18 @@ FIVE_MINUTE = dg.TimeWindowPartitionsDefinition(
 KEYS = FIVE_MINUTE.get_partition_keys()[:120]  # two batches of 50 and a partial one
 
 
-@dg.asset(partitions_def=FIVE_MINUTE, backfill_policy=dg.BackfillPolicy.single_run())
-def windows(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    return dg.MaterializeResult(metadata={"windows": len(context.partition_keys)})
+@dg.asset(
+    partitions_def=FIVE_MINUTE,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=[dg.AssetCheckSpec("counted", asset="windows", partitions_def=FIVE_MINUTE)],
+)
+def windows(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    yield dg.MaterializeResult(metadata={"windows": len(context.partition_keys)})
+    for key in context.partition_keys[::2]:  # the bars' way: an evaluation per window of the range
+        context.log_event(
+            dg.AssetCheckEvaluation(asset_key=windows.key, check_name="counted", passed=True, partition=key)
+        )
+    yield dg.AssetCheckResult(check_name="counted", passed=True)
 
 
 def tags_of(instance: dg.DagsterInstance, event_id: int) -> dict[str, str]:
@@ -49,6 +59,13 @@ def record(instance: dg.DagsterInstance) -> dict[str, object]:
         "indexed": sorted(r.partition_key or "" for r in records),
         "in_run_log": sorted(e.get_dagster_event().partition or "" for e in run_events),
         "latest": latest.get_dagster_event().partition if latest else None,
+        # a planned row per window of the range, updated by each window's evaluation
+        "checks": sorted(
+            (c.partition or "", c.status.value, c.event.dagster_event_type.value if c.event else "")
+            for c in instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(windows.key, "counted"), limit=1000
+            )
+        ),
         "metadata": {
             str(r.asset_materialization.metadata["windows"].value) for r in records if r.asset_materialization
         },
@@ -73,6 +90,8 @@ def test_a_range_run_is_recorded_as_by_the_default_storage(tmp_path: Path, monke
         assert record(batched) == expected
     assert expected["partitions"] == expected["indexed"] == expected["in_run_log"] == sorted(KEYS)
     assert expected["latest"] == KEYS[-1]
+    assert [c[0] for c in expected["checks"] if c[1] == "PLANNED"] == KEYS[1::2]  # windows never evaluated
+    assert [c[0] for c in expected["checks"] if c[0] and c[1] == "SUCCEEDED"] == KEYS[::2]
     assert expected["tags_follow_events"] is True
 
 
