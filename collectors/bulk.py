@@ -14,14 +14,17 @@ import asyncio
 import hashlib
 import io
 import re
+import struct
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import polars as pl
+from isal import isal_zlib
 
 from lsq.schema import TRADE_SCHEMA
 from lsq.timelabels import DAY_MS, format_day
@@ -32,6 +35,7 @@ _NAME_RE = re.compile(r"^(?P<symbol>[A-Z0-9]{2,40})-aggTrades-(?P<period>\d{4}-\
 _INT = r"^[0-9]{1,18}$"
 DECIMAL_PATTERN = r"^[0-9]{1,29}(\.[0-9]{1,8})?$"  # what Binance prints: at most 8 decimals, no sign
 CHUNK_BYTES = 64 * 1024 * 1024
+INFLATE_ERROR = cast("type[Exception]", isal_zlib.error)  # isal's stubs declare its error class as an instance
 _MIN_MS, _MAX_MS = 10**12, 10**13  # 2001 .. 2286 in milliseconds; microsecond stamps (16 digits) are refused
 
 
@@ -75,9 +79,29 @@ def unzip_single_csv(data: bytes, source: str) -> tuple[str, bytes]:
             if len(members) != 1 or not members[0].filename.lower().endswith(".csv"):
                 names = [i.filename for i in members]
                 raise BulkFileError(f"{source}: expected exactly one .csv inside the zip, found {names}")
-            return members[0].filename, archive.read(members[0])
+            member = members[0]
+            if member.compress_type != zipfile.ZIP_DEFLATED:
+                return member.filename, archive.read(member)
     except zipfile.BadZipFile as exc:
         raise BulkFileError(f"{source}: not a valid zip file ({exc})") from None
+    return member.filename, _inflate(data, member, source)
+
+
+def _inflate(data: bytes, member: zipfile.ZipInfo, source: str) -> bytes:
+    """A deflated member's bytes, inflated by ISA-L (2-3x zlib's speed, without the GIL; a month of 40 symbols is
+    6.6 GB of CSV) and checked against the member's size and CRC-32 as zipfile checks them."""
+    header = member.header_offset
+    if data[header : header + 4] != b"PK\x03\x04":
+        raise BulkFileError(f"{source}: not a valid zip file (no local header for {member.filename})")
+    name_length, extra_length = struct.unpack_from("<HH", data, header + 26)
+    start = header + 30 + name_length + extra_length
+    try:
+        text = isal_zlib.decompress(data[start : start + member.compress_size], -15, max(member.file_size, 1))
+    except INFLATE_ERROR as exc:
+        raise BulkFileError(f"{source}: corrupt zip member {member.filename} ({exc})") from None
+    if len(text) != member.file_size or isal_zlib.crc32(text) != member.CRC:
+        raise BulkFileError(f"{source}: corrupt zip member {member.filename} (size or CRC-32 does not match)")
+    return text
 
 
 def _first_line(data: bytes) -> bytes:
@@ -123,7 +147,7 @@ def parse_agg_trades_csv(data: bytes, source: str, period: tuple[int, int] | Non
     for start, end in _chunks(data, CHUNK_BYTES, skip):
         line = first_line + data.count(b"\n", skip, start)
         frames.append(_parse_chunk(data[start:end], source, line, period))
-    return pl.concat(frames).sort("agg_trade_id") if frames else pl.DataFrame(schema=TRADE_SCHEMA)
+    return in_id_order(pl.concat(frames)) if frames else pl.DataFrame(schema=TRADE_SCHEMA)
 
 
 def _parse_chunk(chunk: bytes, source: str, first_line: int, period: tuple[int, int] | None) -> pl.DataFrame:
@@ -197,7 +221,7 @@ def _parse_valid_chunk(chunk: bytes, period: tuple[int, int] | None) -> pl.DataF
     )
     if typed.select(pl.any_horizontal(*[expr for _, expr in _semantic(period)]).any()).item():
         return None
-    return typed.sort("agg_trade_id")
+    return in_id_order(typed)
 
 
 def _semantic(period: tuple[int, int] | None) -> list[tuple[str, pl.Expr]]:
@@ -242,7 +266,15 @@ def _typed_trades(raw: pl.DataFrame, source: str, offset: int, period: tuple[int
         raise BulkFileError(
             f"{source} line {bad + offset}: {'; '.join(reasons)} (row {_show(raw.row(bad, named=True))})"
         )
-    return typed.sort("agg_trade_id")
+    return in_id_order(typed)
+
+
+def in_id_order(trades: pl.DataFrame) -> pl.DataFrame:
+    """`trades` sorted by agg_trade_id: as they are when a file lists them in order (Binance's do), checked in one
+    pass instead of sorted again (a sort was a fifth of parsing a file)."""
+    if trades["agg_trade_id"].is_sorted():
+        return trades.with_columns(pl.col("agg_trade_id").set_sorted())
+    return trades.sort("agg_trade_id")
 
 
 def _show(row: dict[str, str | None]) -> str:

@@ -76,6 +76,24 @@ def test_zip_without_header_monthly_name_and_reimport_is_idempotent(
     assert got["price"][-1] == D("3000.1")
 
 
+def test_a_deflated_zip_imports_and_a_corrupt_one_is_named(data_dir: Path, tmp_path: Path) -> None:
+    """Public-data zips are deflated: inflated whole, checked by size and CRC-32; a damaged one stores nothing."""
+    good = tmp_path / "BTCUSDT-aggTrades-2024-08-08.zip"
+    with zipfile.ZipFile(good, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("BTCUSDT-aggTrades-2024-08-08.csv", csv_text(ROWS, header=True))
+    assert read_agg_trades_file(good).height == len(ROWS)
+    data = bytearray(good.read_bytes())
+    member = zipfile.ZipFile(good).infolist()[0]
+    middle = member.header_offset + 30 + len(member.filename) + member.compress_size // 2
+    data[middle] ^= 0xFF
+    bad = tmp_path / "ETHUSDT-aggTrades-2024-08-08.zip"
+    bad.write_bytes(bytes(data))
+    assert main(["import-trades", str(bad)]) == 1
+    with pytest.raises(BulkFileError, match=r"corrupt zip member BTCUSDT-aggTrades-2024-08-08\.csv"):
+        read_agg_trades_file(bad)
+    assert not DataPaths(data_dir).symbol_trades("ETHUSDT").exists()
+
+
 def test_symbol_option_for_other_file_names(data_dir: Path, tmp_path: Path) -> None:
     path = tmp_path / "trades.csv"
     path.write_text(csv_text(ROWS[:2], header=True))
