@@ -243,8 +243,10 @@ async def backfill(settings: Settings, symbols: Sequence[str], start_ms: int, en
         reports = {s: SymbolBackfill(s) for s in symbols}
         rest: dict[str, list[tuple[int, int]]] = {s: [] for s in symbols}
         bulk: list[tuple[str, int, int, int]] = []
-        for symbol in symbols:
-            for day in range(start_ms - start_ms % DAY_MS, end_ms, DAY_MS):
+        # day by day, all symbols of a day before the next: the downloads in flight are other symbols', so their
+        # writes do not queue for one symbol's compaction lock
+        for day in range(start_ms - start_ms % DAY_MS, end_ms, DAY_MS):
+            for symbol in symbols:
                 lo, hi = max(start_ms, day), min(end_ms, day + DAY_MS)
                 if day + DAY_MS > today:
                     rest[symbol].append((lo, hi))

@@ -102,10 +102,26 @@ def conform(df: pl.DataFrame) -> pl.DataFrame:
     return out
 
 
+# Ids and times grow by small steps: delta-encoded they are a fraction of their plain size. No dictionaries (trades
+# rarely repeat a whole price and quantity page), and statistics only where a reader uses them (the last id, and
+# row groups skipped by time): a third less CPU than Polars' writer with every statistic, files a quarter smaller and
+# a quarter quicker to read. zstd level 1: ~15% less CPU than the default level 3 for ~2% larger files.
+_DELTA_COLUMNS = ("agg_trade_id", "first_trade_id", "last_trade_id", "transact_time")
+_ENCODING = dict.fromkeys(_DELTA_COLUMNS, "DELTA_BINARY_PACKED")
+_STATISTICS = ["agg_trade_id", "transact_time"]
+
+
 def _to_parquet_bytes(df: pl.DataFrame) -> bytes:
     buf = io.BytesIO()
-    # zstd level 1: ~15% less CPU than the default level 3 for ~2% larger trade files (a month is 108 M rows)
-    df.write_parquet(buf, compression="zstd", compression_level=1, statistics=True)
+    pq.write_table(
+        df.to_arrow(),
+        buf,
+        compression="zstd",
+        compression_level=1,
+        use_dictionary=False,
+        column_encoding=_ENCODING,
+        write_statistics=_STATISTICS,
+    )
     return buf.getvalue()
 
 
