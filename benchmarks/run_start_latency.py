@@ -25,7 +25,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -35,7 +34,9 @@ import dagster as dg
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # postgres_server, shared with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks.timing, when run as a script
 
+from benchmarks.timing import percentile, temporary_home
 from lsq.paths import DataPaths, atomic_write_text
 from lsq.timelabels import HOUR_MS, WINDOW_MS, format_day, now_ms, partition_key, to_datetime, window_start
 from lsq_pipeline.cli import instance_yaml as project_instance_yaml
@@ -84,11 +85,6 @@ def storage(kind: str) -> Iterator[dict[str, object] | None]:
         yield server.storage_config(server.create_database("dagster"))
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=12)
@@ -99,9 +95,7 @@ def main() -> None:
     parser.add_argument("--dagster-port", type=int, default=3097)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="lsq-runstart-"))
-    home = work / "dagster_home"
-    home.mkdir()
+    work, home = temporary_home("lsq-runstart-")
     sim = f"127.0.0.1:{args.sim_port}"
     end = window_start(now_ms()) - WINDOW_MS
     start = end - WINDOWS * WINDOW_MS

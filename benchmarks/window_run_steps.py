@@ -19,7 +19,6 @@ import argparse
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -27,9 +26,11 @@ from pathlib import Path
 import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the simulator fixture's builder
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks.timing, when run as a script
 
 from conftest import start_sim_server
 
+from benchmarks.timing import percentile, temporary_home
 from lsq.timelabels import DAY_MS, WINDOW_MS, format_day, now_ms, partition_key, window_start
 from lsq_pipeline.backfill import run_backfill
 from lsq_pipeline.cli import instance_yaml
@@ -40,11 +41,6 @@ from lsq_pipeline.resources import LsqResource
 STEP_END = (dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE)
 # the two latencies, here from the run's start: bars stored, target positions written
 MILESTONES = ("bars_5m", "target_positions")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def step_seconds(instance: dg.DagsterInstance, run_id: str) -> tuple[dict[str, float], int, dict[str, float]]:
@@ -78,9 +74,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=3)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="lsq-windowsteps-"))
-    home = work / "dagster_home"
-    home.mkdir()
+    work, home = temporary_home("lsq-windowsteps-")
     (home / "dagster.yaml").write_text(instance_yaml(home))
     sim = start_sim_server(work / "data", symbols=args.symbols)
     try:

@@ -33,9 +33,11 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from lsq.clock import SYSTEM_CLOCK, Clock
+from lsq.timelabels import day_start
 
 MODULE = "lsq_pipeline.definitions"  # workspace.yaml
 PID_TAG = "lsq/warm_pid"  # on a run forked by the worker: the process running it (health checks, termination)
@@ -107,10 +109,11 @@ def _imported_sources(root: Path) -> list[Path]:
 class Worker:
     """The state the runs fork from, and what it was built from (to tell when it is stale)."""
 
-    def __init__(self, module: str, working_directory: Path) -> None:
+    def __init__(self, module: str, working_directory: Path, clock: Clock = SYSTEM_CLOCK) -> None:
         import dagster as dg
 
         self.module = module
+        self.clock = clock
         self.working_directory = working_directory
         os.chdir(working_directory)
         sys.path.insert(0, str(working_directory))
@@ -130,10 +133,10 @@ class Worker:
                     importlib.import_module(data.module_name)
         self.sources = _imported_sources(working_directory)
         self.signature = _signature(self.sources)
-        self.day = datetime.now(UTC).date()  # the code location fixes its first partition day at import
+        self.day = day_start(clock.now_ms())  # the code location fixes its first partition day at import
 
     def stale(self) -> str | None:
-        if datetime.now(UTC).date() != self.day:
+        if day_start(self.clock.now_ms()) != self.day:
             return "the UTC day changed since the worker imported the code location"
         now = _signature(self.sources)
         changed = [path for path in self.sources if now.get(str(path)) != self.signature.get(str(path))]

@@ -10,20 +10,22 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import waiting
 import yaml
 from dagster._core.events import DagsterEventType
 from dagster._core.launcher.base import WorkerStatus
 from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRequestContext
 from dagster._core.workspace.load_target import ModuleTarget
 
+from lsq.clock import FakeClock
+from lsq.timelabels import DAY_MS, day_start
 from lsq_pipeline.launcher import WarmRunLauncher, start_worker
-from lsq_pipeline.warm_worker import PID_TAG, request, socket_path
+from lsq_pipeline.warm_worker import PID_TAG, Worker, request, socket_path
 
 TESTS = Path(__file__).resolve().parent
 MODULE = "warm_location"
@@ -58,10 +60,7 @@ def worker_for(instance: dg.DagsterInstance) -> Iterator[Path]:
     """A warm worker for the instance's home, stopped at the end (it would exit with this process anyway)."""
     path = socket_path(instance.root_directory)
     start_worker(path, MODULE, str(TESTS))
-    deadline = time.monotonic() + DEADLINE_S
-    while not path.exists():
-        assert time.monotonic() < deadline, f"no warm worker came up: {Path(f'{path}.log').read_text()}"
-        time.sleep(0.1)
+    waiting.wait_for("a warm worker to come up (see its .log)", path.exists, DEADLINE_S)
     try:
         yield path
     finally:
@@ -91,10 +90,7 @@ def stop_worker(path: Path) -> None:
     """Ask the worker to stop and wait until its socket is gone (the next test may want no worker)."""
     with contextlib.suppress(OSError):
         request(path, {"stop": True})
-    deadline = time.monotonic() + DEADLINE_S
-    while path.exists():
-        assert time.monotonic() < deadline, "the warm worker did not stop"
-        time.sleep(0.1)
+    waiting.wait_for("the warm worker to stop", lambda: not path.exists(), DEADLINE_S)
 
 
 def launch(instance: dg.DagsterInstance, workspace: WorkspaceRequestContext, job: str) -> str:
@@ -116,11 +112,11 @@ def _defs() -> dg.Definitions:
 
 
 def wait_for(instance: dg.DagsterInstance, run_id: str, done: set[dg.DagsterRunStatus]) -> dg.DagsterRun:
-    deadline = time.monotonic() + DEADLINE_S
-    while (run := instance.get_run_by_id(run_id)) is None or run.status not in done:
-        assert time.monotonic() < deadline, f"run {run_id} still {run.status if run else 'missing'}"
-        time.sleep(0.1)
-    return run
+    def reached() -> dg.DagsterRun | None:
+        run = instance.get_run_by_id(run_id)
+        return run if run is not None and run.status in done else None
+
+    return waiting.wait_for(f"run {run_id} to reach {sorted(s.value for s in done)}", reached, DEADLINE_S)
 
 
 def finished(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun:
@@ -190,10 +186,11 @@ def test_a_stale_worker_refuses_and_restarts_with_the_new_code(
     assert run.status == dg.DagsterRunStatus.SUCCESS
     assert PID_TAG not in run.tags
     assert any("warm_location.py changed" in m for m in engine_messages(instance, run_id))
-    deadline = time.monotonic() + DEADLINE_S
-    while log.read_text().count("serving") == served or not worker.exists():
-        assert time.monotonic() < deadline, f"the stale worker did not start again: {log.read_text()}"
-        time.sleep(0.1)
+    waiting.wait_for(
+        "the stale worker to start again",
+        lambda: log.read_text().count("serving") > served and worker.exists(),
+        DEADLINE_S,
+    )
     again = finished(instance, launch(instance, workspace, "warm_job"))
     assert again.status == dg.DagsterRunStatus.SUCCESS and PID_TAG in again.tags
 
@@ -208,10 +205,11 @@ def test_a_killed_run_process_is_reported_failed(
     assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
     pid = int(run.tags[PID_TAG])
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + DEADLINE_S
-    while launcher.check_run_worker_health(run).status != WorkerStatus.FAILED:
-        assert time.monotonic() < deadline, f"pid {pid} still reported running"
-        time.sleep(0.1)
+    waiting.wait_for(
+        f"pid {pid} to be reported failed",
+        lambda: launcher.check_run_worker_health(run).status == WorkerStatus.FAILED,
+        DEADLINE_S,
+    )
 
 
 def test_terminate_cancels_a_forked_run(
@@ -226,8 +224,20 @@ def test_terminate_cancels_a_forked_run(
 
 
 def wait_for_tag(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun:
-    deadline = time.monotonic() + DEADLINE_S
-    while PID_TAG not in (run := instance.get_run_by_id(run_id) or dg.DagsterRun(job_name="?")).tags:
-        assert time.monotonic() < deadline, "the launcher never tagged the run with its process"
-        time.sleep(0.1)
-    return run
+    def tagged() -> dg.DagsterRun | None:
+        run = instance.get_run_by_id(run_id)
+        return run if run is not None and PID_TAG in run.tags else None
+
+    return waiting.wait_for("the launcher to tag the run with its process", tagged, DEADLINE_S)
+
+
+def test_a_worker_is_stale_once_the_utc_day_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The code location fixes its first partition day at import: a worker built before UTC midnight must not serve
+    runs after it. One second before midnight it is fresh, at midnight it is stale (a fake clock, no waiting)."""
+    monkeypatch.chdir(TESTS)  # the worker changes into its working directory; the test's own is restored after
+    midnight = day_start(FakeClock().now_ms()) + DAY_MS
+    clock = FakeClock(now_ms=midnight - 1000)
+    built = Worker(MODULE, TESTS, clock)
+    assert built.stale() is None
+    clock.advance(1.0)
+    assert built.stale() == "the UTC day changed since the worker imported the code location"
