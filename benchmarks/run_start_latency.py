@@ -1,11 +1,12 @@
 """Run-start latency of real window runs under a real `dagster dev`: submit -> started and started -> finished.
 
-    .venv/bin/python benchmarks/run_start_latency.py [--runs 12] [--storage sqlite|postgres] [--symbols 5]
-        [--launcher warm|default]
+    .venv/bin/python benchmarks/run_start_latency.py [--runs 12] [--storage sqlite|postgres|postgres-nullpool]
+        [--symbols 5] [--launcher warm|default]
 
 A temporary home: the simulator (`lsq sim serve`), `lsq backfill` of the last few closed windows (trades, universe,
-bars), then `dagster dev` on the project's workspace and dagster.yaml (plus a `storage: postgres` section on a
-throw-away server from tests/postgres_server.py with `--storage postgres`). Each run is submitted exactly as
+bars), then `dagster dev` on the project's workspace and dagster.yaml. `--storage postgres` puts the instance on a
+throw-away server from tests/postgres_server.py with the project's pooled storage (lsq_pipeline.postgres_storage);
+`postgres-nullpool` with dagster-postgres' own, a new connection per write. Each run is submitted exactly as
 `lsq trigger` submits it (GraphQL, the window job, the live path's tags) and awaited before the next one; the times
 are the run records' own (created, started, ended). `--launcher warm` (the project's dagster.yaml) starts the warm
 run worker beside `dagster dev`, as `lsq run` does; `--launcher default` drops the run_launcher section (Dagster's
@@ -82,13 +83,13 @@ def storage(kind: str) -> Iterator[dict[str, object] | None]:
     from postgres_server import postgres_server
 
     with postgres_server() as server:
-        yield server.storage_config(server.create_database("dagster"))
+        yield server.storage_config(server.create_database("dagster"), pooled=kind == "postgres")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=12)
-    parser.add_argument("--storage", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--storage", choices=("sqlite", "postgres", "postgres-nullpool"), default="sqlite")
     parser.add_argument("--symbols", type=int, default=5)
     parser.add_argument("--launcher", choices=("warm", "default"), default="warm")
     parser.add_argument("--sim-port", type=int, default=8797)

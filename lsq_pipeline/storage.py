@@ -38,7 +38,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetC
 from dagster._core.events.log import EventLogEntry
 from dagster._core.instance.ref import InstanceRef
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log import SqlEventLogStorage, SqliteEventLogStorage
 from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable, SqlEventLogStorageTable
 from dagster._core.storage.runs import SqliteRunStorage
 from dagster._core.storage.schedules import SqliteScheduleStorage
@@ -104,7 +104,29 @@ class PooledSqliteRunStorage(SqliteRunStorage):
         self._cache.dispose()
 
 
-class PooledSqliteEventLogStorage(SqliteEventLogStorage):
+class PlannedChecksSerialisedOnce(SqlEventLogStorage):
+    """Dagster's rows for a check's planned evaluation (one per planned partition), with the event serialised once
+    instead of once per partition: a month's range run plans 8,640 windows for each of the seven bar checks, 60,480
+    serialisations of one event (~15 s of a 30-day backfill). For the sqlite and the PostgreSQL event logs alike."""
+
+    def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        planned = event.get_dagster_event().event_specific_data
+        assert isinstance(planned, AssetCheckEvaluationPlanned)
+        keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
+        common = {
+            "asset_key": planned.asset_key.to_string(),
+            "check_name": planned.check_name,
+            "run_id": event.run_id,
+            "execution_status": AssetCheckExecutionRecordStatus.PLANNED.value,
+            "evaluation_event": serialize_value(event),
+            "evaluation_event_timestamp": self._event_insert_timestamp(event),
+            "evaluation_event_storage_id": event_id,
+        }
+        with self.index_connection() as conn:
+            conn.execute(AssetCheckExecutionsTable.insert(), [{**common, "partition": key} for key in keys])
+
+
+class PooledSqliteEventLogStorage(PlannedChecksSerialisedOnce, SqliteEventLogStorage):
     """SqliteEventLogStorage over kept engines, whose `store_event_batch` is one transaction per shard."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
@@ -144,24 +166,6 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             ids = list(range(last - len(events) + 1, last + 1))
             self._store_asset_event_tags(conn, events, ids)
             self._store_asset_event(conn, events[-1], ids[-1])
-
-    def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
-        """Dagster's rows (one per planned partition), with the event serialised once instead of once per partition:
-        a month's range run plans 8,640 windows for each of the seven bar checks."""
-        planned = event.get_dagster_event().event_specific_data
-        assert isinstance(planned, AssetCheckEvaluationPlanned)
-        keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
-        common = {
-            "asset_key": planned.asset_key.to_string(),
-            "check_name": planned.check_name,
-            "run_id": event.run_id,
-            "execution_status": AssetCheckExecutionRecordStatus.PLANNED.value,
-            "evaluation_event": serialize_value(event),
-            "evaluation_event_timestamp": self._event_insert_timestamp(event),
-            "evaluation_event_storage_id": event_id,
-        }
-        with self.index_connection() as conn:
-            conn.execute(AssetCheckExecutionsTable.insert(), [{**common, "partition": key} for key in keys])
 
     def dispose(self) -> None:
         super().dispose()

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from lsq_pipeline.postgres_storage import pooled_postgres_config
+
 SERVER_USER = "postgres"  # created by Debian's postgresql package; also the cluster's superuser role
 
 
@@ -34,12 +36,13 @@ class PostgresServer:
         _run_as_server_user(createdb)
         return name
 
-    def storage_config(self, db_name: str) -> dict[str, object]:
-        """The `storage:` section of a dagster.yaml pointing at `db_name` on this server."""
+    def storage_config(self, db_name: str, pooled: bool = True) -> dict[str, object]:
+        """The `storage:` section of a dagster.yaml pointing at `db_name` on this server: the project's pooled
+        storage (lsq_pipeline.postgres_storage), or with `pooled=False` dagster-postgres' own."""
         db = {"hostname": self.host, "port": self.port, "username": self.username, "db_name": db_name}
         # SQLAlchemy 2.1 maps a bare `postgresql://` to psycopg 3; dagster-postgres ships psycopg2.
         db["scheme"] = "postgresql+psycopg2"
-        return {"postgres": {"postgres_db": db}}
+        return pooled_postgres_config({"postgres_db": db}) if pooled else {"postgres": {"postgres_db": db}}
 
 
 def bin_dir() -> Path:

@@ -1,12 +1,14 @@
 """The pipeline on a Dagster instance stored in a real PostgreSQL server (dagster-postgres): window runs, range
 (backfill) runs, checks and the marker sensor record the same outcomes as on sqlite."""
 
+import os
 from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy
 from builders import bar_check_keys, market, pinned_settings, universe_frame, window_stats_without_checks
 from postgres_server import PostgresServer, postgres_server
 from test_pipeline_assets import UNIVERSE, synthetic_trades
@@ -21,6 +23,7 @@ from lsq.timelabels import HOUR_MS, WINDOW_MS, now_ms, parse_partition_key, part
 from lsq.tradestore import TradeStore
 from lsq_pipeline.backfill import run_backfill
 from lsq_pipeline.definitions import build_definitions
+from lsq_pipeline.postgres_storage import PooledPostgresStorage
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.tags import RANGE_END_TAG, RANGE_START_TAG
 
@@ -68,8 +71,43 @@ def materialize(paths: DataPaths, instance: dg.DagsterInstance, **kwargs: object
 def test_the_instance_is_stored_in_postgres(pg_instance: dg.DagsterInstance) -> None:
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
+    assert isinstance(pg_instance.get_ref().storage, PooledPostgresStorage)
     assert isinstance(pg_instance.run_storage, PostgresRunStorage)
     assert isinstance(pg_instance.event_log_storage, PostgresEventLogStorage)
+
+
+def materializations(instance: dg.DagsterInstance, key: str) -> int:
+    return len(instance.fetch_materializations(dg.AssetKey(key), limit=1000).records)
+
+
+def connections_opened(instance: dg.DagsterInstance) -> list[int]:
+    """A list that grows by one (the opening pid) whenever the event log storage opens a server connection."""
+    opened: list[int] = []
+    engine = instance.event_log_storage._engine  # type: ignore[attr-defined]
+    sqlalchemy.event.listen(engine, "connect", lambda *_: opened.append(os.getpid()))
+    return opened
+
+
+def test_events_share_a_kept_connection_and_a_forked_child_opens_its_own(pg_instance: dg.DagsterInstance) -> None:
+    """Dagster-postgres outside the webserver connects for every write; the pooled storage keeps a connection per
+    storage. A forked child (the warm worker's runs) must not talk on its parent's: both write their events whole."""
+    pg_instance.report_runless_asset_event(dg.AssetMaterialization("parent"))
+    opened = connections_opened(pg_instance)
+    pid = os.fork()
+    if pid == 0:  # the child: 30 events on its own connection, then out without running the parent's cleanup
+        code = 1
+        try:
+            for _ in range(30):
+                pg_instance.report_runless_asset_event(dg.AssetMaterialization("child"))
+            code = 0
+        finally:
+            os._exit(code)
+    for _ in range(30):
+        pg_instance.report_runless_asset_event(dg.AssetMaterialization("parent"))
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert (materializations(pg_instance, "parent"), materializations(pg_instance, "child")) == (31, 30)
+    assert opened == []  # the parent's 30 writes used the connection it kept (dagster-postgres alone: 30 new ones)
 
 
 def test_window_run_records_bars_and_checks(paths: DataPaths, pg_instance: dg.DagsterInstance) -> None:
