@@ -133,6 +133,10 @@ def id_gaps_of(ids: pl.Series) -> list[tuple[int, int]]:
     """Missing id ranges (inclusive) between consecutive sorted unique ids: [1, 2, 5, 9] -> [(3, 4), (6, 8)]."""
     if ids.len() < 2:
         return []
+    # the common case (a whole bulk day, a run of REST pages) in one pass: strictly increasing and spanning exactly
+    # as many ids as it holds
+    if ids[-1] - ids[0] + 1 == ids.len() and _strictly_increasing(ids):
+        return []
     frame = pl.DataFrame({"a": ids.sort()}).with_columns(prev=pl.col("a").shift(1))
     gaps = frame.filter(pl.col("a") - pl.col("prev") > 1).select(start=pl.col("prev") + 1, end=pl.col("a") - 1)
     return list(gaps.iter_rows())

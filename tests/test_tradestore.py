@@ -221,3 +221,7 @@ def test_reader_never_sees_a_hole_during_concurrent_compaction(store: TradeStore
 def test_id_gaps_of() -> None:
     assert id_gaps_of(pl.Series([1, 2, 5, 9], dtype=pl.Int64)) == [(3, 4), (6, 8)]
     assert id_gaps_of(pl.Series([], dtype=pl.Int64)) == []
+    assert id_gaps_of(pl.Series([4, 5, 6, 7], dtype=pl.Int64)) == []
+    # as many ids as the span, but a repeat hides a hole; unsorted ids are sorted first
+    assert id_gaps_of(pl.Series([1, 2, 2, 4], dtype=pl.Int64)) == [(3, 3)]
+    assert id_gaps_of(pl.Series([4, 1, 3, 2], dtype=pl.Int64)) == []
