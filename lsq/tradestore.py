@@ -294,11 +294,16 @@ class TradeStore:
 
     def symbols(self) -> list[str]:
         """Symbols with at least one stored trade file."""
+        return list(self.hours_by_symbol())
+
+    def hours_by_symbol(self) -> dict[str, list[int]]:
+        """`hours` of every symbol with at least one stored trade file, by symbol in name order: one listing each."""
         try:
             names = os.listdir(self.paths.trades)
         except FileNotFoundError:
-            return []
-        return sorted(n for n in names if _SYMBOL_RE.match(n) and self.hours(n))
+            return {}
+        listed = {n: self.hours(n) for n in sorted(names) if _SYMBOL_RE.match(n)}
+        return {symbol: hours for symbol, hours in listed.items() if hours}
 
     def scan(self, symbol: str, start_ms: int, end_ms: int) -> pl.LazyFrame:
         """Trades with transact_time in [start_ms, end_ms), deduplicated and sorted by agg_trade_id."""
@@ -319,9 +324,12 @@ class TradeStore:
         return pl.concat(frames, how="vertical").unique("agg_trade_id", keep="first").sort("agg_trade_id")
 
     def _read_parts(self, symbol: str, hours: Iterable[int], predicate: pl.Expr) -> pl.DataFrame:
-        """Eagerly read the parts of `hours`; a part deleted by a concurrent compaction is already in its hour file."""
-        dirs = [self.paths.trade_parts_dir(symbol, h) for h in hours]
+        """Eagerly read the parts of `hours`; a part deleted by a concurrent compaction is already in its hour file.
+        The hours' part directories come from one listing of parts/ (most hours have none)."""
+        wanted = set(hours)
+        base = self.paths.symbol_trades(symbol) / "parts"
         for _ in range(_READ_RETRIES):
+            dirs = [base / tag for tag in self._part_hour_tags(base.parent) if _parse_hour_tag(tag) in wanted]
             parts = [p for d in dirs for p in _visible_parquet(d)]
             if not parts:
                 return pl.DataFrame(schema=TRADE_SCHEMA)

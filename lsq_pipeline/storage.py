@@ -15,9 +15,12 @@ the same storage, the same files and rows, with one engine per database file kep
 A single run over a partition range records one materialisation per partition and asset (8,640 a month of 5-minute
 windows). Dagster groups them into batches when DAGSTER_EVENT_BATCH_SIZE is set and hands each batch to
 `store_event_batch`; dagster-postgres writes a batch as one insert, but the sqlite storage stores it event by event,
-two transactions per event. Here a batch of one run's materialisations (or observations) is one multi-row insert
-and one transaction per shard, with the same rows the default writes and, like dagster-postgres, the asset's
-latest-event entry updated once from the batch's last event. `lsq backfill` sets the variable (`backfill_instance`).
+two transactions per event. Here a batch of one run's materialisations (or observations) is one executemany and one
+transaction per shard, each event serialised once for both, with the same rows the default writes and, like
+dagster-postgres, the asset's latest-event entry updated once from the batch's last event. `lsq backfill` sets the
+variable (`backfill_instance`). The same range run plans each check for every window, and Dagster serialises that
+planned event once per window: `PlannedChecksSerialisedOnce` writes the same rows with one serialisation (it serves
+the PostgreSQL storage too, lsq_pipeline.postgres_storage).
 """
 
 from __future__ import annotations

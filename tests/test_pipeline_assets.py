@@ -10,11 +10,22 @@ import polars as pl
 import pytest
 from builders import bar_check_keys, market, universe_frame, window_stats_without_checks
 
+from lsq.aggregation.windows import compute_window_stats
 from lsq.paths import DataPaths
 from lsq.stores.panels import day_file, load_panel
 from lsq.stores.universes import write_universe
-from lsq.timelabels import HOUR_MS, WINDOW_MS, parse_partition_key, partition_key, to_datetime
+from lsq.timelabels import (
+    DAY_MS,
+    HOUR_MS,
+    WINDOW_MS,
+    day_start,
+    format_day,
+    parse_partition_key,
+    partition_key,
+    to_datetime,
+)
 from lsq.tradestore import TradeStore
+from lsq_pipeline.defs.market import assets as market_assets_module
 from lsq_pipeline.defs.market import checks
 from lsq_pipeline.resources import LsqResource
 from lsq_pipeline.tags import RANGE_END_TAG, RANGE_START_TAG
@@ -149,6 +160,29 @@ def test_range_run_fills_quiet_windows_and_equals_window_by_window(
             selection=window_stats_without_checks(),
         )
     assert load_panel("bars", T0, T0 + HOUR_MS, paths=other).equals(bars)
+
+
+def test_a_range_over_several_validated_batches_stores_one_computation_of_the_range(
+    instance: dg.DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A range run validates and stores VALIDATED_DAYS days at a time (here 2): over three day chunks (22:00 to the
+    second midnight and on to 02:00), what it stores equals the whole range computed in one call."""
+    monkeypatch.setattr(market_assets_module, "VALIDATED_DAYS", 2)
+    start = day_start(T0) - 2 * HOUR_MS
+    end = day_start(T0) + DAY_MS + 2 * HOUR_MS
+    paths = DataPaths(tmp_path / "data")
+    for i, symbol in enumerate(UNIVERSE[:2]):
+        TradeStore(paths).write_part(symbol, synthetic_trades(symbol, start, (end - start) // WINDOW_MS, seed=i))
+    for day in range(day_start(start), end, DAY_MS):
+        write_universe(paths, format_day(day), "v2", universe_frame(UNIVERSE))
+    assert run_windows(paths, instance, start, end - WINDOW_MS).success
+    expected = compute_window_stats(
+        paths, start, end, LsqResource(data_dir=str(paths.root)).settings.data.tran_stats.thresholds_usd
+    )
+    for kind, frame in zip(("bars", "tran_stats"), expected, strict=True):
+        stored = load_panel(kind, start, end, paths=paths)
+        assert stored.height == 2 * (end - start) // WINDOW_MS
+        assert stored.equals(frame.sort("symbol", "open_time").select(stored.columns))
 
 
 def run_local_checks(

@@ -32,7 +32,7 @@ def check_window_range(start_ms: int, end_ms: int) -> None:
 def traded_symbols(store: TradeStore, start_ms: int, end_ms: int) -> list[str]:
     """Symbols with a stored trade file overlapping [start, end) (a cheap directory listing, no data read)."""
     first_hour = start_ms - start_ms % HOUR_MS
-    return [s for s in store.symbols() if any(first_hour <= h < end_ms for h in store.hours(s))]
+    return [s for s, hours in store.hours_by_symbol().items() if any(first_hour <= h < end_ms for h in hours)]
 
 
 def previous_closes(paths: DataPaths, store: TradeStore, symbols: Iterable[str], start_ms: int) -> pl.DataFrame:
