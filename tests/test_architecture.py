@@ -131,8 +131,9 @@ def test_product_code_never_imports_the_simulator() -> None:
 
 
 # A custom instance storage (Dagster's documented `storage: custom: {module, class}` extension point) has to
-# subclass the storages it extends, which Dagster only exports from its private modules; this one module may.
-PRIVATE_DAGSTER_ALLOWED = {"lsq_pipeline/storage.py"}
+# subclass the storages it extends, which Dagster only exports from its private modules; these two modules (the
+# sqlite and the PostgreSQL storage) may.
+PRIVATE_DAGSTER_ALLOWED = {"lsq_pipeline/storage.py", "lsq_pipeline/postgres_storage.py"}
 # A custom run launcher can only be written against Dagster's internals (its docs' "Internals: Run launchers" page
 # documents RunLauncher and ConfigurableClass there); the warm worker runs `dagster api execute_run`'s own body and
 # arguments rather than a copy of them. Exactly these, in exactly these two modules, pinned dagster==1.13.27 (the
