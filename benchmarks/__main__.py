@@ -29,6 +29,7 @@ def main(names: list[str]) -> int:
         scripts = [s for s in scripts if any(n in s.stem for n in names)]
     for script in scripts:
         print(f"\n== {script.stem}", flush=True)
+        sys.argv = [str(script)]  # the names chose the scripts; each runs with its own defaults
         runpy.run_path(str(script), run_name="__main__")
     return 0
 
