@@ -130,6 +130,7 @@ def test_jobs_schedules_and_sensors(defs: dg.Definitions) -> None:
     assert sorted(job.name for job in defs.jobs) == [
         "account_checks_job",
         "execution_job",
+        "factor_view_job",
         "funding_job",
         "strategy_report_job",
         "universe_job",
@@ -143,6 +144,7 @@ def test_jobs_schedules_and_sensors(defs: dg.Definitions) -> None:
     assert schedules == {
         "universe_schedule": ("40 22 * * *", "Europe/London", "universe_job"),
         "funding_schedule": ("2 * * * *", "UTC", "funding_job"),
+        "factor_view_schedule": ("3 0 * * *", "UTC", "factor_view_job"),
         "strategy_report_schedule": ("10 0 * * *", "UTC", "strategy_report_job"),
     }
     assert all(s.default_status == dg.DefaultScheduleStatus.RUNNING for s in defs.schedules if "report" in s.name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import textwrap
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -20,10 +21,12 @@ from factors.data_view import PANELS, AlphaDataView
 from factors.discovery import discover
 from factors.synthetic import Panels, make_panels
 from lsq.paths import DataPaths
+from lsq.stores.factor_panel import roll_base
 from lsq.stores.panels import day_file, days_between, time_column, write_panel
 from lsq.symbols import to_exchange
 from lsq.timelabels import DAY_MS, WINDOW_MS, day_start, format_day, parse_label, partition_key
 from lsq_pipeline.defs.factors.assets import build_factor_assets
+from lsq_pipeline.defs.factors.view_roll import factor_view_job, factor_view_schedule
 from lsq_pipeline.partitions import partitions_for
 from lsq_pipeline.resources import LsqResource
 
@@ -75,7 +78,13 @@ def manifest(paths: DataPaths) -> dict:
     return json.loads((paths.factor_view / "manifest.json").read_text())
 
 
-def test_each_window_extends_the_panel_and_a_day_end_rolls_its_base(tmp_path: Path, panels: Panels) -> None:
+def roll(paths: DataPaths, window_ms: int, history_days: int = HISTORY_DAYS) -> dict:
+    """What factor_view_schedule's run does for the day of `window_ms`."""
+    end = window_ms + WINDOW_MS
+    return roll_base(paths, end - history_days * DAY_MS, end)
+
+
+def test_each_window_extends_the_panel_and_the_daily_roll_moves_its_base(tmp_path: Path, panels: Panels) -> None:
     paths = DataPaths(tmp_path / "data")
     store(paths, panels, DATA_START, FIRST + WINDOW_MS)
     assert_same_view(paths, FIRST)
@@ -84,14 +93,64 @@ def test_each_window_extends_the_panel_and_a_day_end_rolls_its_base(tmp_path: Pa
         store(paths, panels, window, window + WINDOW_MS)
         view = assert_same_view(paths, window)
         assert view.bars_panel["open_time"].max() == window
-        rolled = day_start(window) != day_start(window - WINDOW_MS)
-        # within a day only the current day is read; a completed day is written into the base once
-        assert manifest(paths)["generation"] == generation + (1 if rolled else 0)
-        generation = manifest(paths)["generation"]
+        # no window run rewrites the base, not even the first of a day: it reads the day just ended from parquet
+        assert manifest(paths)["generation"] == generation
+        if day_start(window) != day_start(window - WINDOW_MS):
+            assert manifest(paths)["hi"] == day_start(window) - DAY_MS
+            rolled = roll(paths, window)
+            assert rolled["rewritten"] and manifest(paths)["generation"] == generation + 1
+            assert manifest(paths)["hi"] == day_start(window)
+            assert not roll(paths, window)["rewritten"]  # the schedule's retry, or a second tick
+            generation = manifest(paths)["generation"]
+            assert_same_view(paths, window)
     assert manifest(paths)["hi"] == day_start(LAST)
+    assert manifest(paths)["generation"] == generation
     # readable like every other file of the data directory (not mkstemp's 0600)
     modes = {p.stat().st_mode & 0o777 for p in paths.factor_view.glob("*.arrow")}
     assert modes == {(paths.factor_view / "manifest.json").stat().st_mode & 0o777}
+
+
+def test_without_the_roll_a_base_two_days_behind_is_rewritten_by_the_window_run(tmp_path: Path, panels: Panels) -> None:
+    paths = DataPaths(tmp_path / "data")
+    early = day_start(LAST) - 2 * DAY_MS + 100 * WINDOW_MS
+    store(paths, panels, DATA_START, early + WINDOW_MS)
+    assert_same_view(paths, early)
+    generation = manifest(paths)["generation"]
+    store(paths, panels, early + WINDOW_MS, LAST + WINDOW_MS)
+    assert_same_view(paths, LAST)
+    assert manifest(paths)["generation"] == generation + 1
+    assert manifest(paths)["hi"] == day_start(LAST)
+
+
+def test_a_recent_day_rewritten_is_read_from_parquet_and_an_older_one_rewrites_the_base(
+    tmp_path: Path, panels: Panels
+) -> None:
+    paths = DataPaths(tmp_path / "data")
+    store(paths, panels, DATA_START, LAST + WINDOW_MS)
+    roll(paths, LAST)
+    generation = manifest(paths)["generation"]
+    for days_back, rewrites in ((1, False), (2, True)):
+        old = day_start(LAST) - days_back * DAY_MS + 40 * WINDOW_MS  # a window re-materialised with other prices
+        bars = panels.bars.filter(pl.col("open_time") == old).with_columns(
+            (pl.col("close") * (1 + days_back)).cast(panels.bars.schema["close"])
+        )
+        write_panel(paths, "bars", bars, old, old + WINDOW_MS)
+        view = assert_same_view(paths, LAST)
+        want = sorted(float(c) for c in bars["close"])
+        assert sorted(view.bars_panel.filter(pl.col("open_time") == old)["close"].to_list()) == want
+        assert manifest(paths)["generation"] == generation + rewrites
+        generation = manifest(paths)["generation"]
+
+
+def test_a_roll_for_an_earlier_day_leaves_a_newer_base(tmp_path: Path, panels: Panels) -> None:
+    paths = DataPaths(tmp_path / "data")
+    store(paths, panels, DATA_START, LAST + WINDOW_MS)
+    roll(paths, LAST)
+    stored = manifest(paths)
+    late = roll(paths, LAST - DAY_MS)
+    assert not late["rewritten"]
+    assert manifest(paths) == stored
+    assert_same_view(paths, LAST)
 
 
 def test_a_backfill_or_rewrite_of_older_windows_shows_at_once(tmp_path: Path, panels: Panels) -> None:
@@ -245,3 +304,40 @@ def test_the_factors_asset_hands_calculators_the_parquet_view(tmp_path: Path, pa
                 assert got.height
                 assert_frame_equal(got, want.filter(pl.col("symbol").is_in(members)))
     assert (paths.factor_view / "manifest.json").exists()
+
+
+def test_the_daily_schedule_rolls_the_base_through_a_real_job_run(tmp_path: Path, panels: Panels) -> None:
+    """factor_view_schedule at 00:03 UTC asks for the new day; its job's run writes the day just ended into the base,
+    and a bad day in the run config is a failure that names it."""
+    paths = DataPaths(tmp_path / "data")
+    store(paths, panels, DATA_START, LAST + WINDOW_MS)
+    assert_same_view(paths, LAST - DAY_MS)  # the base as the previous day's windows left it
+    assert manifest(paths)["hi"] == day_start(LAST) - DAY_MS
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"strategy": {"history_days": HISTORY_DAYS}}))
+    lsq = LsqResource(config_path=str(config), data_dir=str(paths.root))
+    day = format_day(day_start(LAST))
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime.fromtimestamp(day_start(LAST) / 1000 + 180, UTC)
+        )
+        [request] = factor_view_schedule.evaluate_tick(context).run_requests or []
+        assert request.run_key == day
+        result = factor_view_job.execute_in_process(
+            run_config=request.run_config, instance=instance, resources={"lsq": lsq}
+        )
+        assert result.success
+        assert result.output_for_node("roll_factor_view")["rewritten"]
+        assert manifest(paths)["hi"] == day_start(LAST)
+        generation = manifest(paths)["generation"]
+        assert_same_view(paths, LAST)
+        assert manifest(paths)["generation"] == generation
+        bad = factor_view_job.execute_in_process(
+            run_config={"ops": {"roll_factor_view": {"config": {"day": "2026-13-01"}}}},
+            instance=instance,
+            resources={"lsq": lsq},
+            raise_on_error=False,
+        )
+        assert not bad.success
+        [failure] = [e for e in bad.all_events if e.is_step_failure]
+        assert "bad date '2026-13-01'" in failure.step_failure_data.error.message

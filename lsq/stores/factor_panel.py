@@ -5,7 +5,13 @@ by symbol then time. Rebuilding that from 30 days of parquet on every window run
 data/factor_view/ holds the complete UTC days before the current one (the "base") as one Arrow IPC file per kind,
 {kind}.{generation}.arrow, plus manifest.json. A run maps the base, reads only the current day from its parquet
 file (at most 288 windows) and appends each symbol's rows after its base block as further chunks: nothing of the
-base is copied, and the base is rewritten only when a day completes or a stored day changes.
+base is copied.
+
+Rewrites: the base gains a completed day in `roll_base`, which the daily `factor_view_schedule` runs minutes after
+midnight, between the day's last window and the first one of the next, so no window run pays for it (at 300 symbols
+it costs seconds and the first window of a day is a funding window). Until it has run, a window run reads the day
+just completed from parquet too (PARQUET_DAYS); a base further behind, or whose source days changed earlier than
+that, is rewritten by the window run itself before it reads.
 
 Staleness: the manifest records each source day file's (inode, size, mtime_ns). Day files are only ever replaced
 atomically (write temp + rename, lsq.stores.panels.write_panel), so every write of a day - a backfill of older
@@ -52,6 +58,9 @@ TIME_COLUMNS: dict[str, str] = {
 KINDS = tuple(TIME_COLUMNS)
 # Symbols per record batch when a base is rewritten: bounds the memory of a rewrite to a few symbols' rows.
 BATCH_SYMBOLS = 32
+# Complete days a window run may read from parquet beside the current one before it rewrites the base itself: the day
+# that just ended until roll_base has written it in, or a recent day re-written since the base was.
+PARQUET_DAYS = 1
 
 Fingerprint = list[int] | None
 
@@ -145,11 +154,14 @@ def load_view(
     current = day_start(end_ms - 1)
     lo = day_start(start_ms)
     folder = paths.factor_view
+    base: Base | None = None
+    until = current
     try:
         with path_lock(folder / "manifest.json"):
             manifest = _read_manifest(folder)
             older = manifest is not None and manifest["hi"] > current
-            base = None if older else _refresh(paths, folder, manifest, lo, current)
+            if not older:
+                base, until = _window_base(paths, folder, manifest, lo, current)
     except OSError as exc:  # a cache: a full disk or a read-only data directory costs speed, never the run
         log.warning("factor view panel under %s not usable (%s); reading the parquet day files", folder, exc)
         base = None
@@ -159,9 +171,58 @@ def load_view(
     out: dict[str, pl.DataFrame | None] = {}
     for kind in KINDS:
         frame, offsets = base[kind]
-        recent = read_direct(paths, kind, current, end_ms)
-        out[kind] = _assemble(kind, frame, offsets, recent, start_ms, names)
+        recent = read_direct(paths, kind, until, end_ms)
+        out[kind] = _assemble(kind, frame, offsets, recent, start_ms, until, names)
     return out
+
+
+def roll_base(paths: DataPaths, start_ms: int, end_ms: int) -> dict[str, Any]:
+    """Bring the base up to date for windows ending in `end_ms`'s day with `start_ms`'s history, outside any window
+    run (factor_view_schedule, just after midnight). A no-op when it is current; a base already past that day (a late
+    or manual roll of an earlier day) is left alone. Returns the manifest's figures and whether it was written."""
+    current, lo = day_start(end_ms - 1), day_start(start_ms)
+    folder = paths.factor_view
+    with path_lock(folder / "manifest.json"):
+        manifest = _read_manifest(folder)
+        before = None if manifest is None else manifest["generation"]
+        if manifest is None or manifest["hi"] <= current:
+            _refresh(paths, folder, manifest, lo, current)
+        after = _read_manifest(folder)
+    if after is None:
+        raise RuntimeError(f"the factor view panel under {folder} has no readable manifest after a roll")
+    return {
+        "rewritten": after["generation"] != before,
+        "generation": after["generation"],
+        "first_day": format_day(after["lo"]),
+        "days": (after["hi"] - after["lo"]) // DAY_MS,
+        "rows": {kind: entry["rows"] for kind, entry in after["kinds"].items()},
+    }
+
+
+def _window_base(
+    paths: DataPaths, folder: Path, manifest: dict[str, Any] | None, lo: int, current: int
+) -> tuple[Base, int]:
+    """The base a window run assembles from and the time its parquet part starts. The stored base serves as long as
+    its unchanged days reach to within PARQUET_DAYS of `current`; otherwise it is rewritten first (the caller holds
+    the lock)."""
+    if manifest is not None and manifest["lo"] <= lo:
+        until = _unchanged_until(paths, manifest, lo)
+        if until >= current - PARQUET_DAYS * DAY_MS:
+            base = _map_base(folder, manifest)
+            if base is not None:
+                return base, until
+    return _refresh(paths, folder, manifest, lo, current), current
+
+
+def _unchanged_until(paths: DataPaths, stored: Mapping[str, Any], lo: int) -> int:
+    """The start of the first day from `lo` on whose source file of any kind changed since the base was written, or
+    the base's end: the base's rows before it are still exactly the parquet's."""
+    for day in range(lo, stored["hi"], DAY_MS):
+        label = format_day(day)
+        for kind in KINDS:
+            if (stored["kinds"][kind].get("days") or {}).get(label) != _fingerprint(day_file(paths, kind, day)):
+                return day
+    return int(stored["hi"])
 
 
 def _assemble(
@@ -170,9 +231,10 @@ def _assemble(
     offsets: Mapping[str, tuple[int, int]],
     recent: pl.DataFrame | None,
     start_ms: int,
+    until_ms: int,
     names: set[str] | None,
 ) -> pl.DataFrame | None:
-    """Per symbol: its base rows from `start_ms` on, then its current-day rows; slices only, no copy."""
+    """Per symbol: its base rows of [start_ms, until_ms), then its rows from parquet; slices only, no copy."""
     if base is None and recent is None:
         return None
     tcol = TIME_COLUMNS[kind]
@@ -184,9 +246,9 @@ def _assemble(
             continue
         if base is not None and symbol in offsets:
             offset, length = offsets[symbol]
-            skip = int(np.searchsorted(times[offset : offset + length], start_ms))
-            if skip < length:
-                pieces.append(base.slice(offset + skip, length - skip))
+            first, stop = np.searchsorted(times[offset : offset + length], [start_ms, until_ms])
+            if first < stop:
+                pieces.append(base.slice(offset + int(first), int(stop - first)))
         if recent is not None and symbol in recent_offsets:
             pieces.append(recent.slice(*recent_offsets[symbol]))
     schema_of = base if base is not None else recent
