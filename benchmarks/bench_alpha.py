@@ -1,7 +1,7 @@
 """Alpha engine benchmark: 20 calculators, 300 symbols, 30 days of 5-minute bars (synthetic, seeded).
 
 Prints the view load (wall time and peak RSS, each in a fresh process): from the parquet day files as before, and
-through the rolling panel (lsq.stores.factor_panel) when it is built, mapped, and rewritten at a day's end; then the
+through the rolling panel (lsq.stores.factor_panel) when it is built, mapped, a day behind, and rolled; then the
 compute time of run_alpha for each concurrency mode on both views (median of --repeat runs), and that their alphas
 are identical.
 
@@ -35,7 +35,7 @@ from factors.engine import run_alpha
 from factors.synthetic import make_panels
 from lsq.config import AlphaSettings, StrategySettings
 from lsq.paths import DataPaths
-from lsq.stores.factor_panel import read_direct
+from lsq.stores.factor_panel import read_direct, roll_base
 from lsq.stores.panels import write_panel
 from lsq.timelabels import DAY_MS, WINDOW_MS, parse_label
 
@@ -53,18 +53,24 @@ def twenty_calculators() -> list[AlphaCalculatorBase]:
 def load_once(folder: Path, window: int, days: int, how: str) -> dict[str, float]:
     """One view load in this process: wall and CPU seconds (all threads), peak RSS (VmHWM) and rows.
 
-    `how`: direct (parquet, the path before the rolling panel) or panel (lsq.stores.factor_panel, in whatever state
-    it is)."""
+    `how`: direct (parquet, the path before the rolling panel), panel (lsq.stores.factor_panel, in whatever state
+    it is) or roll (the base brought up to date for the window's day, as factor_view_schedule's run does; rows are
+    then the base's)."""
     paths = DataPaths(folder)
     cpu = time.process_time()
     started = time.perf_counter()
-    if how == "direct":
-        view = parquet_view(paths, window, days)
+    if how == "roll":
+        end = window + WINDOW_MS
+        rows = float(roll_base(paths, end - days * DAY_MS, end)["rows"]["tran_stats"])
     else:
-        view = AlphaDataView.from_storage(paths, window, days, universe_version=None)
+        view = parquet_view(paths, window, days) if how == "direct" else panel_view(paths, window, days)
+        rows = float(view.tran_stats_panel.height)
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    rows = float(view.tran_stats_panel.height)
     return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_mb(), "rows": rows}
+
+
+def panel_view(paths: DataPaths, window: int, days: int) -> AlphaDataView:
+    return AlphaDataView.from_storage(paths, window, days, universe_version=None)
 
 
 def parquet_view(paths: DataPaths, window: int, days: int) -> AlphaDataView:
@@ -95,12 +101,14 @@ def load_in_child(folder: Path, window: int, days: int, how: str) -> dict[str, f
     return figures
 
 
-def from_scratch(paths: DataPaths, window: int, days: int, previous: int | None) -> dict[str, float]:
-    """A child's panel load after the panel is deleted and, with `previous`, built for that window first."""
+def from_scratch(
+    paths: DataPaths, window: int, days: int, previous: int | None, how: str = "panel"
+) -> dict[str, float]:
+    """A child's panel load (or roll) after the panel is deleted and, with `previous`, built for that window first."""
     shutil.rmtree(paths.factor_view, ignore_errors=True)
     if previous is not None:
         load_once(paths.root, previous, days, "panel")
-    return load_in_child(paths.root, window, days, "panel")
+    return load_in_child(paths.root, window, days, how)
 
 
 def report(what: str, runs: list[dict[str, float]]) -> None:
@@ -119,7 +127,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--load-only", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--window", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--how", choices=("direct", "panel"), help=argparse.SUPPRESS)
+    parser.add_argument("--how", choices=("direct", "panel", "roll"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_only is not None:
         print(json.dumps(load_once(args.load_only, args.window, args.days, args.how)))
@@ -155,15 +163,19 @@ def main() -> None:
             [load_in_child(folder, window, args.days, "panel") for _ in repeat],
         )
         report(
-            "  rolling panel, a day's end (base rewritten with one more day)",
+            "  rolling panel, the base a day behind (before factor_view_schedule's roll: two days from parquet)",
             [from_scratch(paths, window, args.days, window - DAY_MS) for _ in repeat],
         )
-        panel_view = AlphaDataView.from_storage(paths, window, args.days, universe_version=None)
+        report(
+            "  the daily roll (factor_view_schedule's run: the base rewritten with one more day)",
+            [from_scratch(paths, window, args.days, window - DAY_MS, "roll") for _ in repeat],
+        )
+        view_of_panel = panel_view(paths, window, args.days)
         calculators = twenty_calculators()
         alphas: dict[str, pl.DataFrame] = {}
         for name, view in (
             ("parquet view", parquet_view(paths, window, args.days)),
-            ("rolling-panel view", panel_view),
+            ("rolling-panel view", view_of_panel),
         ):
             alpha: pl.DataFrame | None = None
             for mode in ("none", "thread", "process"):
