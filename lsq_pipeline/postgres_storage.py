@@ -5,16 +5,21 @@ webserver, which calls `optimize_for_webserver` to keep one open per storage. A 
 its window's end and its target positions, each then paying for a connection and its authentication: on this machine
 a PostgreSQL window run took 3.5 s from start to finish against sqlite's 1.6 s (benchmarks/run_start_latency.py).
 `PooledPostgresStorage` (dagster.yaml's `storage: custom`, with the `postgres:` section's own fields as its config)
-is the same storage, tables and rows, set up in every process as dagster-postgres sets up the webserver: a pool of one
-connection per storage (MAX_OVERFLOW more for threads at the same moment, closed when returned), recycled after
-POOL_RECYCLE_S, no statement timeout. A forked child (the warm worker forks every run) never uses its parent's
-connection: the pool notices the new pid and connects afresh (SQLAlchemy's rule for pools and os.fork). Its event
-log also writes a check's planned rows with their event serialised once (storage.PlannedChecksSerialisedOnce).
+is the same storage, tables and rows, with the engine dagster-postgres gives the webserver in every process: a pool
+of one AUTOCOMMIT connection per storage (MAX_OVERFLOW more for threads at the same moment, closed when returned),
+recycled after POOL_RECYCLE_S. Unlike the webserver's, it is pinged before each use (a server restart, failover or
+idle kill then costs a reconnect, not a failed write and a failed run) and it sets no statement timeout of its own, so
+the server's, the role's or the URL's `options` stay in force. A forked child (the warm worker forks every run) never
+uses its parent's connection: its pools are emptied at the fork and it connects afresh (SQLAlchemy's rule for pools
+and os.fork). Its event log also writes a check's planned rows with their event serialised once
+(storage.PlannedChecksSerialisedOnce) and remembers the tables it has seen (Dagster asks before every tagged
+materialisation, on a second connection).
 """
 
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 import sqlalchemy as db
@@ -28,32 +33,73 @@ from dagster_postgres import (
     PostgresScheduleStorage,
 )
 from dagster_postgres.auth import PgTokenProvider
-from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
 
-from lsq_pipeline.storage import PlannedChecksSerialisedOnce
+from lsq_pipeline.storage import KnownTables, PlannedChecksSerialisedOnce
 
 POOL_RECYCLE_S = 3600
 MAX_OVERFLOW = 8
-NO_STATEMENT_TIMEOUT = 0
 
 
-def forget_connections_of_other_processes(engine: db.engine.Engine) -> None:
-    """Connections are tagged with the pid that opened them; one checked out in another process (a forked child) is
-    dropped without being closed, so the child opens its own and the parent's stays usable."""
+def forget_in_forked_children(engine: db.engine.Engine) -> None:
+    """A forked child starts with an empty pool: the inherited connections are dropped without being closed
+    (Engine.dispose(close=False), SQLAlchemy's rule for os.fork), so the child opens its own and the parent's stays
+    usable. At the fork, not at checkout: the pre-ping runs before any checkout hook and would already talk on the
+    parent's socket."""
+    ref = weakref.ref(engine)
 
-    @db.event.listens_for(engine, "connect")
-    def _tag(dbapi_connection: Any, record: Any) -> None:
-        record.info["pid"] = os.getpid()
+    def _after_fork() -> None:
+        kept = ref()
+        if kept is not None:
+            kept.dispose(close=False)
 
-    @db.event.listens_for(engine, "checkout")
-    def _check(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        if record.info.get("pid") != os.getpid():
-            record.dbapi_connection = proxy.dbapi_connection = None
-            raise db.exc.DisconnectionError(f"connection opened by pid {record.info.get('pid')}, not {os.getpid()}")
+    os.register_at_fork(after_in_child=_after_fork)
 
 
-class PooledPostgresEventLogStorage(PlannedChecksSerialisedOnce, PostgresEventLogStorage):
-    """PostgresEventLogStorage whose checks' planned rows serialise their event once (lsq_pipeline.storage)."""
+class KeptEngine:
+    """For a dagster-postgres storage: its engine replaced by one that keeps a pinged, fork-safe connection (module
+    docstring), closed by `dispose`."""
+
+    postgres_url: str
+    _token_provider: PgTokenProvider | None
+    _engine: db.engine.Engine
+
+    def keep_engine(self) -> None:
+        kwargs: dict[str, Any] = {
+            "isolation_level": "AUTOCOMMIT",
+            "pool_size": 1,
+            "max_overflow": MAX_OVERFLOW,
+            "pool_recycle": POOL_RECYCLE_S,
+            "pool_pre_ping": True,
+        }
+        options = self._engine.url.query.get("options")
+        if options:
+            kwargs["connect_args"] = {"options": options}
+        self._engine.dispose()
+        self._engine = create_pg_engine(self.postgres_url, self._token_provider, **kwargs)
+        forget_in_forked_children(self._engine)
+
+    def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
+        """The webserver's own engine (with its statement timeout for UI queries), the kept one closed first."""
+        self._engine.dispose()
+        super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)  # type: ignore[misc]
+        forget_in_forked_children(self._engine)
+
+    def dispose(self) -> None:
+        super().dispose()  # type: ignore[misc]
+        self._engine.dispose()  # in a forked child, only its own connections: the fork emptied the pool
+
+
+class PooledPostgresRunStorage(KeptEngine, PostgresRunStorage):
+    """PostgresRunStorage on a kept connection."""
+
+
+class PooledPostgresScheduleStorage(KeptEngine, PostgresScheduleStorage):
+    """PostgresScheduleStorage on a kept connection."""
+
+
+class PooledPostgresEventLogStorage(KeptEngine, KnownTables, PlannedChecksSerialisedOnce, PostgresEventLogStorage):
+    """PostgresEventLogStorage on a kept connection, with lsq_pipeline.storage's known tables and planned rows."""
 
 
 class PooledPostgresStorage(DagsterPostgresStorage):
@@ -69,18 +115,18 @@ class PooledPostgresStorage(DagsterPostgresStorage):
         self.postgres_url = postgres_url
         self.should_autocreate_tables = should_autocreate_tables
         self._inst_data = inst_data
-        self._run_storage = PostgresRunStorage(postgres_url, should_autocreate_tables, token_provider=token_provider)
+        self._run_storage = PooledPostgresRunStorage(
+            postgres_url, should_autocreate_tables, token_provider=token_provider
+        )
         self._event_log_storage = PooledPostgresEventLogStorage(
             postgres_url, should_autocreate_tables, token_provider=token_provider
         )
-        self._schedule_storage = PostgresScheduleStorage(
+        self._schedule_storage = PooledPostgresScheduleStorage(
             postgres_url, should_autocreate_tables, token_provider=token_provider
         )
         super(DagsterPostgresStorage, self).__init__()  # DagsterStorage's; the parent's would open its own storages
-        # the webserver calls each storage's optimize_for_webserver again with its own settings (it never forks)
         for storage in (self._run_storage, self._event_log_storage, self._schedule_storage):
-            storage.optimize_for_webserver(NO_STATEMENT_TIMEOUT, POOL_RECYCLE_S, MAX_OVERFLOW)
-            forget_connections_of_other_processes(storage._engine)
+            storage.keep_engine()
 
     @classmethod
     def config_type(cls) -> UserConfigSchema:

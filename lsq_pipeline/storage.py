@@ -107,6 +107,18 @@ class PooledSqliteRunStorage(SqliteRunStorage):
         self._cache.dispose()
 
 
+class KnownTables(SqlEventLogStorage):
+    """Remembers the tables that exist. Dagster asks before storing the indexed tags of every materialisation (each
+    one a run records carries its data version), on a connection of its own: a new engine on sqlite, a second one on
+    PostgreSQL. Only a table found is remembered: tables are only ever added, by migrations."""
+
+    def has_table(self, table_name: str) -> bool:
+        known: set[str] = self.__dict__.setdefault("_known_tables", set())
+        if table_name not in known and super().has_table(table_name):  # type: ignore[safe-super]  # before a storage
+            known.add(table_name)
+        return table_name in known
+
+
 class PlannedChecksSerialisedOnce(SqlEventLogStorage):
     """Dagster's rows for a check's planned evaluation (one per planned partition), with the event serialised once
     instead of once per partition: a month's range run plans 8,640 windows for each of the seven bar checks, 60,480
@@ -125,11 +137,12 @@ class PlannedChecksSerialisedOnce(SqlEventLogStorage):
             "evaluation_event_timestamp": self._event_insert_timestamp(event),
             "evaluation_event_storage_id": event_id,
         }
-        with self.index_connection() as conn:
+        # one transaction: on PostgreSQL's AUTOCOMMIT connection an executemany commits page by page otherwise
+        with self.index_transaction() as conn:
             conn.execute(AssetCheckExecutionsTable.insert(), [{**common, "partition": key} for key in keys])
 
 
-class PooledSqliteEventLogStorage(PlannedChecksSerialisedOnce, SqliteEventLogStorage):
+class PooledSqliteEventLogStorage(KnownTables, PlannedChecksSerialisedOnce, SqliteEventLogStorage):
     """SqliteEventLogStorage over kept engines, whose `store_event_batch` is one transaction per shard."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:

@@ -88,26 +88,51 @@ def connections_opened(instance: dg.DagsterInstance) -> list[int]:
     return opened
 
 
+def tagged(key: str) -> dg.AssetMaterialization:
+    """A materialisation with an indexed tag, as every one a run records has (its data version)."""
+    return dg.AssetMaterialization(key, tags={"dagster/data_version": "1"})
+
+
 def test_events_share_a_kept_connection_and_a_forked_child_opens_its_own(pg_instance: dg.DagsterInstance) -> None:
     """Dagster-postgres outside the webserver connects for every write; the pooled storage keeps a connection per
-    storage. A forked child (the warm worker's runs) must not talk on its parent's: both write their events whole."""
-    pg_instance.report_runless_asset_event(dg.AssetMaterialization("parent"))
+    storage. A forked child (the warm worker's runs) must not talk on its parent's: it opens its own, and both write
+    their events whole."""
+    pg_instance.report_runless_asset_event(tagged("parent"))
     opened = connections_opened(pg_instance)
     pid = os.fork()
     if pid == 0:  # the child: 30 events on its own connection, then out without running the parent's cleanup
         code = 1
         try:
             for _ in range(30):
-                pg_instance.report_runless_asset_event(dg.AssetMaterialization("child"))
-            code = 0
+                pg_instance.report_runless_asset_event(tagged("child"))
+            code = 0 if opened and set(opened) == {os.getpid()} else 2  # its own connection, none inherited
         finally:
             os._exit(code)
     for _ in range(30):
-        pg_instance.report_runless_asset_event(dg.AssetMaterialization("parent"))
+        pg_instance.report_runless_asset_event(tagged("parent"))
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert (materializations(pg_instance, "parent"), materializations(pg_instance, "child")) == (31, 30)
-    assert opened == []  # the parent's 30 writes used the connection it kept (dagster-postgres alone: 30 new ones)
+    assert opened == []  # the parent's 30 writes used the connection it kept (dagster-postgres alone: 60 new ones)
+
+
+def test_a_connection_the_server_dropped_costs_a_reconnect_not_a_write(pg_instance: dg.DagsterInstance) -> None:
+    """A server restart, failover or idle kill ends the kept connections; the next write reconnects."""
+    pg_instance.report_runless_asset_event(tagged("series"))
+    url = pg_instance.event_log_storage.postgres_url  # type: ignore[attr-defined]
+    killer = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    with killer.connect() as conn:
+        killed = conn.execute(
+            sqlalchemy.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    killer.dispose()
+    assert killed and killed > 0
+    pg_instance.report_runless_asset_event(tagged("series"))
+    assert materializations(pg_instance, "series") == 2
+    assert pg_instance.get_runs() == []  # the run storage's connection reconnects too
 
 
 def test_window_run_records_bars_and_checks(paths: DataPaths, pg_instance: dg.DagsterInstance) -> None:

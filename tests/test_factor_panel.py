@@ -318,10 +318,9 @@ def test_the_daily_schedule_rolls_the_base_through_a_real_job_run(tmp_path: Path
     lsq = LsqResource(config_path=str(config), data_dir=str(paths.root))
     day = format_day(day_start(LAST))
     with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime.fromtimestamp(day_start(LAST) / 1000 + 180, UTC)
-        )
-        [request] = factor_view_schedule.evaluate_tick(context).run_requests or []
+        at = datetime.fromtimestamp(day_start(LAST) / 1000 + 180, UTC)
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=at) as context:
+            [request] = factor_view_schedule.evaluate_tick(context).run_requests or []
         assert request.run_key == day
         result = factor_view_job.execute_in_process(
             run_config=request.run_config, instance=instance, resources={"lsq": lsq}

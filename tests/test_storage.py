@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy
 import yaml
 
 from lsq_pipeline.storage import (
@@ -183,3 +184,25 @@ with dg.DagsterInstance.from_config(sys.argv[1]) as instance:
     for key in sys.argv[2:]:
         run_log(instance, key)
 """
+
+
+def test_a_tagged_materialisation_opens_no_connection_once_the_tables_are_known(tmp_path: Path) -> None:
+    """Every materialisation a run records carries its data version, an indexed tag; Dagster asks whether the tags
+    table exists before storing it, through a new sqlite engine each time unless the storage remembers."""
+    opened: list[object] = []
+
+    def count(*_: object) -> None:
+        opened.append(None)
+
+    with pooled_instance(tmp_path / "pooled") as instance:
+        tagged = dg.AssetMaterialization("series", tags={"dagster/data_version": "1"})
+        instance.report_runless_asset_event(tagged)  # warm: engines kept, tables looked up once
+        sqlalchemy.event.listen(sqlalchemy.pool.Pool, "connect", count)
+        try:
+            for _ in range(10):
+                instance.report_runless_asset_event(tagged)
+        finally:
+            sqlalchemy.event.remove(sqlalchemy.pool.Pool, "connect", count)
+        assert len(instance.fetch_materializations(dg.AssetKey("series"), limit=100).records) == 11
+        assert instance.get_event_tags_for_asset(dg.AssetKey("series"))
+    assert opened == []
