@@ -119,6 +119,7 @@ def test_events_share_a_kept_connection_and_a_forked_child_opens_its_own(pg_inst
 def test_a_connection_the_server_dropped_costs_a_reconnect_not_a_write(pg_instance: dg.DagsterInstance) -> None:
     """A server restart, failover or idle kill ends the kept connections; the next write reconnects."""
     pg_instance.report_runless_asset_event(tagged("series"))
+    assert pg_instance.get_runs() == []  # the run storage's kept connection is open too
     url = pg_instance.event_log_storage.postgres_url  # type: ignore[attr-defined]
     killer = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     with killer.connect() as conn:

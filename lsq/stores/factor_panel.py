@@ -351,9 +351,7 @@ def _refresh(paths: DataPaths, folder: Path, manifest: dict[str, Any] | None, lo
 def _still_valid(paths: DataPaths, stored: Mapping[str, Any], lo: int, hi: int) -> bool:
     """The stored base ends at `hi`, starts at or before `lo` (older rows are skipped when assembling) and none
     of its source days changed."""
-    if stored["hi"] != hi or stored["lo"] > lo:
-        return False
-    return all(stored["kinds"][kind].get("days") == _prints(paths, kind, stored["lo"], hi) for kind in KINDS)
+    return stored["hi"] == hi and stored["lo"] <= lo and _unchanged_until(paths, stored, stored["lo"]) == hi
 
 
 def _write_kind(
